@@ -1,0 +1,291 @@
+"""Datasets: MNIST-format IDX files on disk, loaded into host numpy arrays.
+
+A dataset is the four standard IDX gzip files in `<data_dir>/<name>/`. Built-in
+names know their class names and where to download the files (checked against
+TFDS's registered sha256 checksums); any other folder name holding the four
+files is loaded as a custom dataset. `mnist160` is a fixed 160-image slice of
+MNIST for smoke tests. `source='tfds'` loads the same data through
+tensorflow-datasets instead (an install extra).
+
+Everything here runs once on the host; `train.py` puts the arrays on device.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from mnist_jax.errors import UserError
+
+IMAGE_SHAPE = (28, 28)
+TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
+TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
+TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
+_IDX_MAGIC = {1: 2049, 3: 2051}  # labels, images (unsigned bytes)
+_DOWNLOAD_TIMEOUT_S = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the package knows about a built-in dataset."""
+  name: str
+  class_names: tuple[str, ...]
+  base_url: str
+  # file name -> (size in bytes, sha256); the values TFDS registers.
+  checksums: dict[str, tuple[int, str]]
+  tfds_name: str
+
+
+BUILTIN = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        class_names=tuple(str(d) for d in range(10)),
+        base_url="https://storage.googleapis.com/cvdf-datasets/mnist/",
+        checksums={
+            TRAIN_IMAGES: (9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+            TRAIN_LABELS: (28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+            TEST_IMAGES: (1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+            TEST_LABELS: (4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        },
+        tfds_name="mnist",
+    ),
+    "fashion_mnist": DatasetInfo(
+        name="fashion_mnist",
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        checksums={
+            TRAIN_IMAGES: (26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+            TRAIN_LABELS: (29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+            TEST_IMAGES: (4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+            TEST_LABELS: (5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+        },
+        tfds_name="fashion_mnist",
+    ),
+    "kmnist": DatasetInfo(
+        name="kmnist",
+        class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        base_url="http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+        checksums={
+            TRAIN_IMAGES: (18165135, "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4"),
+            TRAIN_LABELS: (29497, "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17"),
+            TEST_IMAGES: (3041136, "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5"),
+            TEST_LABELS: (5120, "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c"),
+        },
+        tfds_name="kmnist",
+    ),
+}
+
+# Slices of a built-in dataset: name -> (parent, images per class per split).
+# mnist160: the first 8 images of each class of the train split and the first
+# 8 of each class of the test split, in file order.
+SLICES = {"mnist160": ("mnist", 8)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A whole dataset as host arrays: images uint8 [N, 28, 28], labels int32 [N]."""
+  name: str
+  class_names: tuple[str, ...]
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+def default_data_dir() -> Path:
+  """`$MNIST_JAX_DATA`, else `~/.cache/mnist_jax/datasets`."""
+  if os.environ.get("MNIST_JAX_DATA"):
+    return Path(os.environ["MNIST_JAX_DATA"]).expanduser()
+  cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+  return cache / "mnist_jax" / "datasets"
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None,
+         source: str = "idx") -> Dataset:
+  """Loads dataset `name` from `data_dir` (downloading built-ins if missing)."""
+  data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+  if name in SLICES:
+    parent, per_class = SLICES[name]
+    if source != "idx":
+      raise UserError(
+          f"dataset '{name}' is defined on the official file order, which "
+          f"data_source='{source}' does not keep; use data_source='idx'")
+    return _class_slice(load(parent, data_dir, source), name, per_class)
+  if source == "idx":
+    return _load_idx(name, data_dir)
+  if source == "tfds":
+    return _load_tfds(name, data_dir)
+  raise UserError(f"unknown data_source '{source}'; use 'idx' or 'tfds'")
+
+
+def _load_idx(name: str, data_dir: Path) -> Dataset:
+  folder = data_dir / name
+  info = BUILTIN.get(name)
+  missing = [f for f in FILES if not (folder / f).is_file()]
+  if missing and info is None:
+    known = ", ".join(sorted([*BUILTIN, *SLICES]))
+    raise UserError(
+        f"unknown dataset '{name}': it is not built in ({known}) and {folder} "
+        f"does not hold the four MNIST-format files ({', '.join(FILES)})")
+  if missing:
+    for file_name in missing:
+      download(info, file_name, folder)
+  train_images = read_idx(folder / TRAIN_IMAGES, ndim=3)
+  train_labels = read_idx(folder / TRAIN_LABELS, ndim=1)
+  test_images = read_idx(folder / TEST_IMAGES, ndim=3)
+  test_labels = read_idx(folder / TEST_LABELS, ndim=1)
+  if info is not None:
+    class_names = info.class_names
+  else:  # A custom dataset: as many classes as its labels name.
+    num_classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
+    class_names = tuple(str(c) for c in range(num_classes))
+  return _checked(name, folder, class_names, train_images, train_labels,
+                  test_images, test_labels)
+
+
+def _checked(name, folder, class_names, train_images, train_labels,
+             test_images, test_labels) -> Dataset:
+  """Validates shapes, counts and label range; returns the Dataset."""
+  for split, images, labels in (("train", train_images, train_labels),
+                                ("test", test_images, test_labels)):
+    if images.shape[1:] != IMAGE_SHAPE:
+      raise UserError(
+          f"{name}: {split} images are {images.shape[1]}x{images.shape[2]}, "
+          f"but models here take {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}; resize "
+          f"the files in {folder}")
+    if len(images) != len(labels):
+      raise UserError(
+          f"{name}: {split} split has {len(images)} images but {len(labels)} "
+          f"labels; the image and label files in {folder} must match")
+    if len(images) == 0:
+      raise UserError(f"{name}: {split} split in {folder} is empty")
+    if labels.max() >= len(class_names):
+      raise UserError(
+          f"{name}: {split} label {int(labels.max())} is outside the "
+          f"{len(class_names)} classes (0..{len(class_names) - 1}); fix the "
+          f"label file in {folder}")
+  return Dataset(name, tuple(class_names), train_images,
+                 train_labels.astype(np.int32), test_images,
+                 test_labels.astype(np.int32))
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+  """Reads a gzipped IDX file of unsigned bytes with `ndim` dimensions."""
+  try:
+    with gzip.open(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError, zlib.error) as e:
+    raise UserError(
+        f"{path} is not a readable gzip file ({e}); delete it and download "
+        f"it again") from None
+  header_bytes = 4 + 4 * ndim
+  if len(raw) < header_bytes:
+    raise UserError(f"{path} is too short to be an IDX file; replace it")
+  magic, *dims = struct.unpack(f">{1 + ndim}I", raw[:header_bytes])
+  if magic != _IDX_MAGIC[ndim]:
+    kind = "label" if ndim == 1 else "image"
+    raise UserError(
+        f"{path} has IDX magic number {magic}, expected {_IDX_MAGIC[ndim]} "
+        f"for an MNIST {kind} file; is it the right file?")
+  expected = int(np.prod(dims))
+  if len(raw) - header_bytes != expected:
+    raise UserError(
+        f"{path} holds {len(raw) - header_bytes} data bytes but its header "
+        f"says {'x'.join(map(str, dims))} = {expected}; the file is "
+        f"truncated or corrupt, replace it")
+  return np.frombuffer(raw, np.uint8, offset=header_bytes).reshape(dims)
+
+
+def download(info: DatasetInfo, file_name: str, folder: Path) -> Path:
+  """Downloads one file of a built-in dataset, verified, written atomically."""
+  url = info.base_url + file_name
+  size, sha256 = info.checksums[file_name]
+  target = folder / file_name
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create data folder {folder} ({e.strerror}); "
+                    f"set data_dir or MNIST_JAX_DATA to a writable folder") from None
+  # Written beside the target, then renamed: a reader never sees half a file.
+  fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.",
+                                  suffix=".part")
+  try:
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "wb") as out:
+      with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+        while chunk := response.read(1 << 20):
+          digest.update(chunk)
+          out.write(chunk)
+    got_size = os.path.getsize(tmp_name)
+    if (got_size, digest.hexdigest()) != (size, sha256):
+      raise UserError(
+          f"download of {url} does not match its checksum (got {got_size} "
+          f"bytes, sha256 {digest.hexdigest()[:12]}..., expected {size} "
+          f"bytes, {sha256[:12]}...); it was removed, try again")
+    os.replace(tmp_name, target)
+  except (urllib.error.URLError, OSError) as e:
+    raise UserError(
+        f"dataset '{info.name}' is not in {folder} and downloading {url} "
+        f"failed ({getattr(e, 'reason', e)}); put the four files "
+        f"{', '.join(FILES)} in {folder}, or set data_dir / MNIST_JAX_DATA "
+        f"to a folder that holds '{info.name}/'") from None
+  finally:
+    if os.path.exists(tmp_name):
+      os.remove(tmp_name)
+  return target
+
+
+def _class_slice(parent: Dataset, name: str, per_class: int) -> Dataset:
+  """The first `per_class` examples of each class of each split, file order."""
+  def first_per_class(labels):
+    picked = [np.flatnonzero(labels == c)[:per_class]
+              for c in range(parent.num_classes)]
+    return np.sort(np.concatenate(picked))
+  train = first_per_class(parent.train_labels)
+  test = first_per_class(parent.test_labels)
+  return Dataset(name, parent.class_names,
+                 parent.train_images[train], parent.train_labels[train],
+                 parent.test_images[test], parent.test_labels[test])
+
+
+def _load_tfds(name: str, data_dir: Path) -> Dataset:
+  """Loads through tensorflow-datasets, offline from `<data_dir>/<name>/`.
+
+  TFDS stores examples in its own shuffled order, so the arrays hold the same
+  examples as the IDX files but not in the same order.
+  """
+  info = BUILTIN.get(name)
+  if info is None:
+    raise UserError(f"data_source='tfds' supports {', '.join(BUILTIN)}; "
+                    f"load '{name}' with data_source='idx'")
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError("data_source='tfds' needs tensorflow-datasets and "
+                    "TensorFlow: pip install 'mnist_jax[tfds]'") from None
+  manual_dir = data_dir / name
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=str(manual_dir) if manual_dir.is_dir() else None)
+  splits = tfds.load(
+      info.tfds_name, split=["train", "test"], batch_size=-1,
+      as_supervised=True,
+      download_and_prepare_kwargs={"download_config": download_config})
+  (train_x, train_y), (test_x, test_y) = tfds.as_numpy(splits)
+  return _checked(name, manual_dir, info.class_names,
+                  train_x[..., 0], train_y, test_x[..., 0], test_y)

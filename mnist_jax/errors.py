@@ -1,0 +1,10 @@
+"""The one exception type for user mistakes.
+
+A `UserError` is something the user can fix (bad data, a bad config value, a
+missing file). Entry points catch it and print its message as one line with a
+non-zero exit; anything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+  """A problem with the user's input, with a message that says how to fix it."""

@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny synthetic IDX datasets, the real data, configs."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path | None:
+  """The official MNIST/Fashion-MNIST files: $MNIST_JAX_TEST_DATA or ../shared/datasets."""
+  path = Path(os.environ.get("MNIST_JAX_TEST_DATA", REPO.parent / "shared" / "datasets"))
+  return path if (path / "mnist").is_dir() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+  path = real_data_dir()
+  if path is None:
+    if os.environ.get("CI"):
+      pytest.fail("CI must have the real datasets in ../shared/datasets")
+    pytest.skip("real datasets not found; set MNIST_JAX_TEST_DATA")
+  return path
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int | None = None):
+  array = np.asarray(array, np.uint8)
+  magic = magic if magic is not None else {1: 2049, 3: 2051}[array.ndim]
+  header = struct.pack(f">{1 + array.ndim}I", magic, *array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.tobytes())
+
+
+def write_dataset(folder: Path, train_images, train_labels, test_images,
+                  test_labels) -> Path:
+  folder.mkdir(parents=True, exist_ok=True)
+  write_idx(folder / "train-images-idx3-ubyte.gz", train_images)
+  write_idx(folder / "train-labels-idx1-ubyte.gz", train_labels)
+  write_idx(folder / "t10k-images-idx3-ubyte.gz", test_images)
+  write_idx(folder / "t10k-labels-idx1-ubyte.gz", test_labels)
+  return folder
+
+
+def synthetic_split(num: int, num_classes: int, seed: int):
+  """Learnable images: class c lights a horizontal band at rows 2c..2c+2, plus noise."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, num_classes, num)
+  images = rng.integers(0, 60, (num, 28, 28))
+  for i, c in enumerate(labels):
+    images[i, 2 * c + 2: 2 * c + 5, 4:24] = 220
+  return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+@pytest.fixture
+def synthetic_data(tmp_path) -> Path:
+  """A data_dir holding `toy/`: 10 classes, 256 train and 100 test images."""
+  data_dir = tmp_path / "data"
+  write_dataset(data_dir / "toy", *synthetic_split(256, 10, seed=1),
+                *synthetic_split(100, 10, seed=2))
+  return data_dir
+
+
+def toy_config(data_dir, **overrides):
+  from configs import default
+  config = default.get_config()
+  config.dataset = "toy"
+  config.data_dir = str(data_dir)
+  config.model = "mlp"
+  config.optimizer = "adam"
+  config.learning_rate = 1e-3
+  config.batch_size = 32
+  config.num_epochs = 3
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def run_module(module: str, *args, env=None, cwd=REPO, timeout=300):
+  """Runs `python -m module args` in a fresh process (e.g. with other XLA_FLAGS)."""
+  full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)],
+                        cwd=cwd, env=full_env, capture_output=True, text=True,
+                        timeout=timeout)
