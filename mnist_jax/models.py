@@ -1,0 +1,71 @@
+"""Models, written with Flax NNX. Input: float images [B, 28, 28, 1]."""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mnist_jax.errors import UserError
+
+
+def avg_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
+  """2x2 average pooling, stride 2, as a reshape and a mean.
+
+  Same result as `nnx.avg_pool(x, (2, 2), (2, 2))` for even H and W, but its
+  gradient is a broadcast, where `reduce_window`'s backward pass is several
+  times slower on XLA:CPU.
+  """
+  b, h, w, c = x_BHWC.shape
+  return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+class CNN(nnx.Module):
+  """The CNN of Flax's MNIST example: conv 32, conv 64, dense 256, dense out."""
+
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), rngs=rngs)
+    self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), rngs=rngs)
+    self.dense1 = nnx.Linear(7 * 7 * 64, 256, rngs=rngs)
+    self.dense2 = nnx.Linear(256, num_classes, rngs=rngs)
+
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    x = avg_pool_2x2(nnx.relu(self.conv1(x_BHWC)))
+    x = avg_pool_2x2(nnx.relu(self.conv2(x)))
+    x = x.reshape(x.shape[0], -1)
+    return self.dense2(nnx.relu(self.dense1(x)))
+
+
+class MLP(nnx.Module):
+  """The simplest baseline: two hidden ReLU layers."""
+
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs,
+               hidden: tuple[int, ...] = (512, 512)):
+    widths = (28 * 28, *hidden)
+    self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs)
+                            for a, b in zip(widths[:-1], widths[1:])])
+    self.out = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    x = x_BHWC.reshape(x_BHWC.shape[0], -1)
+    for layer in self.hidden:
+      x = nnx.relu(layer(x))
+    return self.out(x)
+
+
+MODELS: dict[str, Callable[..., nnx.Module]] = {"cnn": CNN, "mlp": MLP}
+
+
+def create(name: str, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
+  if name not in MODELS:
+    raise UserError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
+  return MODELS[name](num_classes, rngs=rngs)
+
+
+def num_params(params: nnx.State) -> int:
+  return sum(p.size for p in jax.tree.leaves(params))
+
+
+def normalize(images_BHW: jax.Array) -> jax.Array:
+  """uint8 [B, H, W] -> float32 [B, H, W, 1] in [0, 1]; runs inside the step."""
+  return (images_BHW.astype(jnp.float32) * (1.0 / 255.0))[..., None]

@@ -1,0 +1,40 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mnist_jax import models
+from mnist_jax.errors import UserError
+
+
+def test_cnn_matches_the_flax_example_architecture():
+  model = models.create("cnn", 10, nnx.Rngs(0))
+  # conv 3x3x1x32 + conv 3x3x32x64 + dense 3136x256 + dense 256x10, with biases.
+  assert models.num_params(nnx.state(model, nnx.Param)) == (
+      (9 * 32 + 32) + (9 * 32 * 64 + 64) + (3136 * 256 + 256) + (256 * 10 + 10))
+  assert model(jnp.zeros((3, 28, 28, 1))).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_models_take_the_number_of_classes(name):
+  model = models.create(name, 7, nnx.Rngs(0))
+  assert model(jnp.zeros((2, 28, 28, 1))).shape == (2, 7)
+
+
+def test_unknown_model():
+  with pytest.raises(UserError, match="unknown model 'resnet9000'"):
+    models.create("resnet9000", 10, nnx.Rngs(0))
+
+
+def test_reshape_pooling_equals_reduce_window_pooling():
+  x = jax.random.normal(jax.random.key(0), (2, 28, 28, 3))
+  np.testing.assert_allclose(models.avg_pool_2x2(x),
+                             nnx.avg_pool(x, (2, 2), strides=(2, 2)), rtol=1e-6)
+
+
+def test_normalize_maps_uint8_to_unit_interval():
+  x = jnp.array([[[0, 255]]], jnp.uint8)
+  out = models.normalize(x)
+  assert out.dtype == jnp.float32 and out.shape == (1, 1, 2, 1)
+  np.testing.assert_array_equal(out[..., 0], [[[0.0, 1.0]]])
