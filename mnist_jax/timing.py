@@ -1,0 +1,73 @@
+"""Timing helpers for benchmarks: timed windows on the device's own clock."""
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+
+
+def time_windows(run_window: Callable[[], object], repeats: int,
+                 warmup: int = 1) -> list[float]:
+  """Seconds per call of `run_window`, waiting for its result on the device.
+
+  `run_window` dispatches work and returns arrays; each window is timed until
+  those arrays are ready, so asynchronous dispatch cannot hide device time.
+  """
+  for _ in range(warmup):
+    jax.block_until_ready(run_window())
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(run_window())
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+  """(result, seconds) of `fn()`, for host-side work such as compilation."""
+  start = time.perf_counter()
+  result = fn()
+  return result, time.perf_counter() - start
+
+
+def rate_stats(items_per_window: int, seconds: list[float]) -> dict[str, float]:
+  """Median rate with its spread (min..max over windows)."""
+  rates = [items_per_window / s for s in seconds]
+  return {"median": statistics.median(rates), "min": min(rates),
+          "max": max(rates), "windows": len(rates)}
+
+
+def machine_info() -> dict[str, object]:
+  """Where a measurement came from: hardware, software and code version."""
+  import flax  # pylint: disable=g-import-not-at-top
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).parent,
+                            check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    commit = None
+  cpu_model = None
+  if Path("/proc/cpuinfo").exists():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        cpu_model = line.split(":", 1)[1].strip()
+        break
+  return {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "backend": jax.default_backend(),
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": jax.device_count(),
+      "cpu": cpu_model or platform.processor(),
+      "cpu_count": os.cpu_count(),
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "flax": flax.__version__,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "git_commit": commit,
+  }

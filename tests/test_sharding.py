@@ -1,0 +1,37 @@
+"""Sharding over virtual CPU devices: each run is a fresh process with its own XLA_FLAGS."""
+
+import json
+
+from conftest import REPO, run_module
+
+
+def _train(shared_data, workdir, num_devices, *flags):
+  env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}"}
+  return run_module("mnist_jax.main", f"--config={REPO}/configs/mnist160.py",
+                    f"--config.data_dir={shared_data}", f"--workdir={workdir}",
+                    *flags, env=env)
+
+
+def test_eight_devices_train_like_one(shared_data, tmp_path):
+  flags = ("--config.num_epochs=3", "--config.batch_size=16",
+           "--config.eval_batch_size=40")
+  runs = {}
+  for n in (1, 8):
+    result = _train(shared_data, tmp_path / f"d{n}", n, *flags)
+    assert result.returncode == 0, result.stderr
+    assert f"{n} device(s)" in result.stderr
+    runs[n] = [json.loads(l) for l in
+               (tmp_path / f"d{n}" / "metrics.jsonl").read_text().splitlines()]
+  assert json.loads((tmp_path / "d8" / "summary.json").read_text())["device_count"] == 8
+  for one, eight in zip(runs[1], runs[8], strict=True):
+    for key in ("train_loss", "test_loss"):
+      # Equal up to floating-point reduction order.
+      assert abs(one[key] - eight[key]) <= 1e-4 * abs(one[key]), key
+    assert one["test_accuracy"] == eight["test_accuracy"]
+
+
+def test_batch_that_does_not_divide_by_the_devices(shared_data, tmp_path):
+  result = _train(shared_data, tmp_path / "run", 8, "--config.batch_size=12")
+  assert result.returncode == 1
+  assert ("error: config.batch_size=12 does not divide by the 8 devices of the "
+          "mesh; use a multiple of 8, e.g. 8 or 16") in result.stderr

@@ -1,0 +1,120 @@
+import json
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import toy_config
+from flax import nnx
+
+from mnist_jax import data, models, train
+from mnist_jax.errors import UserError
+
+EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "test_loss",
+              "test_accuracy", "images_per_sec", "epoch_seconds"}
+SUMMARY_KEYS = {"dataset", "model", "num_epochs", "final_test_accuracy",
+                "best_test_accuracy", "train_seconds", "compile_seconds",
+                "backend", "device_count", "jax_version", "config"}
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def test_learns_and_writes_metrics_and_summary(synthetic_data, tmp_path):
+  config = toy_config(synthetic_data, num_epochs=4)
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  records = [json.loads(line) for line in lines]
+  assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+  assert all(EPOCH_KEYS <= set(r) for r in records)
+  assert records[-1]["train_loss"] < records[0]["train_loss"]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert SUMMARY_KEYS <= set(summary)
+  assert summary == json.loads(json.dumps(result.summary))
+  assert summary["final_test_accuracy"] == records[-1]["test_accuracy"] >= 0.95
+  assert summary["config"]["dataset"] == "toy"
+  assert summary["best_test_accuracy"] == max(r["test_accuracy"] for r in records)
+
+
+def test_evaluation_counts_every_test_image_once(synthetic_data, tmp_path):
+  # 100 test images in batches of 16: 7 batches, 12 padded slots masked out.
+  config = toy_config(synthetic_data, num_epochs=1, eval_batch_size=16)
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  ds = data.load("toy", synthetic_data)
+  module = nnx.merge(result.model.eval_graph, result.state.params,
+                     result.state.rest)
+  logits = module(models.normalize(jnp.asarray(ds.test_images)))
+  expected = float(np.mean(np.argmax(logits, -1) == ds.test_labels))
+  assert result.summary["final_test_accuracy"] == pytest.approx(expected, abs=1e-9)
+  totals = train.make_evaluate(result.model, train.sharding.make_mesh(), 16, 7)(
+      result.state, train.place_data(ds, train.sharding.make_mesh(), 16))
+  assert int(totals.count) == 100
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(synthetic_data, tmp_path):
+  runs = [train.train_and_evaluate(toy_config(synthetic_data, seed=seed),
+                                   tmp_path / f"run{i}")
+          for i, seed in enumerate((3, 3, 4))]
+  metrics = [(tmp_path / f"run{i}" / "metrics.jsonl").read_text().splitlines()
+             for i in range(3)]
+  strip = lambda lines: [{k: v for k, v in json.loads(l).items()
+                          if "seconds" not in k and "per_sec" not in k}
+                         for l in lines]
+  assert strip(metrics[0]) == strip(metrics[1])
+  for a, b in zip(_leaves(runs[0].state), _leaves(runs[1].state)):
+    np.testing.assert_array_equal(a, b)
+  assert strip(metrics[0]) != strip(metrics[2])
+
+
+def test_scanned_steps_match_single_steps(synthetic_data, tmp_path):
+  # 256 / 32 = 8 steps: calls of 3, 3 and a remainder of 2.
+  single = train.train_and_evaluate(
+      toy_config(synthetic_data, model="cnn", steps_per_call=1), tmp_path / "a")
+  scanned = train.train_and_evaluate(
+      toy_config(synthetic_data, model="cnn", steps_per_call=3), tmp_path / "b")
+  assert scanned.summary["steps_per_call"] == 3
+  for a, b in zip(_leaves(single.state), _leaves(scanned.state)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_logs_the_dropped_partial_batch(synthetic_data, tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  train.train_and_evaluate(toy_config(synthetic_data, batch_size=48,
+                                      num_epochs=1), tmp_path / "run")
+  # 256 = 5 * 48 + 16.
+  assert "5 steps of 48" in caplog.text
+  assert "last partial batch (16 images" in caplog.text
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"num_epochs": -1}, "num_epochs must be a positive integer"),
+    ({"learning_rate": 0.0}, "learning_rate must be positive"),
+    ({"model": "vgg"}, "unknown model 'vgg'"),
+    ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
+    ({"lr_schedule": "linear"}, "unknown lr_schedule 'linear'"),
+    ({"batch_size": 512}, "exceeds the 256 training images"),
+    ({"data_source": "hdf5"}, "unknown data_source 'hdf5'"),
+])
+def test_bad_config_values_are_user_errors(synthetic_data, tmp_path,
+                                           overrides, message):
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(toy_config(synthetic_data, **overrides),
+                             tmp_path / "run")
+
+
+def test_diverging_loss_stops_the_run(synthetic_data, tmp_path):
+  config = toy_config(synthetic_data, optimizer="sgd", learning_rate=1e6,
+                      lr_schedule="constant", num_epochs=5)
+  with pytest.raises(UserError, match=r"became nan in epoch 1 \(learning rate 1e\+06\)"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_unwritable_workdir(synthetic_data, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(UserError, match="cannot write to workdir"):
+    train.train_and_evaluate(toy_config(synthetic_data), blocker / "run")
