@@ -1,0 +1,36 @@
+"""Shared defaults: the Flax MNIST example's CNN and recipe, on MNIST.
+
+Every other config starts from `get_config()` here and changes what it needs.
+Any field can be overridden on the command line, e.g.
+`python -m mnist_jax.main --config=configs/default.py --config.num_epochs=3`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # Data.
+  config.dataset = "mnist"       # mnist, fashion_mnist, kmnist, mnist160, or a folder name.
+  # None: $MNIST_JAX_DATA, else ~/.cache/mnist_jax/datasets. A typed
+  # placeholder, so that --config.data_dir=DIR can override the None.
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.data_source = "idx"     # "idx" (the four gzip files) or "tfds" (needs the tfds extra).
+  # Model and optimizer.
+  config.model = "cnn"           # cnn, mlp.
+  config.optimizer = "sgd"       # sgd, adam, adamw.
+  config.learning_rate = 0.1
+  config.momentum = 0.9          # sgd only; 0 for plain SGD.
+  config.nesterov = False        # sgd only.
+  config.weight_decay = 0.0      # sgd: L2 added to the gradient; adamw: decoupled.
+  config.lr_schedule = "cosine"  # constant, cosine.
+  config.warmup_epochs = 0.0
+  # Training.
+  config.batch_size = 128
+  config.num_epochs = 10
+  config.seed = 0
+  config.eval_batch_size = 500
+  # Training steps per compiled call; 0 picks the measured per-backend
+  # default (1 on CPU, the whole epoch on GPU/TPU).
+  config.steps_per_call = 0
+  return config

@@ -1,0 +1,21 @@
+"""mnist160: 160 MNIST images, a smoke test of the whole pipeline in seconds.
+
+The first 8 images of each class of the MNIST train split train the model (80
+images); the first 8 of each class of the test split evaluate it (80 images).
+It checks that everything runs, not what a recipe reaches.
+
+Command:  python -m mnist_jax.main --config=configs/mnist160.py
+Measured: (filled in from a real run)
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.dataset = "mnist160"
+  config.optimizer = "adam"
+  config.learning_rate = 1e-3
+  config.batch_size = 16
+  config.num_epochs = 20
+  return config

@@ -1,0 +1,34 @@
+"""The command line, run as a user runs it: `python -m mnist_jax.main ...`."""
+
+import json
+
+import pytest
+from conftest import REPO, run_module
+
+
+def test_trains_with_the_default_workdir(shared_data, tmp_path):
+  result = run_module("mnist_jax.main", f"--config={REPO}/configs/mnist160.py",
+                      f"--config.data_dir={shared_data}",
+                      "--config.num_epochs=2", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  workdir = tmp_path / "runs" / "mnist160"
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["num_epochs"] == 2 and summary["dataset"] == "mnist160"
+  assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
+  assert "epoch 2/2" in result.stderr
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.dataset=nope", "error: unknown dataset 'nope'"),
+    ("--config.batch_size=0", "error: config.batch_size must be a positive integer"),
+    ("--config.optimizer=rmsprop", "error: unknown optimizer 'rmsprop'"),
+])
+def test_user_mistakes_print_one_line_and_exit_non_zero(shared_data, tmp_path,
+                                                        flag, message):
+  result = run_module("mnist_jax.main", f"--config={REPO}/configs/mnist160.py",
+                      f"--config.data_dir={shared_data}",
+                      f"--workdir={tmp_path / 'run'}", flag)
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  error_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(error_lines) == 1 and error_lines[0].startswith(message)
