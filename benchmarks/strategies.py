@@ -1,0 +1,153 @@
+"""Execution strategies side by side, in one run, on the same model and data.
+
+  host_loop    a conventional loop: shuffle on the host, slice each batch from
+               host numpy, copy it to the device, one compiled step per batch.
+  device_step  mnist_jax's loop: the dataset on device, each step gathers its
+               batch by an on-device permutation, one step per compiled call.
+  scan_chunk   the same, `--chunk` steps per call (`lax.scan`).
+  whole_window the same, every step of the timed window in one call (the
+               whole-epoch strategy when the window is an epoch).
+
+Throughput is the median over `--repeats` timed windows of `--window_steps`
+steps, after one warm-up window, each timed until the device has finished
+(`block_until_ready`); data loading and compilation are excluded (compile
+time is reported apart). Training state is reset per strategy, so every
+strategy runs the same optimizer steps from the same start.
+
+Command (CPU, this repo's checkout, data in ../shared/datasets):
+  python benchmarks/strategies.py --data_dir=../shared/datasets
+writes benchmarks/results/<backend>-<device kind>/strategies-*.json.
+"""
+
+import argparse
+import functools
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+
+from configs import default
+from mnist_jax import data, sharding, timing, train
+
+STRATEGIES = ("host_loop", "device_step", "scan_chunk", "whole_window")
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", default="cnn")
+  parser.add_argument("--dataset", default="mnist")
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--batch_size", type=int, default=128)
+  parser.add_argument("--window_steps", type=int, default=32)
+  parser.add_argument("--chunk", type=int, default=8)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--strategies", default=",".join(STRATEGIES))
+  parser.add_argument("--out", default=None, help="JSON path; default "
+                      "benchmarks/results/<backend>-<device kind>/...")
+  return parser.parse_args()
+
+
+def main():
+  args = parse_args()
+  config = default.get_config()
+  config.model, config.batch_size = args.model, args.batch_size
+  dataset = data.load(args.dataset, args.data_dir)
+  mesh = sharding.make_mesh()
+  sharding.check_batch_size(args.batch_size, mesh, "--batch_size")
+  num_train, batch, window = len(dataset.train_labels), args.batch_size, args.window_steps
+  model, state0, tx = train.create_model_and_state(
+      config, dataset.num_classes, num_train // batch)
+  state0 = jax.device_put(state0, sharding.replicated(mesh))
+  device_data = train.place_data(dataset, mesh, config.eval_batch_size)
+  max_in_flight = train.max_calls_in_flight(jax.default_backend(), mesh.devices.size)
+  fresh_state = lambda: jax.tree.map(jnp.copy, state0)
+
+  def host_loop():
+    step = jax.jit(functools.partial(train.train_step, model, tx),
+                   donate_argnums=0)
+    batch_sharding = sharding.batch_sharded(mesh)
+    rng = np.random.default_rng(0)
+    holder = {"state": fresh_state()}
+
+    def run_window():
+      perm = rng.permutation(num_train)[:window * batch].reshape(window, batch)
+      in_flight = []
+      for idx in perm:
+        images, labels = jax.device_put(
+            (dataset.train_images[idx], dataset.train_labels[idx]), batch_sharding)
+        holder["state"], sums = step(holder["state"], images, labels)
+        if max_in_flight:
+          in_flight.append(sums[0])
+          if len(in_flight) > max_in_flight:
+            in_flight.pop(0).block_until_ready()
+      return holder["state"].step
+
+    _, compile_seconds = timing.timed(
+        lambda: step.lower(holder["state"], dataset.train_images[:batch],
+                           dataset.train_labels[:batch]).compile())
+    return run_window, compile_seconds, 1
+
+  def on_device(steps_per_call):
+    chunk = train.make_train_chunk(model, tx, mesh, steps_per_call)
+    perm_SB = train.epoch_permutation(jax.random.key(0), 0, num_train, window, batch)
+    holder = {"state": fresh_state()}
+    _, compile_seconds = timing.timed(
+        lambda: chunk.lower(holder["state"], train.Totals.zeros(), device_data,
+                            perm_SB).compile())
+    calls = [chunk] * (window // steps_per_call)
+
+    def run_window():
+      holder["state"], totals = train.run_epoch(
+          calls, holder["state"], device_data, perm_SB, max_in_flight)
+      return totals
+
+    return run_window, compile_seconds, steps_per_call
+
+  makers = {"host_loop": host_loop,
+            "device_step": lambda: on_device(1),
+            "scan_chunk": lambda: on_device(args.chunk),
+            "whole_window": lambda: on_device(window)}
+  results = {}
+  for name in args.strategies.split(","):
+    if window % ({"scan_chunk": args.chunk}.get(name, 1)):
+      sys.exit(f"error: --window_steps={window} must divide by --chunk={args.chunk}")
+    run_window, compile_seconds, steps_per_call = makers[name]()
+    seconds = timing.time_windows(run_window, args.repeats)
+    results[name] = {"images_per_sec": timing.rate_stats(window * batch, seconds),
+                     "compile_seconds": compile_seconds,
+                     "steps_per_call": steps_per_call}
+    stats = results[name]["images_per_sec"]
+    print(f"{name:>13}: {stats['median']:>9,.0f} img/s (min {stats['min']:,.0f}, "
+          f"max {stats['max']:,.0f}), compile {compile_seconds:.2f} s", flush=True)
+
+  if "host_loop" in results:
+    base = results["host_loop"]["images_per_sec"]
+    for name, r in results.items():
+      stats = r["images_per_sec"]
+      r["ratio_to_host_loop"] = stats["median"] / base["median"]
+      # Within each other's spread: not a measurable difference.
+      r["differs_from_host_loop"] = (stats["min"] > base["max"] or
+                                     stats["max"] < base["min"])
+  machine = timing.machine_info()
+  record = {"benchmark": "strategies", "model": args.model,
+            "dataset": args.dataset, "batch_size": batch,
+            "window_steps": window, "chunk": args.chunk,
+            "repeats": args.repeats, "machine": machine, "results": results}
+  out = Path(args.out) if args.out else (
+      ROOT / "benchmarks" / "results" /
+      re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{machine['backend']}-{machine['device_kind']}") /
+      f"strategies-{args.model}-b{batch}-{machine['device_count']}dev.json")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(record, indent=2) + "\n")
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
