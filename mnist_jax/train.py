@@ -308,7 +308,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike) -> TrainResult:
   """Trains `config.num_epochs` epochs, evaluating after each epoch."""
   validate(config)
-  workdir = _prepare_workdir(Path(workdir))
   dataset = data_lib.load(config.dataset, config.data_dir, config.data_source)
 
   mesh = sharding.make_mesh()
@@ -330,6 +329,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   steps_per_call = min(config.steps_per_call or
                        default_steps_per_call(backend, steps_per_epoch),
                        steps_per_epoch)
+  # Only now that the config and data are known good: no output is left
+  # behind by a run that was refused.
+  workdir = _prepare_workdir(Path(workdir))
 
   model, state, tx = create_model_and_state(config, dataset.num_classes,
                                             steps_per_epoch)

@@ -32,3 +32,33 @@ def test_user_mistakes_print_one_line_and_exit_non_zero(shared_data, tmp_path,
   assert "Traceback" not in result.stderr
   error_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(error_lines) == 1 and error_lines[0].startswith(message)
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("config_text, args, message", [
+    (None, ["--config=missing.py"], "config file missing.py does not exist"),
+    ("x = 1\n", [], "does not define get_config()"),
+    ("def get_config():\n  return undefined_name\n", [],
+     ":2 failed: NameError: name 'undefined_name' is not defined"),
+    ("", ["--config.nofield=3"], "--config.nofield: the config has no field 'nofield'"),
+    ("", ["--config.batch_size=abc"], "flag --config.batch_size=abc: invalid literal"),
+    ("", ["stray"], "unexpected arguments: stray"),
+])
+def test_config_mistakes_print_one_line(tmp_path, config_text, args, message):
+  if config_text is not None:
+    path = tmp_path / "my_config.py"
+    path.write_text(config_text or (REPO / "configs" / "mnist160.py").read_text())
+    args = [f"--config={path}", *args]
+  result = run_module("mnist_jax.main", *args, f"--workdir={tmp_path / 'run'}",
+                      cwd=REPO if config_text is not None else tmp_path)
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+  assert message in result.stderr
+  assert not (tmp_path / "run").exists()  # Nothing written for a bad config.
+
+
+def test_missing_config_flag(tmp_path):
+  result = run_module("mnist_jax.main", cwd=tmp_path)
+  assert result.returncode == 1
+  assert result.stderr.strip() == "error: --config is required, e.g. --config=configs/mnist.py"

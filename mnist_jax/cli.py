@@ -1,0 +1,83 @@
+"""Shared command-line plumbing: user mistakes become one line, bugs keep tracebacks."""
+
+import logging as std_logging
+import os
+import sys
+import traceback
+from typing import Callable, NoReturn
+
+from absl import app, flags, logging
+
+from mnist_jax.errors import UserError
+
+
+def fail(message: str) -> NoReturn:
+  logging.flush()
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def _config_flag_error(error: Exception, argv: list[str]) -> str | None:
+  """A one-line account of a mistake in --config or its overrides, else None."""
+  config_file = next((a.split("=", 1)[1] for a in argv
+                      if a.startswith("--config=")), None)
+  if config_file is None:
+    return None
+  path = config_file.split(":", 1)[0]
+  if isinstance(error, OSError) and not os.path.isfile(path):
+    return f"config file {path} does not exist; pass --config=configs/<name>.py"
+  if isinstance(error, AttributeError) and "get_config" in str(error):
+    return f"config file {path} does not define get_config()"
+  if isinstance(error, AttributeError):  # An override names no config field.
+    field = str(error).strip("\"'")
+    override = next((a.split("=", 1)[0] for a in argv
+                     if a.split("=", 1)[0].endswith(f".{field}")), field)
+    return (f"{override}: the config has no field '{field}'; see the config "
+            f"reference in README.md for the fields there are")
+  # Any other failure inside the user's config file: point at its line.
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if os.path.abspath(f.filename) == os.path.abspath(path)]
+  if frames:
+    where = f"{path}:{frames[-1].lineno}"
+    return f"config file {where} failed: {type(error).__name__}: {error}"
+  return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    remaining = flags.FLAGS(argv)
+    # config_flags defers a missing file's error to the config's first use.
+    config_file = next((a.split("=", 1)[1] for a in argv
+                        if a.startswith("--config=")), None)
+    if config_file and not os.path.isfile(config_file.split(":", 1)[0]):
+      raise FileNotFoundError(config_file)
+    return remaining
+  except flags.IllegalFlagValueError as e:
+    if "--config must have a value" in str(e):
+      fail("--config is required, e.g. --config=configs/mnist.py")
+    fail(str(e))
+  except flags.Error as e:
+    fail(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    message = _config_flag_error(e, argv)
+    if message is None:
+      raise
+    fail(message)
+
+
+def _quiet_logging():
+  """Time-stamped one-line messages; no JAX start-up chatter about TPUs."""
+  logging.get_absl_handler().setFormatter(
+      std_logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+
+
+def run(main: Callable[[list[str]], None]):
+  """`absl.app.run(main)`, with user mistakes as one `error:` line and exit 1."""
+  def wrapped(argv):
+    _quiet_logging()
+    try:
+      main(argv)
+    except UserError as e:
+      fail(str(e))
+  app.run(wrapped, flags_parser=_parse_flags)
