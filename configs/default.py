@@ -33,4 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Training steps per compiled call; 0 picks the measured per-backend
   # default (1 on CPU, the whole epoch on GPU/TPU).
   config.steps_per_call = 0
+  # Checkpoints, in <workdir>/checkpoints; rerunning a command resumes.
+  config.checkpoint_every_epochs = 1
+  config.checkpoints_to_keep = 3
   return config

@@ -2,13 +2,14 @@
 
 import logging as std_logging
 import os
+import signal
 import sys
 import traceback
 from typing import Callable, NoReturn
 
 from absl import app, flags, logging
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import Interrupted, UserError
 
 
 def fail(message: str) -> NoReturn:
@@ -80,4 +81,12 @@ def run(main: Callable[[list[str]], None]):
       main(argv)
     except UserError as e:
       fail(str(e))
+    except Interrupted as e:
+      logging.flush()
+      print(e, file=sys.stderr)
+      sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+      logging.flush()
+      print("interrupted", file=sys.stderr)
+      sys.exit(128 + signal.SIGINT)
   app.run(wrapped, flags_parser=_parse_flags)

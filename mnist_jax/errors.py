@@ -8,3 +8,11 @@ non-zero exit; anything else is a bug and keeps its traceback.
 
 class UserError(Exception):
   """A problem with the user's input, with a message that says how to fix it."""
+
+
+class Interrupted(Exception):
+  """The run was stopped by a signal after saving what it had; exit 128 + signum."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum

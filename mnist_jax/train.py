@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,9 +28,10 @@ import optax
 from absl import logging
 from flax import nnx, struct
 
+from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
-from mnist_jax import models, optim, sharding
-from mnist_jax.errors import UserError
+from mnist_jax import models, optim, sharding, signals
+from mnist_jax.errors import Interrupted, UserError
 
 
 @struct.dataclass
@@ -226,15 +228,20 @@ def max_calls_in_flight(backend: str, num_devices: int) -> int | None:
 
 
 def run_epoch(chunks: list[Callable], state: TrainState, data: DeviceData,
-              perm_SB: jax.Array, max_in_flight: int | None):
+              perm_SB: jax.Array, max_in_flight: int | None,
+              should_stop: Callable[[], bool] = lambda: False):
   """Dispatches an epoch's compiled chunks in order; returns (state, totals).
 
   Returns as soon as the work is queued: the caller decides when to wait.
+  If `should_stop()` turns true between chunks, returns (state, None): the
+  state is then part-way through the epoch.
   """
   totals, in_flight = Totals.zeros(), []
   # Nothing inside an epoch may copy from the device: that would stall it.
   with jax.transfer_guard_device_to_host("disallow"):
     for chunk in chunks:
+      if should_stop():
+        return state, None
       state, totals = chunk(state, totals, data, perm_SB)
       if max_in_flight:
         in_flight.append(totals.steps)
@@ -258,7 +265,8 @@ def place_data(dataset: data_lib.Dataset, mesh, eval_batch_size: int) -> DeviceD
 
 def validate(config: ml_collections.ConfigDict):
   """Config errors that need no data: one message each, with the fix."""
-  for field in ("batch_size", "num_epochs", "eval_batch_size"):
+  for field in ("batch_size", "num_epochs", "eval_batch_size",
+                "checkpoint_every_epochs", "checkpoints_to_keep"):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise UserError(f"config.{field} must be a positive integer, got "
                       f"{config[field]!r}")
@@ -297,6 +305,26 @@ def _prepare_workdir(workdir: Path) -> Path:
   return workdir
 
 
+def _metrics_history(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+  """The records of epochs 1..up_to_epoch in metrics.jsonl, rewriting it to just those.
+
+  After a resume the file continues from the checkpoint's epoch: records of
+  epochs trained after that checkpoint were lost with the run and are
+  trained, and written, again.
+  """
+  history = []
+  if up_to_epoch and path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        break  # A line cut off by a kill.
+      if record["epoch"] <= up_to_epoch:
+        history.append(record)
+  path.write_text("".join(json.dumps(r) + "\n" for r in history))
+  return history
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
   summary: dict[str, Any]
@@ -306,7 +334,11 @@ class TrainResult:
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike) -> TrainResult:
-  """Trains `config.num_epochs` epochs, evaluating after each epoch."""
+  """Trains to `config.num_epochs`, evaluating after each epoch.
+
+  A workdir with checkpoints is resumed from the newest one. SIGTERM and
+  Ctrl-C stop the run after saving the last finished epoch.
+  """
   validate(config)
   dataset = data_lib.load(config.dataset, config.data_dir, config.data_source)
 
@@ -329,14 +361,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   steps_per_call = min(config.steps_per_call or
                        default_steps_per_call(backend, steps_per_epoch),
                        steps_per_epoch)
-  # Only now that the config and data are known good: no output is left
-  # behind by a run that was refused.
-  workdir = _prepare_workdir(Path(workdir))
 
   model, state, tx = create_model_and_state(config, dataset.num_classes,
                                             steps_per_epoch)
   replicated = sharding.replicated(mesh)
   state = jax.device_put(state, replicated)
+
+  # Only once the config and data are known good: a refused run leaves
+  # nothing behind. A refused resume leaves the workdir as it was.
+  workdir = _prepare_workdir(Path(workdir))
+  checkpoints = checkpoint_lib.Checkpoints(workdir / "checkpoints",
+                                           config.checkpoints_to_keep)
+  restored = checkpoints.restore_latest(state, config, dataset.num_classes)
+  done_epochs = 0
+  if restored:
+    state, meta = restored
+    done_epochs = meta["epoch"]
+    changed = {k: (v, config[k]) for k, v in meta["config"].items()
+               if k in config and config[k] != v}
+    logging.info("resuming from the checkpoint of epoch %d in %s%s", done_epochs,
+                 checkpoints.directory, f"; changed fields: {changed}" if changed else "")
+  history = _metrics_history(workdir / "metrics.jsonl", done_epochs)
+
   device_data = place_data(dataset, mesh, eval_batch_size)
   data_key = jax.device_put(
       jax.random.fold_in(jax.random.key(config.seed), 1), replicated)
@@ -371,47 +417,81 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   max_in_flight = max_calls_in_flight(backend, num_devices)
   schedule = optim.schedule(config, steps_per_epoch)
-  metrics_path = workdir / "metrics.jsonl"
-  metrics_path.write_text("")
-  history, train_seconds = [], 0.0
-  for epoch in range(1, config.num_epochs + 1):
-    epoch_start = time.perf_counter()
-    perm_SB = epoch_permutation(data_key, epoch, num_train, steps_per_epoch,
-                                config.batch_size)
-    state, totals = run_epoch([compiled[n] for n in calls], state,
-                              device_data, perm_SB, max_in_flight)
-    train_loss, train_accuracy = totals.means()  # Waits for the epoch.
-    epoch_seconds = time.perf_counter() - epoch_start
-    train_seconds += epoch_seconds
+  meta = {"config": config.to_dict(), "num_classes": dataset.num_classes,
+          "class_names": list(dataset.class_names)}
+  saved_epoch = done_epochs
 
-    eval_start = time.perf_counter()
-    test_loss, test_accuracy = evaluate(state, device_data).means()
-    eval_seconds = time.perf_counter() - eval_start
+  def stop_after_saving(signum, epoch_state, epoch):
+    """Saves the last finished epoch (unless saved already), then stops."""
+    if epoch > saved_epoch:
+      checkpoints.save(epoch, epoch_state, {**meta, "epoch": epoch})
+    checkpoints.wait()
+    name = signal.Signals(signum).name
+    if epoch == 0:
+      raise Interrupted(f"stopped by {name} before the first epoch finished; "
+                        f"nothing to save", signum)
+    raise Interrupted(
+        f"stopped by {name}: the checkpoint of epoch {epoch} is in "
+        f"{checkpoints.directory}; run the same command again to resume", signum)
 
-    record = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "train_accuracy": train_accuracy,
-        "test_loss": test_loss,
-        "test_accuracy": test_accuracy,
-        "learning_rate": float(schedule(epoch * steps_per_epoch - 1)),
-        "images_per_sec": steps_per_epoch * config.batch_size / epoch_seconds,
-        "epoch_seconds": epoch_seconds,
-        "eval_seconds": eval_seconds,
-    }
-    history.append(record)
-    with metrics_path.open("a") as f:
-      f.write(json.dumps(record) + "\n")
-    logging.info(
-        "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  "
-        "%s img/s  %.1f s", epoch, config.num_epochs, train_loss,
-        100 * train_accuracy, test_loss, 100 * test_accuracy,
-        f"{record['images_per_sec']:,.0f}", epoch_seconds)
-    if not math.isfinite(train_loss):
-      raise UserError(
-          f"training loss became {train_loss} in epoch {epoch} (learning rate "
-          f"{record['learning_rate']:.3g}); lower config.learning_rate")
+  with signals.StopOnSignal() as stop:
+    for epoch in range(done_epochs + 1, config.num_epochs + 1):
+      # A stop request mid-epoch falls back to this epoch's start; the
+      # copy is needed because the calls donate (consume) their input state.
+      epoch_start_state = jax.tree.map(jnp.copy, state) if len(calls) > 1 else state
+      epoch_start = time.perf_counter()
+      perm_SB = epoch_permutation(data_key, epoch, num_train, steps_per_epoch,
+                                  config.batch_size)
+      state, totals = run_epoch([compiled[n] for n in calls], state,
+                                device_data, perm_SB, max_in_flight,
+                                should_stop=lambda: stop.requested)
+      if totals is None:  # Stopped part-way through the epoch.
+        stop_after_saving(stop.signum, epoch_start_state, epoch - 1)
+      train_loss, train_accuracy = totals.means()  # Waits for the epoch.
+      epoch_seconds = time.perf_counter() - epoch_start
 
+      eval_start = time.perf_counter()
+      test_loss, test_accuracy = evaluate(state, device_data).means()
+      record = {
+          "epoch": epoch,
+          "train_loss": train_loss,
+          "train_accuracy": train_accuracy,
+          "test_loss": test_loss,
+          "test_accuracy": test_accuracy,
+          "learning_rate": float(schedule(epoch * steps_per_epoch - 1)),
+          "images_per_sec": steps_per_epoch * config.batch_size / epoch_seconds,
+          "epoch_seconds": epoch_seconds,
+          "eval_seconds": time.perf_counter() - eval_start,
+      }
+      if not math.isfinite(train_loss):
+        _append_record(workdir, record)
+        checkpoints.wait()
+        raise UserError(
+            f"training loss became {train_loss} in epoch {epoch} (learning "
+            f"rate {record['learning_rate']:.3g}); stopped, keeping the "
+            f"checkpoint of epoch {saved_epoch or 'none'}; lower "
+            f"config.learning_rate")
+      if epoch % config.checkpoint_every_epochs == 0 or epoch == config.num_epochs:
+        save_start = time.perf_counter()
+        checkpoints.save(epoch, state, {**meta, "epoch": epoch})
+        record["checkpoint_seconds"] = time.perf_counter() - save_start
+        saved_epoch = epoch
+      _append_record(workdir, record)
+      history.append(record)
+      logging.info(
+          "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  "
+          "%s img/s  %.1f s", epoch, config.num_epochs, train_loss,
+          100 * train_accuracy, test_loss, 100 * test_accuracy,
+          f"{record['images_per_sec']:,.0f}", epoch_seconds)
+      if stop.requested:
+        stop_after_saving(stop.signum, state, epoch)
+  checkpoints.wait()
+  checkpoints.close()
+
+  if not history:
+    raise UserError(f"{workdir} holds no metrics for its checkpoint of epoch "
+                    f"{done_epochs}; use a new --workdir")
+  train_seconds = sum(r["epoch_seconds"] for r in history)
   summary = {
       "dataset": dataset.name,
       "model": config.model,
@@ -422,6 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "train_seconds": train_seconds,
       "compile_seconds": compile_seconds,
       "images_per_sec": steps_per_epoch * config.batch_size * len(history) / train_seconds,
+      "resumed_from_epoch": done_epochs,
       "steps_per_call": steps_per_call,
       "backend": backend,
       "device_kind": jax.devices()[0].device_kind,
@@ -435,3 +516,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                100 * summary["best_test_accuracy"], train_seconds,
                workdir / "summary.json")
   return TrainResult(summary, model, state)
+
+
+def _append_record(workdir: Path, record: dict[str, Any]):
+  with (workdir / "metrics.jsonl").open("a") as f:
+    f.write(json.dumps(record) + "\n")

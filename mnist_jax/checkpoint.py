@@ -1,0 +1,107 @@
+"""Checkpoints through orbax: the whole TrainState plus a JSON record of the run.
+
+A checkpoint is numbered by the epoch it ends. orbax writes each one into a
+temporary folder and renames it only when complete, so a save cut off by a
+kill is never mistaken for a checkpoint; a complete one that still fails to
+load is skipped in favour of the one before it.
+"""
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from mnist_jax.errors import UserError
+
+# Config fields that decide the shapes or structure of what a checkpoint holds.
+STRUCTURAL_FIELDS = ("dataset", "model", "optimizer")
+
+
+class Checkpoints:
+  """The checkpoints of one workdir: save asynchronously, restore the newest."""
+
+  def __init__(self, directory: Path, keep: int):
+    self.directory = Path(directory).absolute()
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_names=("state", "meta"))
+
+  def epochs(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, epoch: int, state, meta: dict[str, Any]):
+    """Starts saving; returns once the arrays are copied off the device."""
+    try:
+      self._manager.save(epoch, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    except OSError as e:
+      self._raise_save_error(epoch, e)
+
+  def wait(self):
+    """Waits for the last save to be on disk."""
+    try:
+      self._manager.wait_until_finished()
+    except OSError as e:
+      self._raise_save_error(self._manager.latest_step(), e)
+
+  def _raise_save_error(self, epoch, error: OSError):
+    previous = [e for e in self.epochs() if epoch is None or e < epoch]
+    kept = (f"the checkpoint of epoch {previous[-1]} is intact"
+            if previous else "no earlier checkpoint exists")
+    reason = ("the disk is full" if error.errno == errno.ENOSPC
+              else error.strerror or str(error))
+    raise UserError(
+        f"saving the checkpoint of epoch {epoch} in {self.directory} failed "
+        f"({reason}); {kept}: fix that and run the same command to resume"
+    ) from None
+
+  def restore_latest(self, like_state, config,
+                     num_classes: int) -> tuple[Any, dict[str, Any]] | None:
+    """(state, meta) of the newest checkpoint that loads, or None if none does.
+
+    `like_state` gives the structure, shapes, dtypes and shardings to restore
+    into. A checkpoint made by an incompatible config is refused, not skipped.
+    """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    for epoch in reversed(self.epochs()):
+      try:
+        # The JSON record first: it says whether the state can fit at all.
+        meta = self._manager.restore(epoch, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore())).meta
+        check_compatible(meta, config, num_classes, self.directory)
+        state = self._manager.restore(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract))).state
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("skipping unreadable checkpoint %s/%d (%s: %s)",
+                        self.directory, epoch, type(e).__name__, e)
+        continue
+      return state, meta
+    return None
+
+  def close(self):
+    self._manager.close()
+
+
+def check_compatible(meta: dict[str, Any], config, num_classes: int,
+                     directory: Path):
+  """Refuses to resume into a run whose state would not fit the checkpoint."""
+  saved = meta["config"]
+  differences = [f"{field}={saved[field]!r} there, {config[field]!r} now"
+                 for field in STRUCTURAL_FIELDS if saved[field] != config[field]]
+  if config.optimizer == "sgd" and (saved["momentum"] == 0) != (config.momentum == 0):
+    differences.append(f"momentum={saved['momentum']!r} there, "
+                       f"{config.momentum!r} now (momentum on or off changes "
+                       f"the optimizer state)")
+  if meta["num_classes"] != num_classes:
+    differences.append(f"{meta['num_classes']} classes there, {num_classes} now")
+  if differences:
+    raise UserError(
+        f"cannot resume from the checkpoints in {directory}: they were made "
+        f"with {'; '.join(differences)}; use another --workdir, or the "
+        f"original values")

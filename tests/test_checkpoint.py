@@ -1,0 +1,206 @@
+"""Checkpoints and resume: an interrupted run loses nothing and ends the same."""
+
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from conftest import REPO, toy_config
+
+from mnist_jax import train
+from mnist_jax.errors import UserError
+
+NUM_EPOCHS = 12
+
+
+def _command(data_dir, workdir, *flags):
+  return [sys.executable, "-m", "mnist_jax.main",
+          f"--config={REPO}/configs/default.py", "--config.dataset=toy",
+          f"--config.data_dir={data_dir}", "--config.model=mlp",
+          "--config.optimizer=adam", "--config.learning_rate=0.001",
+          "--config.batch_size=32", f"--config.num_epochs={NUM_EPOCHS}",
+          f"--workdir={workdir}", *flags]
+
+
+def _env():
+  return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _learning_metrics(workdir):
+  """metrics.jsonl without the timings, which differ run to run."""
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if "seconds" not in k and "per_sec" not in k}
+          for r in records]
+
+
+def _final_params(workdir):
+  state = ocp.StandardCheckpointer().restore(
+      workdir / "checkpoints" / str(NUM_EPOCHS) / "state")
+  return [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+
+
+def _start_and_interrupt(data_dir, workdir, signum):
+  """Starts a run, sends `signum` once checkpoint 1 is complete; returns the process."""
+  proc = subprocess.Popen(_command(data_dir, workdir), env=_env(), cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 120
+  # orbax renames a checkpoint's folder to its epoch only once it is complete.
+  while not (workdir / "checkpoints" / "1").is_dir():
+    assert proc.poll() is None, proc.communicate()[1]
+    assert time.monotonic() < deadline, "no checkpoint within 120 s"
+    time.sleep(0.005)
+  assert proc.poll() is None, "the run ended before it could be interrupted"
+  proc.send_signal(signum)
+  proc.wait(timeout=120)
+  return proc
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  """One run that was never interrupted: the reference."""
+  from conftest import synthetic_split, write_dataset
+  root = tmp_path_factory.mktemp("reference")
+  data_dir = root / "data"
+  write_dataset(data_dir / "toy", *synthetic_split(256, 10, seed=1),
+                *synthetic_split(100, 10, seed=2))
+  result = subprocess.run(_command(data_dir, root / "run"), env=_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  return data_dir, root / "run"
+
+
+def test_resume_after_sigkill_ends_identical(uninterrupted, tmp_path):
+  data_dir, reference = uninterrupted
+  workdir = tmp_path / "run"
+  proc = _start_and_interrupt(data_dir, workdir, signal.SIGKILL)
+  assert proc.returncode == -signal.SIGKILL
+  assert len(_learning_metrics(workdir)) < NUM_EPOCHS  # Really interrupted.
+  resumed = subprocess.run(_command(data_dir, workdir), env=_env(), cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "resuming from the checkpoint of epoch" in resumed.stderr
+  assert _learning_metrics(workdir) == _learning_metrics(reference)
+  for a, b in zip(_final_params(workdir), _final_params(reference), strict=True):
+    np.testing.assert_array_equal(a, b)  # Bitwise.
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["resumed_from_epoch"] >= 1
+
+
+def test_sigterm_saves_the_last_finished_epoch_and_says_how_to_resume(
+    uninterrupted, tmp_path):
+  data_dir, reference = uninterrupted
+  workdir = tmp_path / "run"
+  proc = _start_and_interrupt(data_dir, workdir, signal.SIGTERM)
+  stderr = proc.stderr.read()
+  assert proc.returncode == 128 + signal.SIGTERM, stderr
+  assert "Traceback" not in stderr
+  assert "stopped by SIGTERM" in stderr and "run the same command again to resume" in stderr
+  finished = len(_learning_metrics(workdir))
+  assert finished < NUM_EPOCHS
+  saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved[-1] == finished  # The last finished epoch is checkpointed.
+  resumed = subprocess.run(_command(data_dir, workdir), env=_env(), cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr
+  assert _learning_metrics(workdir) == _learning_metrics(reference)
+
+
+def test_a_checkpoint_cut_off_mid_write_is_never_used(synthetic_data, tmp_path, caplog):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
+  # What a kill during orbax's save leaves: a temporary folder for epoch 3.
+  partial = workdir / "checkpoints" / "3.orbax-checkpoint-tmp-1700000000000000"
+  shutil.copytree(workdir / "checkpoints" / "2", partial)
+  for f in partial.rglob("*"):
+    if f.is_file():
+      f.write_bytes(f.read_bytes()[:10])
+  caplog.set_level(logging.INFO)
+  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+  assert result.summary["resumed_from_epoch"] == 2
+  assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3]
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(
+    synthetic_data, tmp_path, caplog):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+  for f in (workdir / "checkpoints" / "3" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"")
+  caplog.set_level(logging.INFO)
+  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
+  assert "skipping unreadable checkpoint" in caplog.text
+  assert result.summary["resumed_from_epoch"] == 2
+  # Epoch 3's record, trained from the lost checkpoint, is replaced, not doubled.
+  assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3, 4]
+
+
+def test_training_longer_resumes_and_continues_the_metrics(synthetic_data, tmp_path):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
+  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
+  assert result.summary["resumed_from_epoch"] == 2
+  assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3, 4]
+  assert int(result.state.step) == 4 * (256 // 32)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"model": "cnn"}, "model='mlp' there, 'cnn' now"),
+    ({"optimizer": "sgd"}, "optimizer='adam' there, 'sgd' now"),
+])
+def test_resume_with_a_config_that_changes_the_state_is_refused(
+    synthetic_data, tmp_path, overrides, message):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
+  before = (workdir / "metrics.jsonl").read_text()
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2, **overrides),
+                             workdir)
+  assert (workdir / "metrics.jsonl").read_text() == before  # Untouched.
+
+
+def test_resume_with_other_classes_is_refused(synthetic_data, tmp_path):
+  from conftest import synthetic_split, write_dataset
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
+  write_dataset(synthetic_data / "toy", *synthetic_split(256, 4, 1),
+                *synthetic_split(100, 4, 2))
+  with pytest.raises(UserError, match="10 classes there, 4 now"):
+    train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(
+    synthetic_data, tmp_path, monkeypatch):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
+
+  def no_space(self, step, *args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  with monkeypatch.context() as patch:
+    patch.setattr(ocp.CheckpointManager, "save", no_space)
+    with pytest.raises(UserError, match=r"epoch 2 .* failed \(the disk is full\); "
+                       r"the checkpoint of epoch 1 is intact"):
+      train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+  assert result.summary["resumed_from_epoch"] == 1
+
+
+def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic_data, tmp_path):
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1,
+                                      optimizer="sgd", learning_rate=0.05), workdir)
+  diverging = toy_config(synthetic_data, num_epochs=3, optimizer="sgd",
+                         learning_rate=1e6, lr_schedule="constant")
+  with pytest.raises(UserError, match=r"in epoch 2 \(learning rate 1e\+06\); "
+                     r"stopped, keeping the checkpoint of epoch 1"):
+    train.train_and_evaluate(diverging, workdir)
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1"]
