@@ -23,11 +23,17 @@ STRUCTURAL_FIELDS = ("dataset", "model", "optimizer")
 class Checkpoints:
   """The checkpoints of one workdir: save asynchronously, restore the newest."""
 
-  def __init__(self, directory: Path, keep: int):
+  def __init__(self, directory: Path, keep: int | None = None,
+               read_only: bool = False):
     self.directory = Path(directory).absolute()
+    if read_only and not self.directory.is_dir():
+      raise UserError(f"no checkpoints in {self.directory}; train first: "
+                      f"python -m mnist_jax.main --config=... "
+                      f"--workdir={self.directory.parent}")
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=not read_only, read_only=read_only),
         item_names=("state", "meta"))
 
   def epochs(self) -> list[int]:
@@ -58,6 +64,17 @@ class Checkpoints:
         f"saving the checkpoint of epoch {epoch} in {self.directory} failed "
         f"({reason}); {kept}: fix that and run the same command to resume"
     ) from None
+
+  def latest_meta(self) -> dict[str, Any] | None:
+    """The JSON record of the newest readable checkpoint, or None if there is none."""
+    for epoch in reversed(self.epochs()):
+      try:
+        return self._manager.restore(epoch, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore())).meta
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("skipping unreadable checkpoint %s/%d (%s: %s)",
+                        self.directory, epoch, type(e).__name__, e)
+    return None
 
   def restore_latest(self, like_state, config,
                      num_classes: int) -> tuple[Any, dict[str, Any]] | None:

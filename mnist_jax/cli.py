@@ -66,10 +66,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
     fail(message)
 
 
+def _not_library_info(record: std_logging.LogRecord) -> bool:
+  """Drops orbax's INFO records (several long lines per save); keeps warnings."""
+  return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def _quiet_logging():
-  """Time-stamped one-line messages; no JAX start-up chatter about TPUs."""
-  logging.get_absl_handler().setFormatter(
+  """Time-stamped one-line messages; no library chatter at INFO level."""
+  handler = logging.get_absl_handler()
+  handler.setFormatter(
       std_logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+  handler.addFilter(_not_library_info)
   std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
 
 

@@ -263,6 +263,16 @@ def place_data(dataset: data_lib.Dataset, mesh, eval_batch_size: int) -> DeviceD
   return jax.device_put(arrays, sharding.replicated(mesh))
 
 
+def evaluation_batch_size(config, num_test: int, num_devices: int) -> int:
+  """`config.eval_batch_size`, made to fit the devices and the test set.
+
+  The evaluation batch changes no result, so rather than refuse a size that
+  does not divide by the devices, round it up to one that does; and never pad
+  the test set beyond one batch.
+  """
+  return math.ceil(min(config.eval_batch_size, num_test) / num_devices) * num_devices
+
+
 def validate(config: ml_collections.ConfigDict):
   """Config errors that need no data: one message each, with the fix."""
   for field in ("batch_size", "num_epochs", "eval_batch_size",
@@ -352,12 +362,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                     f"{num_train} training images of {dataset.name}; use a "
                     f"smaller batch size")
   steps_per_epoch = num_train // config.batch_size
-  # The evaluation batch does not change any result, so rather than refuse a
-  # size that does not divide by the devices, round it up to one that does;
-  # and never pad the test set beyond one batch.
   num_test = len(dataset.test_labels)
-  round_up = lambda n: math.ceil(n / num_devices) * num_devices
-  eval_batch_size = round_up(min(config.eval_batch_size, num_test))
+  eval_batch_size = evaluation_batch_size(config, num_test, num_devices)
   steps_per_call = min(config.steps_per_call or
                        default_steps_per_call(backend, steps_per_epoch),
                        steps_per_epoch)

@@ -19,14 +19,19 @@ def real_data_dir() -> Path | None:
   return path if (path / "mnist").is_dir() else None
 
 
-@pytest.fixture
-def shared_data() -> Path:
+def require_real_data() -> Path:
+  """The real data folder; skips the test where there is none, fails under CI."""
   path = real_data_dir()
   if path is None:
     if os.environ.get("CI"):
       pytest.fail("CI must have the real datasets in ../shared/datasets")
     pytest.skip("real datasets not found; set MNIST_JAX_TEST_DATA")
   return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+  return require_real_data()
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None):

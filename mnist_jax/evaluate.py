@@ -1,0 +1,128 @@
+"""Evaluates a trained run: `python -m mnist_jax.evaluate --workdir=DIR`.
+
+Restores the newest checkpoint in DIR/checkpoints and reports the test loss,
+top-1 and top-5 accuracy, per-class accuracy and the confusion matrix, on
+the console and in DIR/eval.json.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import flags, logging
+from flax import nnx
+
+from mnist_jax import cli, models, sharding, train
+from mnist_jax import data as data_lib
+from mnist_jax.errors import UserError
+from mnist_jax.trained import Trained, load_trained
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Where the dataset is, if not where training found it.")
+
+
+def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
+                           num_batches: int):
+  """f(state, data) -> sums of loss, top-1, top-5, and the confusion matrix."""
+  num_classes = len(trained.class_names)
+  top_k = min(5, num_classes)
+  batch_sharding = sharding.batch_sharded(mesh)
+
+  def evaluate(state, data: train.DeviceData):
+    def one_batch(sums, i):
+      def take(x):
+        x = jax.lax.dynamic_slice_in_dim(x, i * eval_batch_size, eval_batch_size)
+        return jax.lax.with_sharding_constraint(x, batch_sharding)
+      images, labels_B, mask_B = (take(data.test_images), take(data.test_labels),
+                                  take(data.test_mask))
+      module = nnx.merge(trained.model.eval_graph, state.params, state.rest)
+      logits_BK = module(models.normalize(images))
+      losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
+      _, top_BT = jax.lax.top_k(logits_BK, top_k)
+      in_top_B = jnp.any(top_BT == labels_B[:, None], axis=-1)
+      predicted_B = jnp.argmax(logits_BK, -1)
+      confusion_KK = jnp.zeros((num_classes, num_classes), jnp.int32).at[
+          labels_B, predicted_B].add(mask_B.astype(jnp.int32))
+      return {"loss": sums["loss"] + jnp.sum(jnp.where(mask_B, losses_B, 0.0)),
+              "top_k": sums["top_k"] + jnp.sum(in_top_B & mask_B, dtype=jnp.int32),
+              "confusion": sums["confusion"] + confusion_KK}, None
+    zeros = {"loss": jnp.float32(0), "top_k": jnp.int32(0),
+             "confusion": jnp.zeros((num_classes, num_classes), jnp.int32)}
+    return jax.lax.scan(one_batch, zeros, jnp.arange(num_batches))[0]
+
+  return jax.jit(evaluate)
+
+
+def evaluate_trained(trained: Trained, data_dir: str | None = None) -> dict[str, Any]:
+  config = trained.config
+  dataset = data_lib.load(config.dataset, data_dir or config.data_dir,
+                          config.data_source)
+  if dataset.num_classes != len(trained.class_names):
+    raise UserError(f"{dataset.name} now has {dataset.num_classes} classes, "
+                    f"the checkpoint {len(trained.class_names)}")
+  mesh = sharding.make_mesh()
+  # The same evaluation batch as training used, so the numbers agree exactly.
+  num_test = len(dataset.test_labels)
+  eval_batch_size = train.evaluation_batch_size(config, num_test, mesh.devices.size)
+  device_data = train.place_data(dataset, mesh, eval_batch_size)
+  sums = jax.device_get(make_detailed_evaluate(
+      trained, mesh, eval_batch_size,
+      len(device_data.test_labels) // eval_batch_size)(trained.state, device_data))
+  confusion = np.asarray(sums["confusion"])
+  per_class_count = confusion.sum(axis=1)
+  return {
+      "workdir_epoch": trained.epoch,
+      "dataset": dataset.name,
+      "num_test_images": int(confusion.sum()),
+      "test_loss": float(sums["loss"]) / num_test,
+      "test_accuracy": float(np.trace(confusion)) / num_test,
+      "top1_accuracy": float(np.trace(confusion)) / num_test,
+      f"top{min(5, dataset.num_classes)}_accuracy": float(sums["top_k"]) / num_test,
+      "per_class_accuracy": {
+          name: float(confusion[k, k] / per_class_count[k]) if per_class_count[k] else None
+          for k, name in enumerate(trained.class_names)},
+      "class_names": list(trained.class_names),
+      "confusion_matrix": confusion.tolist(),  # Rows: true class; columns: predicted.
+  }
+
+
+def format_report(report: dict[str, Any]) -> str:
+  names = report["class_names"]
+  top_key = next(k for k in report if k.startswith("top") and k != "top1_accuracy")
+  lines = [f"{report['dataset']}, checkpoint of epoch {report['workdir_epoch']}: "
+           f"{report['num_test_images']} test images",
+           f"test loss {report['test_loss']:.4f}  accuracy "
+           f"{100 * report['test_accuracy']:.2f}%  {top_key.split('_')[0]} "
+           f"{100 * report[top_key]:.2f}%", "per-class accuracy:"]
+  width = max(len(n) for n in names)
+  for name, accuracy in report["per_class_accuracy"].items():
+    shown = "-" if accuracy is None else f"{100 * accuracy:6.2f}%"
+    lines.append(f"  {name:>{width}}  {shown}")
+  lines.append("confusion matrix (rows: true, columns: predicted):")
+  for name, row in zip(names, report["confusion_matrix"]):
+    lines.append(f"  {name:>{width}} " + " ".join(f"{v:5d}" for v in row))
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not _WORKDIR.value:
+    raise UserError("--workdir is required: the workdir of a training run")
+  trained = load_trained(_WORKDIR.value)
+  report = evaluate_trained(trained, _DATA_DIR.value)
+  path = Path(_WORKDIR.value) / "eval.json"
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(report, indent=2) + "\n")
+  tmp.replace(path)
+  print(format_report(report))
+  logging.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,114 @@
+"""Classifies image files: `python -m mnist_jax.predict --workdir=DIR IMAGE...`.
+
+Any image Pillow reads (PNG, JPEG, ...; any size, colour or transparency)
+is made into a 28x28 grayscale image the way the datasets' images were made:
+
+- polarity: the datasets are light on dark. `--invert=auto` inverts an image
+  whose border is light (dark ink on paper); `yes` and `no` force it.
+- framing: `--fit=digit` is MNIST's recipe: the ink's bounding box scaled to
+  fit 20x20, placed so that its centre of mass is at the centre of 28x28.
+  `--fit=whole` scales the whole image to fit 28x28 (Fashion-MNIST's items
+  fill their frame). `auto` picks `digit` for mnist, mnist160 and kmnist.
+"""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+from absl import flags
+from PIL import Image, UnidentifiedImageError
+
+from mnist_jax import cli
+from mnist_jax.errors import UserError
+from mnist_jax.trained import load_trained
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
+_INVERT = flags.DEFINE_enum("invert", "auto", ["auto", "yes", "no"],
+                            "Invert the image (dark ink on light paper).")
+_FIT = flags.DEFINE_enum("fit", "auto", ["auto", "digit", "whole"],
+                         "How to frame the image in 28x28.")
+_TOP = flags.DEFINE_integer("top", 1, "How many classes to print per image.")
+
+DIGIT_DATASETS = ("mnist", "mnist160", "kmnist")
+
+
+def _read_grayscale(path: Path) -> np.ndarray:
+  """float32 [H, W] in 0..255; transparency composited onto white."""
+  try:
+    image = Image.open(path)
+    image.load()
+  except FileNotFoundError:
+    raise UserError(f"{path} does not exist") from None
+  except (UnidentifiedImageError, OSError) as e:
+    raise UserError(f"{path} is not an image that can be read ({e})") from None
+  if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+    image = image.convert("RGBA")
+    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
+  return np.asarray(image.convert("L"), np.float32)
+
+
+def _resized(pixels: np.ndarray, box: int) -> np.ndarray:
+  """Scaled, keeping the aspect ratio, so that the longer side is `box`."""
+  h, w = pixels.shape
+  scale = box / max(h, w)
+  size = (max(1, round(w * scale)), max(1, round(h * scale)))
+  return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS),
+                    np.float32).clip(0, 255)
+
+
+def to_mnist_format(path: Path, invert: str = "auto", fit: str = "whole") -> np.ndarray:
+  """One image file as uint8 [28, 28], light on dark."""
+  pixels = _read_grayscale(path)
+  border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+  if invert == "yes" or (invert == "auto" and border.mean() > 127):
+    pixels = 255 - pixels
+  pixels = pixels - pixels.min()  # Background to 0, whatever the paper's shade.
+  if pixels.max() <= 0:
+    raise UserError(f"{path} is blank: nothing to classify")
+  canvas = np.zeros((28, 28), np.float32)
+  if fit == "whole":
+    patch = _resized(pixels, 28)
+    top, left = (28 - patch.shape[0]) // 2, (28 - patch.shape[1]) // 2
+  else:
+    rows, cols = np.nonzero(pixels > 0.25 * pixels.max())
+    patch = _resized(pixels[rows.min():rows.max() + 1, cols.min():cols.max() + 1], 20)
+    ys, xs = np.indices(patch.shape)
+    mass = patch.sum()
+    centre_y, centre_x = (ys * patch).sum() / mass, (xs * patch).sum() / mass
+    top = int(np.clip(round(14 - centre_y), 0, 28 - patch.shape[0]))
+    left = int(np.clip(round(14 - centre_x), 0, 28 - patch.shape[1]))
+  canvas[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
+  return np.round(canvas * (255 / canvas.max())).astype(np.uint8)
+
+
+def predict(workdir, paths: list[str], invert="auto", fit="auto", top=1):
+  """[(path, [(class name, probability), ...]), ...], best first."""
+  trained = load_trained(workdir)
+  if fit == "auto":
+    fit = "digit" if trained.config.dataset in DIGIT_DATASETS else "whole"
+  images_NHW = np.stack([to_mnist_format(Path(p), invert, fit) for p in paths])
+  logits_NK = trained.logits_fn(trained.state, images_NHW)
+  probabilities_NK = np.asarray(jax.nn.softmax(logits_NK, axis=-1))
+  results = []
+  for path, probabilities_K in zip(paths, probabilities_NK):
+    best = np.argsort(-probabilities_K)[:top]
+    results.append((path, [(trained.class_names[k], float(probabilities_K[k]))
+                           for k in best]))
+  return results
+
+
+def main(argv):
+  paths = argv[1:]
+  if not _WORKDIR.value:
+    raise UserError("--workdir is required: the workdir of a training run")
+  if not paths:
+    raise UserError("name one or more image files to classify")
+  if _TOP.value < 1:
+    raise UserError(f"--top must be at least 1, got {_TOP.value}")
+  for path, ranked in predict(_WORKDIR.value, paths, _INVERT.value, _FIT.value,
+                              _TOP.value):
+    print(f"{path}\t" + "\t".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
+
+
+if __name__ == "__main__":
+  cli.run(main)

@@ -1,0 +1,53 @@
+"""A trained model restored from a workdir's newest checkpoint, for evaluation,
+prediction and export."""
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import jax
+import ml_collections
+from flax import nnx
+
+from mnist_jax import checkpoint as checkpoint_lib
+from mnist_jax import models, sharding, train
+from mnist_jax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  config: ml_collections.ConfigDict
+  epoch: int
+  class_names: tuple[str, ...]
+  model: train.Model
+  state: train.TrainState
+
+  @functools.cached_property
+  def logits_fn(self):
+    """A jitted f(state, uint8 images [B, 28, 28]) -> logits [B, K], compiled once per shape."""
+    eval_graph = self.model.eval_graph
+
+    def logits(state, images_BHW):
+      module = nnx.merge(eval_graph, state.params, state.rest)
+      return module(models.normalize(images_BHW))
+    return jax.jit(logits)
+
+
+def load_trained(workdir: str | Path) -> Trained:
+  checkpoints = checkpoint_lib.Checkpoints(Path(workdir) / "checkpoints",
+                                           read_only=True)
+  try:
+    meta = checkpoints.latest_meta()
+    if meta is None:
+      raise UserError(f"no readable checkpoint in {checkpoints.directory}")
+    config = ml_collections.ConfigDict(meta["config"])
+    num_classes = meta["num_classes"]
+    model, state, _ = train.create_model_and_state(config, num_classes, 1)
+    state = jax.device_put(state, sharding.replicated(sharding.make_mesh()))
+    restored = checkpoints.restore_latest(state, config, num_classes)
+    if restored is None:
+      raise UserError(f"no readable checkpoint in {checkpoints.directory}")
+    state, meta = restored
+  finally:
+    checkpoints.close()
+  return Trained(config, meta["epoch"], tuple(meta["class_names"]), model, state)
