@@ -1,0 +1,112 @@
+"""The end-of-run plots, drawn from synthetic data."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_jax import plots
+
+FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                 "Shirt", "Sneaker", "Bag", "Ankle boot")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def history(num_epochs: int) -> list[dict]:
+  records = []
+  for epoch in range(1, num_epochs + 1):
+    records.append({
+        "epoch": epoch,
+        "train_loss": 1.0 / epoch,
+        "train_accuracy": 1 - 0.2 / epoch,
+        "test_loss": 1.1 / epoch + 0.05,
+        "test_accuracy": 1 - 0.25 / epoch,
+        "learning_rate": 0.05 * (1 + math.cos(math.pi * epoch / num_epochs)),
+        "images_per_sec": 1e4,
+    })
+  return records
+
+
+def assert_png(path, min_width=300, min_height=200):
+  assert path.read_bytes()[:8] == PNG_SIGNATURE
+  with Image.open(path) as image:
+    image.verify()
+  with Image.open(path) as image:
+    assert image.format == "PNG"
+    width, height = image.size
+  assert min_width <= width <= 4000 and min_height <= height <= 4000, image.size
+
+
+@pytest.mark.parametrize("num_epochs", [1, 12])
+def test_training_curves(tmp_path, num_epochs):
+  path = plots.training_curves(history(num_epochs), tmp_path / "sub" / "curves.png")
+  assert path == tmp_path / "sub" / "curves.png"
+  assert_png(path, min_width=800)
+
+
+def test_training_curves_needs_an_epoch(tmp_path):
+  with pytest.raises(ValueError, match="empty"):
+    plots.training_curves([], tmp_path / "curves.png")
+
+
+def test_confusion_matrix(tmp_path):
+  rng = np.random.default_rng(0)
+  confusion_KK = rng.integers(0, 40, (10, 10)) + np.diag(rng.integers(800, 1000, 10))
+  confusion_KK[3] = 0  # A class with no test images.
+  path = plots.confusion_matrix(confusion_KK, FASHION_NAMES, tmp_path / "confusion.png")
+  assert_png(path, min_width=500, min_height=500)
+
+
+def test_confusion_matrix_shape_must_match_the_names(tmp_path):
+  with pytest.raises(ValueError, match="3 class names"):
+    plots.confusion_matrix(np.zeros((10, 10), int), ["a", "b", "c"],
+                           tmp_path / "confusion.png")
+
+
+@pytest.mark.parametrize("n", [0, 3, 16])
+def test_prediction_grid(tmp_path, n):
+  rng = np.random.default_rng(n)
+  images_NHW = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+  labels_N = rng.integers(0, 10, n)
+  predictions_N = np.where(np.arange(n) % 3 == 0, (labels_N + 1) % 10, labels_N)
+  probabilities_N = rng.uniform(0.1, 1.0, n)
+  path = plots.prediction_grid(images_NHW, labels_N, predictions_N,
+                               probabilities_N, FASHION_NAMES,
+                               tmp_path / "grid.png", title="most confident mistakes")
+  assert_png(path, min_width=150, min_height=150)
+
+
+def test_no_figures_are_left_open(tmp_path):
+  import matplotlib.pyplot as plt
+  before = plt.get_fignums()
+  plots.training_curves(history(2), tmp_path / "curves.png")
+  plots.confusion_matrix(np.eye(3, dtype=int), ["a", "b", "c"], tmp_path / "c.png")
+  assert plt.get_fignums() == before
+
+
+def test_confident_mistakes_most_confident_first():
+  labels_N = np.array([0, 1, 2, 3, 4, 5, 6])
+  predictions_N = np.array([1, 1, 0, 3, 0, 0, 6])
+  probabilities_N = np.array([0.6, 0.99, 0.9, 0.8, 0.6, 0.7, 0.95])
+  # Wrong: 0 (0.6), 2 (0.9), 4 (0.6), 5 (0.7); ties keep the order of index.
+  assert plots.confident_mistakes(labels_N, predictions_N, probabilities_N,
+                                  3).tolist() == [2, 5, 0]
+  assert plots.confident_mistakes(labels_N, predictions_N, probabilities_N,
+                                  10).tolist() == [2, 5, 0, 4]
+  assert plots.confident_mistakes(labels_N, predictions_N, probabilities_N,
+                                  0).tolist() == []
+
+
+def test_confident_mistakes_when_there_are_none():
+  labels_N = np.array([3, 1, 2])
+  indices = plots.confident_mistakes(labels_N, labels_N, np.array([0.5, 0.9, 0.7]), 5)
+  assert indices.tolist() == [] and indices.dtype.kind == "i"
+  assert plots.confident_mistakes([], [], [], 5).tolist() == []
+
+
+def test_confident_mistakes_refuses_mismatched_shapes():
+  with pytest.raises(ValueError, match="shapes differ"):
+    plots.confident_mistakes([0, 1], [0], [0.5, 0.5], 1)
+  with pytest.raises(ValueError, match="at least 0"):
+    plots.confident_mistakes([0], [1], [0.5], -1)
