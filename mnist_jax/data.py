@@ -285,6 +285,8 @@ def _load_tfds(name: str, data_dir: Path) -> Dataset:
   splits = tfds.load(
       info.tfds_name, split=["train", "test"], batch_size=-1,
       as_supervised=True,
+      # Read now, not when tfds was imported: a caller may set it later.
+      data_dir=os.environ.get("TFDS_DATA_DIR"),
       download_and_prepare_kwargs={"download_config": download_config})
   (train_x, train_y), (test_x, test_y) = tfds.as_numpy(splits)
   return _checked(name, manual_dir, info.class_names,
