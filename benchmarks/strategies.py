@@ -11,8 +11,9 @@
 Throughput is the median over `--repeats` timed windows of `--window_steps`
 steps, after one warm-up window, each timed until the device has finished
 (`block_until_ready`); data loading and compilation are excluded (compile
-time is reported apart). Training state is reset per strategy, so every
-strategy runs the same optimizer steps from the same start.
+time is reported apart). The strategies take turns window by window, so a
+drift in the machine's speed affects them alike. Each strategy trains its
+own copy of the same initial state.
 
 Command (CPU, this repo's checkout, data in ../shared/datasets):
   python benchmarks/strategies.py --data_dir=../shared/datasets
@@ -114,13 +115,21 @@ def main():
             "device_step": lambda: on_device(1),
             "scan_chunk": lambda: on_device(args.chunk),
             "whole_window": lambda: on_device(window)}
+  names = args.strategies.split(",")
+  if "scan_chunk" in names and window % args.chunk:
+    sys.exit(f"error: --window_steps={window} must divide by --chunk={args.chunk}")
+  prepared = {name: makers[name]() for name in names}
+  for run_window, _, _ in prepared.values():  # Warm-up.
+    timing.time_windows(run_window, repeats=1)
+  # Round-robin, one window of each strategy per round: a slow drift of the
+  # machine (another process, thermal state) then affects all alike.
+  seconds = {name: [] for name in names}
+  for _ in range(args.repeats):
+    for name, (run_window, _, _) in prepared.items():
+      seconds[name] += timing.time_windows(run_window, repeats=1, warmup=0)
   results = {}
-  for name in args.strategies.split(","):
-    if window % ({"scan_chunk": args.chunk}.get(name, 1)):
-      sys.exit(f"error: --window_steps={window} must divide by --chunk={args.chunk}")
-    run_window, compile_seconds, steps_per_call = makers[name]()
-    seconds = timing.time_windows(run_window, args.repeats)
-    results[name] = {"images_per_sec": timing.rate_stats(window * batch, seconds),
+  for name, (_, compile_seconds, steps_per_call) in prepared.items():
+    results[name] = {"images_per_sec": timing.rate_stats(window * batch, seconds[name]),
                      "compile_seconds": compile_seconds,
                      "steps_per_call": steps_per_call}
     stats = results[name]["images_per_sec"]

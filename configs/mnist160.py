@@ -5,7 +5,10 @@ images); the first 8 of each class of the test split evaluate it (80 images).
 It checks that everything runs, not what a recipe reaches.
 
 Command:  python -m mnist_jax.main --config=configs/mnist160.py
-Measured: (filled in from a real run)
+Hardware: 2-core AMD EPYC CPU (virtual machine), 1 CPU device, jax 0.10.2.
+Time:     8 s wall for the command (2026-11-21), of which 1.3 s training
+          (20 epochs of 5 steps) and 1.1 s compilation.
+Result:   73.75% test accuracy on the 80 test images (seed 0; best 75.0%).
 """
 
 from configs import default
