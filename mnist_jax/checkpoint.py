@@ -33,7 +33,9 @@ class Checkpoints:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=not read_only, read_only=read_only),
+            max_to_keep=keep, create=not read_only, read_only=read_only,
+            # What a save cut off by a kill left behind goes at the next start.
+            cleanup_tmp_directories=not read_only),
         item_names=("state", "meta"))
 
   def epochs(self) -> list[int]:

@@ -114,6 +114,17 @@ def test_sigterm_saves_the_last_finished_epoch_and_says_how_to_resume(
   assert _learning_metrics(workdir) == _learning_metrics(reference)
 
 
+def test_ctrl_c_saves_and_exits_130(uninterrupted, tmp_path):
+  data_dir, _ = uninterrupted
+  workdir = tmp_path / "run"
+  proc = _start_and_interrupt(data_dir, workdir, signal.SIGINT)
+  stderr = proc.stderr.read()
+  assert proc.returncode == 130, stderr
+  assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
+  saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved[-1] == len(_learning_metrics(workdir))
+
+
 def test_a_checkpoint_cut_off_mid_write_is_never_used(synthetic_data, tmp_path, caplog):
   workdir = tmp_path / "run"
   train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
@@ -127,6 +138,7 @@ def test_a_checkpoint_cut_off_mid_write_is_never_used(synthetic_data, tmp_path, 
   result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
   assert result.summary["resumed_from_epoch"] == 2
   assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3]
+  assert not partial.exists()  # Cleaned up, not left half-written.
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(

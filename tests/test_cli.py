@@ -1,6 +1,8 @@
 """The command line, run as a user runs it: `python -m mnist_jax.main ...`."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import REPO, run_module
@@ -62,3 +64,12 @@ def test_missing_config_flag(tmp_path):
   result = run_module("mnist_jax.main", cwd=tmp_path)
   assert result.returncode == 1
   assert result.stderr.strip() == "error: --config is required, e.g. --config=configs/mnist.py"
+
+
+def test_an_internal_bug_keeps_its_traceback(tmp_path):
+  code = "from mnist_jax import cli; cli.run(lambda argv: 1 / 0)"
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+  assert result.returncode == 1
+  assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
+  assert "error: " not in result.stderr
