@@ -40,6 +40,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Training steps per compiled call; 0 picks the measured per-backend
   # default (1 on CPU, the whole epoch on GPU/TPU).
   config.steps_per_call = 0
+  # PNG plots in <workdir>/plots at the end: curves, confusion matrix, samples.
+  config.plots = True
+  # JAX's persistent compilation cache, for a fast second start. The folder
+  # None means $XDG_CACHE_HOME (else ~/.cache)/mnist_jax/jax_compilation_cache.
+  config.compilation_cache = True
+  config.compilation_cache_dir = ml_collections.config_dict.placeholder(str)
   # Checkpoints, in <workdir>/checkpoints; rerunning a command resumes.
   config.checkpoint_every_epochs = 1
   config.checkpoints_to_keep = 3

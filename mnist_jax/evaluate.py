@@ -5,6 +5,7 @@ top-1 and top-5 accuracy, per-class accuracy and the confusion matrix, on
 the console and in DIR/eval.json.
 """
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from absl import flags, logging
 from flax import nnx
 
 from mnist_jax import cli, models, sharding, train
+from mnist_jax import report as report_lib
 from mnist_jax import data as data_lib
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
@@ -24,6 +26,9 @@ from mnist_jax.trained import Trained, load_trained
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where the dataset is, if not where training found it.")
+_PLOTS = flags.DEFINE_bool(
+    "plots", False, "Also (re)draw the run's plots in <workdir>/plots from this "
+    "checkpoint and metrics.jsonl.")
 
 
 def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
@@ -122,6 +127,21 @@ def main(argv):
   tmp.replace(path)
   print(format_report(report))
   logging.info("wrote %s", path)
+  if _PLOTS.value:
+    workdir = Path(_WORKDIR.value)
+    history = [json.loads(line) for line in
+               (workdir / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["epoch"] <= trained.epoch]
+    config = trained.config
+    dataset = data_lib.load(config.dataset, _DATA_DIR.value or config.data_dir,
+                            config.data_source)
+    written = report_lib.write_plots(
+        workdir, functools.partial(trained.logits_fn, trained.state),
+        trained.class_names, dataset, history,
+        train.evaluation_batch_size(config, len(dataset.test_labels),
+                                    jax.device_count()),
+        f"{dataset.name}, {config.model}, epoch {trained.epoch}")
+    logging.info("plots: %s", ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":

@@ -135,8 +135,9 @@ def prediction_grid(images_NHW: np.ndarray, labels_N: np.ndarray,
                      f"{len(probabilities_N)} probabilities")
   columns = max(1, min(columns, n))
   rows = max(1, -(-n // columns))
-  figure = Figure(figsize=(1.75 * columns + 0.2, 2.0 * rows + 0.5),
-                  layout="constrained")
+  # Wide enough for the title even with few images (e.g. no mistakes at all).
+  width = max(1.75 * columns + 0.2, 0.11 * len(title) + 1.0)
+  figure = Figure(figsize=(width, 2.0 * rows + 0.5), layout="constrained")
   if title:
     figure.suptitle(title, fontsize=13)
   if n == 0:

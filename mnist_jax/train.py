@@ -28,9 +28,13 @@ import optax
 from absl import logging
 from flax import nnx, struct
 
+import mnist_jax
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
 from mnist_jax import models, optim, sharding, signals
+from mnist_jax import progress as progress_lib
+from mnist_jax import report
+from mnist_jax import tensorboard
 from mnist_jax.errors import Interrupted, UserError
 
 
@@ -227,14 +231,26 @@ def max_calls_in_flight(backend: str, num_devices: int) -> int | None:
   return 2 if backend == "cpu" and num_devices > 1 else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+  """A compiled f(state, totals, data, perm_SB) that runs `num_steps` steps."""
+  fn: Callable
+  num_steps: int
+
+  def __call__(self, *args):
+    return self.fn(*args)
+
+
 def run_epoch(chunks: list[Callable], state: TrainState, data: DeviceData,
               perm_SB: jax.Array, max_in_flight: int | None,
-              should_stop: Callable[[], bool] = lambda: False):
+              should_stop: Callable[[], bool] = lambda: False,
+              on_dispatch: Callable[[jax.Array, int], None] | None = None):
   """Dispatches an epoch's compiled chunks in order; returns (state, totals).
 
   Returns as soon as the work is queued: the caller decides when to wait.
   If `should_stop()` turns true between chunks, returns (state, None): the
-  state is then part-way through the epoch.
+  state is then part-way through the epoch. `on_dispatch(steps, n)` hears of
+  each call: `steps` is its (not yet ready) step counter, `n` its step count.
   """
   totals, in_flight = Totals.zeros(), []
   # Nothing inside an epoch may copy from the device: that would stall it.
@@ -243,6 +259,8 @@ def run_epoch(chunks: list[Callable], state: TrainState, data: DeviceData,
       if should_stop():
         return state, None
       state, totals = chunk(state, totals, data, perm_SB)
+      if on_dispatch:
+        on_dispatch(totals.steps, chunk.num_steps)
       if max_in_flight:
         in_flight.append(totals.steps)
         if len(in_flight) > max_in_flight:
@@ -295,6 +313,29 @@ def validate(config: ml_collections.ConfigDict):
   if config.lr_schedule not in optim.SCHEDULES:
     raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one "
                     f"of {', '.join(optim.SCHEDULES)}")
+
+
+def enable_compilation_cache(config: ml_collections.ConfigDict):
+  """JAX's persistent compilation cache: a second start skips XLA compilation.
+
+  Every program is cached (the default threshold of 1 s would leave out most
+  of ours). Set config.compilation_cache=False to turn it off.
+  """
+  if not config.compilation_cache:
+    return
+  cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+  path = Path(config.compilation_cache_dir or
+              cache_home / "mnist_jax" / "jax_compilation_cache").expanduser()
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def config_differences(config: ml_collections.ConfigDict) -> str:
+  """The fields that differ from configs/default.py, as `name=value, ...`."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  defaults = default.get_config().to_dict()
+  return ", ".join(f"{k}={v!r}" for k, v in config.to_dict().items()
+                   if k not in defaults or defaults[k] != v)
 
 
 def _write_json_atomic(path: Path, obj: Any):
@@ -350,6 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Ctrl-C stop the run after saving the last finished epoch.
   """
   validate(config)
+  enable_compilation_cache(config)
   dataset = data_lib.load(config.dataset, config.data_dir, config.data_source)
 
   mesh = sharding.make_mesh()
@@ -395,6 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   logging.info("backend %s, %d device(s): %s; mesh %s", backend, num_devices,
                jax.devices()[0].device_kind, dict(mesh.shape))
+  logging.info("config: %s", config_differences(config) or "the defaults")
   logging.info("%s: %d train / %d test images, %d classes; model %s with %s "
                "parameters", dataset.name, num_train, num_test,
                dataset.num_classes, config.model,
@@ -412,14 +455,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   full_calls, remainder = divmod(steps_per_epoch, steps_per_call)
   calls = [steps_per_call] * full_calls + ([remainder] if remainder else [])
   compiled = {
-      n: make_train_chunk(model, tx, mesh, n).lower(
-          state, Totals.zeros(), device_data, perm_SB).compile()
+      n: Chunk(make_train_chunk(model, tx, mesh, n).lower(
+          state, Totals.zeros(), device_data, perm_SB).compile(), n)
       for n in set(calls)}
   evaluate = make_evaluate(model, mesh, eval_batch_size,
                            len(device_data.test_labels) // eval_batch_size
                            ).lower(state, device_data).compile()
   compile_seconds = time.perf_counter() - compile_start
-  logging.info("compiled in %.1f s", compile_seconds)
+  seconds_to_first_step = time.perf_counter() - mnist_jax.IMPORT_TIME
+  logging.info("compiled in %.1f s; %.1f s from start to the first step",
+               compile_seconds, seconds_to_first_step)
 
   max_in_flight = max_calls_in_flight(backend, num_devices)
   schedule = optim.schedule(config, steps_per_epoch)
@@ -440,7 +485,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f"stopped by {name}: the checkpoint of epoch {epoch} is in "
         f"{checkpoints.directory}; run the same command again to resume", signum)
 
-  with signals.StopOnSignal() as stop:
+  summary_writer = tensorboard.SummaryWriter(workdir / "tensorboard")
+  with signals.StopOnSignal() as stop, summary_writer:
     for epoch in range(done_epochs + 1, config.num_epochs + 1):
       # A stop request mid-epoch falls back to this epoch's start; the
       # copy is needed because the calls donate (consume) their input state.
@@ -448,13 +494,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       epoch_start = time.perf_counter()
       perm_SB = epoch_permutation(data_key, epoch, num_train, steps_per_epoch,
                                   config.batch_size)
+      progress = progress_lib.EpochProgress(epoch, config.num_epochs,
+                                            steps_per_epoch, config.batch_size)
       state, totals = run_epoch([compiled[n] for n in calls], state,
                                 device_data, perm_SB, max_in_flight,
-                                should_stop=lambda: stop.requested)
+                                should_stop=lambda: stop.requested,
+                                on_dispatch=progress.dispatched)
       if totals is None:  # Stopped part-way through the epoch.
+        progress.close()
         stop_after_saving(stop.signum, epoch_start_state, epoch - 1)
-      train_loss, train_accuracy = totals.means()  # Waits for the epoch.
+      progress.wait(totals.steps)  # The end of the epoch.
       epoch_seconds = time.perf_counter() - epoch_start
+      train_loss, train_accuracy = totals.means()
 
       eval_start = time.perf_counter()
       test_loss, test_accuracy = evaluate(state, device_data).means()
@@ -483,6 +534,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         record["checkpoint_seconds"] = time.perf_counter() - save_start
         saved_epoch = epoch
       _append_record(workdir, record)
+      summary_writer.scalars({
+          "train/loss": train_loss, "train/accuracy": train_accuracy,
+          "test/loss": test_loss, "test/accuracy": test_accuracy,
+          "learning_rate": record["learning_rate"],
+          "images_per_sec": record["images_per_sec"]}, step=epoch)
       history.append(record)
       logging.info(
           "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  "
@@ -507,6 +563,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "final_test_loss": history[-1]["test_loss"],
       "train_seconds": train_seconds,
       "compile_seconds": compile_seconds,
+      "seconds_to_first_step": seconds_to_first_step,
       "images_per_sec": steps_per_epoch * config.batch_size * len(history) / train_seconds,
       "resumed_from_epoch": done_epochs,
       "steps_per_call": steps_per_call,
@@ -517,6 +574,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "config": config.to_dict(),
   }
   _write_json_atomic(workdir / "summary.json", summary)
+  if config.plots:
+    logits = jax.jit(lambda s, images: nnx.merge(
+        model.eval_graph, s.params, s.rest)(models.normalize(images)))
+    written = report.write_plots(
+        workdir, functools.partial(logits, state), dataset.class_names,
+        dataset, history,
+        eval_batch_size, f"{dataset.name}, {config.model}, epoch {config.num_epochs}")
+    logging.info("plots: %s", ", ".join(str(p) for p in written))
   logging.info("final test accuracy %.2f%% (best %.2f%%), %.1f s training, "
                "summary in %s", 100 * summary["final_test_accuracy"],
                100 * summary["best_test_accuracy"], train_seconds,

@@ -81,9 +81,18 @@ def toy_config(data_dir, **overrides):
   config.learning_rate = 1e-3
   config.batch_size = 32
   config.num_epochs = 3
+  config.plots = False  # Rendering takes seconds; tests/test_outputs.py checks them.
   for key, value in overrides.items():
     config[key] = value
   return config
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path_factory, monkeypatch):
+  """Caches (JAX's compilation cache) go to a tmp folder, not the user's home."""
+  cache = os.environ.get("MNIST_JAX_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+  monkeypatch.setenv("MNIST_JAX_TEST_CACHE", cache)
+  monkeypatch.setenv("XDG_CACHE_HOME", cache)
 
 
 def run_module(module: str, *args, env=None, cwd=REPO, timeout=300):

@@ -28,6 +28,7 @@ def _command(data_dir, workdir, *flags):
           f"--config.data_dir={data_dir}", "--config.model=mlp",
           "--config.optimizer=adam", "--config.learning_rate=0.001",
           "--config.batch_size=32", f"--config.num_epochs={NUM_EPOCHS}",
+          "--config.plots=False",
           f"--workdir={workdir}", *flags]
 
 
