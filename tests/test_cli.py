@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, run_module
@@ -73,3 +74,31 @@ def test_an_internal_bug_keeps_its_traceback(tmp_path):
   assert result.returncode == 1
   assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
   assert "error: " not in result.stderr
+
+
+def test_the_mnist_jax_command_dispatches_to_each_tool(shared_data, tmp_path):
+  result = run_module("mnist_jax", "train", f"--config={REPO}/configs/mnist160.py",
+                      f"--config.data_dir={shared_data}", "--config.num_epochs=1",
+                      "--config.plots=False", f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 0, result.stderr
+  result = run_module("mnist_jax", "evaluate", f"--workdir={tmp_path / 'run'}",
+                      "--plots")
+  assert result.returncode == 0, result.stderr
+  assert "confusion matrix" in result.stdout
+  assert (tmp_path / "run" / "plots" / "confusion_matrix.png").is_file()
+  unknown = run_module("mnist_jax", "fit")
+  assert unknown.returncode == 1
+  assert unknown.stderr.strip().splitlines()[-1] == (
+      "error: unknown command 'fit'; choose one of train, evaluate, predict, export")
+
+
+def test_the_console_script_is_installed():
+  import os
+  script = Path(sys.executable).parent / "mnist-jax"
+  if not script.exists():
+    if os.environ.get("CI"):
+      pytest.fail("pip install -e . should have installed the mnist-jax script")
+    pytest.skip("mnist_jax is not pip-installed in this environment")
+  result = subprocess.run([str(script), "--help"], capture_output=True, text=True,
+                          timeout=60)
+  assert result.returncode == 0 and "mnist-jax train" in result.stdout

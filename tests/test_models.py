@@ -38,3 +38,21 @@ def test_normalize_maps_uint8_to_unit_interval():
   out = models.normalize(x)
   assert out.dtype == jnp.float32 and out.shape == (1, 1, 2, 1)
   np.testing.assert_array_equal(out[..., 0], [[[0.0, 1.0]]])
+
+
+def test_a_model_added_as_the_readme_says_trains(synthetic_data, tmp_path, monkeypatch):
+  from conftest import toy_config
+  from mnist_jax import train
+
+  class Linear(nnx.Module):
+    def __init__(self, num_classes, *, rngs):
+      self.out = nnx.Linear(28 * 28, num_classes, rngs=rngs)
+
+    def __call__(self, x_BHWC):
+      return self.out(x_BHWC.reshape(x_BHWC.shape[0], -1))
+
+  monkeypatch.setitem(models.MODELS, "linear", Linear)
+  result = train.train_and_evaluate(toy_config(synthetic_data, model="linear"),
+                                    tmp_path / "run")
+  assert result.summary["model"] == "linear"
+  assert result.summary["final_test_accuracy"] > 0.5
