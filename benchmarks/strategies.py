@@ -7,6 +7,8 @@
   scan_chunk   the same, `--chunk` steps per call (`lax.scan`).
   whole_window the same, every step of the timed window in one call (the
                whole-epoch strategy when the window is an epoch).
+  device_step_progress  device_step with the live progress line drawn (to a
+               terminal that discards it), to show what the display costs.
 
 Throughput is the median over `--repeats` timed windows of `--window_steps`
 steps, after one warm-up window, each timed until the device has finished
@@ -22,6 +24,7 @@ writes benchmarks/results/<backend>-<device kind>/strategies-*.json.
 
 import argparse
 import functools
+import io
 import json
 import re
 import sys
@@ -35,9 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from mnist_jax import data, sharding, timing, train
+from mnist_jax import data, progress, sharding, timing, train
 
-STRATEGIES = ("host_loop", "device_step", "scan_chunk", "whole_window")
+STRATEGIES = ("host_loop", "device_step", "scan_chunk", "whole_window",
+              "device_step_progress")
+
+
+class _NullTerminal(io.StringIO):
+  def isatty(self):
+    return True
 
 
 def parse_args():
@@ -95,18 +104,23 @@ def main():
                            dataset.train_labels[:batch]).compile())
     return run_window, compile_seconds, 1
 
-  def on_device(steps_per_call):
+  def on_device(steps_per_call, with_progress=False):
     chunk = train.make_train_chunk(model, tx, mesh, steps_per_call)
     perm_SB = train.epoch_permutation(jax.random.key(0), 0, num_train, window, batch)
     holder = {"state": fresh_state()}
     _, compile_seconds = timing.timed(
         lambda: chunk.lower(holder["state"], train.Totals.zeros(), device_data,
                             perm_SB).compile())
-    calls = [chunk] * (window // steps_per_call)
+    calls = [train.Chunk(chunk, steps_per_call)] * (window // steps_per_call)
 
     def run_window():
+      bar = progress.EpochProgress(1, 1, window, batch, stream=_NullTerminal(),
+                                   enabled=with_progress)
       holder["state"], totals = train.run_epoch(
-          calls, holder["state"], device_data, perm_SB, max_in_flight)
+          calls, holder["state"], device_data, perm_SB, max_in_flight,
+          on_dispatch=bar.dispatched if with_progress else None)
+      if with_progress:
+        bar.wait(totals.steps)
       return totals
 
     return run_window, compile_seconds, steps_per_call
@@ -114,7 +128,8 @@ def main():
   makers = {"host_loop": host_loop,
             "device_step": lambda: on_device(1),
             "scan_chunk": lambda: on_device(args.chunk),
-            "whole_window": lambda: on_device(window)}
+            "whole_window": lambda: on_device(window),
+            "device_step_progress": lambda: on_device(1, with_progress=True)}
   names = args.strategies.split(",")
   if "scan_chunk" in names and window % args.chunk:
     sys.exit(f"error: --window_steps={window} must divide by --chunk={args.chunk}")
@@ -133,7 +148,7 @@ def main():
                      "compile_seconds": compile_seconds,
                      "steps_per_call": steps_per_call}
     stats = results[name]["images_per_sec"]
-    print(f"{name:>13}: {stats['median']:>9,.0f} img/s (min {stats['min']:,.0f}, "
+    print(f"{name:>20}: {stats['median']:>9,.0f} img/s (min {stats['min']:,.0f}, "
           f"max {stats['max']:,.0f}), compile {compile_seconds:.2f} s", flush=True)
 
   if "host_loop" in results:

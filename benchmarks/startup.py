@@ -1,0 +1,80 @@
+"""Start-up time with and without JAX's persistent compilation cache.
+
+Runs the same short training command several times as fresh processes: with
+the cache turned off, then with an empty cache (the first start fills it),
+then with the cache warm. Each run's summary.json gives `compile_seconds` and
+`seconds_to_first_step` (from importing mnist_jax to dispatching the first
+training step: imports, data loading, device placement and compilation).
+
+Command (from the repo root, data in ../shared/datasets):
+  python benchmarks/startup.py --data_dir=../shared/datasets
+writes benchmarks/results/<backend>-<device kind>/startup-<config>.json.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mnist_jax import timing  # pylint: disable=g-import-not-at-top
+
+
+def run(config: str, data_dir: str, workdir: Path, cache_home: Path,
+        cache: bool) -> dict:
+  command = [sys.executable, "-m", "mnist_jax.main", f"--config={config}",
+             f"--workdir={workdir}", "--config.num_epochs=1", "--config.plots=False",
+             f"--config.compilation_cache={cache}"]
+  if data_dir:
+    command.append(f"--config.data_dir={data_dir}")
+  env = {**os.environ, "XDG_CACHE_HOME": str(cache_home),
+         "PYTHONPATH": str(ROOT)}
+  subprocess.run(command, env=env, check=True, capture_output=True, cwd=ROOT)
+  summary = json.loads((workdir / "summary.json").read_text())
+  return {k: summary[k] for k in ("compile_seconds", "seconds_to_first_step")}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default=str(ROOT / "configs" / "mnist160.py"))
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args()
+
+  results = {"no_cache": [], "cold_cache": [], "warm_cache": []}
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    for r in range(args.repeats):
+      # Each repeat starts from an empty cache of its own.
+      cache_home = tmp / f"cache{r}"
+      results["no_cache"].append(run(args.config, args.data_dir, tmp / f"a{r}", cache_home, False))
+      results["cold_cache"].append(run(args.config, args.data_dir, tmp / f"b{r}", cache_home, True))
+      results["warm_cache"].append(run(args.config, args.data_dir, tmp / f"c{r}", cache_home, True))
+  medians = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+             for name, runs in results.items()}
+  for name, m in medians.items():
+    print(f"{name:>10}: compile {m['compile_seconds']:.2f} s, to first step "
+          f"{m['seconds_to_first_step']:.2f} s (median of {args.repeats})")
+  machine = timing.machine_info()
+  record = {"benchmark": "startup", "config": Path(args.config).name,
+            "repeats": args.repeats, "machine": machine, "runs": results,
+            "medians": medians,
+            "warm_over_cold_to_first_step": medians["warm_cache"]["seconds_to_first_step"]
+            / medians["cold_cache"]["seconds_to_first_step"]}
+  out = (ROOT / "benchmarks" / "results" /
+         re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{machine['backend']}-{machine['device_kind']}") /
+         f"startup-{Path(args.config).stem}.json")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(record, indent=2) + "\n")
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
