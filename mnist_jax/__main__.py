@@ -4,6 +4,7 @@
   mnist-jax evaluate --workdir=runs/mnist
   mnist-jax predict --workdir=runs/mnist digit.png
   mnist-jax export --workdir=runs/mnist
+  mnist-jax compare configs/mnist.py configs/fashion.py --seeds=3
 """
 
 import importlib
@@ -14,6 +15,7 @@ COMMANDS = {
     "evaluate": "mnist_jax.evaluate",
     "predict": "mnist_jax.predict",
     "export": "mnist_jax.export",
+    "compare": "mnist_jax.compare",
 }
 
 

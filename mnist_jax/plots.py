@@ -174,3 +174,35 @@ def confident_mistakes(labels_N: np.ndarray, predictions_N: np.ndarray,
   wrong_M = np.flatnonzero(labels_N != predictions_N)
   order_M = np.argsort(-probabilities_N[wrong_M], kind="stable")
   return wrong_M[order_M[:k]]
+
+
+def comparison(results: dict[str, dict[str, Any]], path: str | os.PathLike) -> Path:
+  """Test accuracy per epoch and against training time: mean and min-max per config.
+
+  `results` maps a config name to {"runs": [{"test_accuracy": [...],
+  "epoch_seconds": [...]}, ...]}, one run per seed.
+  """
+  figure = Figure(figsize=(13, 4.8), layout="constrained")
+  epoch_ax, time_ax = figure.subplots(1, 2)
+  for name, result in results.items():
+    # Seeds of one config train the same number of epochs.
+    accuracy_SE = 100 * np.array([r["test_accuracy"] for r in result["runs"]])
+    seconds_SE = np.cumsum([r["epoch_seconds"] for r in result["runs"]], axis=1)
+    epochs = np.arange(1, accuracy_SE.shape[1] + 1)
+    mean_E = accuracy_SE.mean(axis=0)
+    line, = epoch_ax.plot(epochs, mean_E, marker="o" if len(epochs) <= 30 else None,
+                          label=f"{name} ({len(accuracy_SE)} seeds)")
+    epoch_ax.fill_between(epochs, accuracy_SE.min(axis=0), accuracy_SE.max(axis=0),
+                          color=line.get_color(), alpha=0.2)
+    time_ax.plot(seconds_SE.mean(axis=0), mean_E, marker="o" if len(epochs) <= 30 else None,
+                 color=line.get_color(), label=name)
+  epoch_ax.set(title="test accuracy: mean over seeds, band from min to max",
+               xlabel="epoch")
+  epoch_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  time_ax.set(title="test accuracy against training time (mean over seeds)",
+              xlabel="training seconds (compilation and evaluation excluded)")
+  for ax in (epoch_ax, time_ax):
+    ax.yaxis.set_major_formatter(PercentFormatter())
+    ax.grid(alpha=0.3)
+    ax.legend()
+  return _save(figure, path)

@@ -89,7 +89,7 @@ def test_the_mnist_jax_command_dispatches_to_each_tool(shared_data, tmp_path):
   unknown = run_module("mnist_jax", "fit")
   assert unknown.returncode == 1
   assert unknown.stderr.strip().splitlines()[-1] == (
-      "error: unknown command 'fit'; choose one of train, evaluate, predict, export")
+      "error: unknown command 'fit'; choose one of train, evaluate, predict, export, compare")
 
 
 def test_the_console_script_is_installed():
