@@ -14,7 +14,6 @@ writes benchmarks/results/<backend>-<device kind>/startup-<config>.json.
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ def main():
   parser.add_argument("--config", default=str(ROOT / "configs" / "mnist160.py"))
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default=None, help="JSON path; default "
+                      "benchmarks/results/<backend>-<device kind>/...")
   args = parser.parse_args()
 
   results = {"no_cache": [], "cold_cache": [], "warm_cache": []}
@@ -68,12 +69,8 @@ def main():
             "medians": medians,
             "warm_over_cold_to_first_step": medians["warm_cache"]["seconds_to_first_step"]
             / medians["cold_cache"]["seconds_to_first_step"]}
-  out = (ROOT / "benchmarks" / "results" /
-         re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{machine['backend']}-{machine['device_kind']}") /
-         f"startup-{Path(args.config).stem}.json")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(record, indent=2) + "\n")
-  print(f"wrote {out}")
+  timing.write_record(record, f"startup-{Path(args.config).stem}", out=args.out,
+                      results_dir=ROOT / "benchmarks" / "results")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ writes benchmarks/results/<backend>-<device kind>/strategies-*.json.
 import argparse
 import functools
 import io
-import json
-import re
 import sys
 from pathlib import Path
 
@@ -164,13 +162,9 @@ def main():
             "dataset": args.dataset, "batch_size": batch,
             "window_steps": window, "chunk": args.chunk,
             "repeats": args.repeats, "machine": machine, "results": results}
-  out = Path(args.out) if args.out else (
-      ROOT / "benchmarks" / "results" /
-      re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{machine['backend']}-{machine['device_kind']}") /
-      f"strategies-{args.model}-b{batch}-{machine['device_count']}dev.json")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(record, indent=2) + "\n")
-  print(f"wrote {out}")
+  timing.write_record(
+      record, f"strategies-{args.model}-b{batch}-{machine['device_count']}dev",
+      out=args.out, results_dir=ROOT / "benchmarks" / "results")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Timing helpers for benchmarks: timed windows on the device's own clock."""
 
 import datetime
+import json
 import os
+import re
 import platform
 import statistics
 import subprocess
@@ -41,6 +43,20 @@ def rate_stats(items_per_window: int, seconds: list[float]) -> dict[str, float]:
   rates = [items_per_window / s for s in seconds]
   return {"median": statistics.median(rates), "min": min(rates),
           "max": max(rates), "windows": len(rates)}
+
+
+def write_record(record: dict, name: str, out: str | os.PathLike | None = None,
+                 results_dir: str | os.PathLike = "benchmarks/results") -> Path:
+  """Writes a benchmark record as JSON to `out`, by default to
+  `<results_dir>/<backend>-<device kind>/<name>.json`; returns the path."""
+  machine = record["machine"]
+  folder = re.sub(r"[^A-Za-z0-9_.-]+", "_",
+                  f"{machine['backend']}-{machine['device_kind']}")
+  path = Path(out) if out else Path(results_dir) / folder / f"{name}.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(record, indent=2) + "\n")
+  print(f"wrote {path}")
+  return path
 
 
 def machine_info() -> dict[str, object]:
