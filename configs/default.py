@@ -46,6 +46,15 @@ def get_config() -> ml_collections.ConfigDict:
   # None means $XDG_CACHE_HOME (else ~/.cache)/mnist_jax/jax_compilation_cache.
   config.compilation_cache = True
   config.compilation_cache_dir = ml_collections.config_dict.placeholder(str)
+  # Several processes (hosts) through jax.distributed. Also started when the
+  # coordinator is set, by $JAX_COORDINATOR_ADDRESS, or under SLURM with more
+  # than one task; with no coordinator, JAX finds it (TPU pod, SLURM).
+  config.distributed = False
+  config.coordinator_address = ml_collections.config_dict.placeholder(str)
+  config.num_processes = ml_collections.config_dict.placeholder(int)
+  config.process_id = ml_collections.config_dict.placeholder(int)
+  # A process that stops answering for this long stops all the others.
+  config.heartbeat_timeout_seconds = 30
   # Checkpoints, in <workdir>/checkpoints; rerunning a command resumes.
   config.checkpoint_every_epochs = 1
   config.checkpoints_to_keep = 3

@@ -10,6 +10,7 @@ on-device permutation, so an epoch needs no host input at all, and the host
 only waits for the device at the end of an epoch.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -31,7 +32,7 @@ from flax import nnx, struct
 import mnist_jax
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
-from mnist_jax import models, optim, sharding, signals
+from mnist_jax import distributed, models, optim, sharding, signals
 from mnist_jax import progress as progress_lib
 from mnist_jax import report
 from mnist_jax import tensorboard
@@ -59,7 +60,9 @@ class Totals:
 
   @classmethod
   def zeros(cls) -> "Totals":
-    return cls(jnp.float32(0), jnp.int32(0), jnp.int32(0), jnp.int32(0))
+    # numpy scalars: valid jit inputs in a multi-process run too, where a
+    # jax array committed to one local device would not be.
+    return cls(np.float32(0), np.int32(0), np.int32(0), np.int32(0))
 
   def add(self, loss_sum, correct, count) -> "Totals":
     return Totals(self.loss + loss_sum, self.correct + correct,
@@ -205,8 +208,8 @@ def epoch_permutation(data_key, epoch, num_examples: int, num_steps: int,
   The `N - S * B` examples left over form no batch this epoch; a different
   subset is left over each epoch.
   """
-  perm_N = jax.random.permutation(jax.random.fold_in(data_key, epoch),
-                                  num_examples)
+  key = jax.random.fold_in(jax.random.wrap_key_data(data_key), epoch)
+  perm_N = jax.random.permutation(key, num_examples)
   return perm_N[:num_steps * batch_size].reshape(num_steps, batch_size)
 
 
@@ -278,7 +281,7 @@ def place_data(dataset: data_lib.Dataset, mesh, eval_batch_size: int) -> DeviceD
   test_mask = np.arange(padded) < num_test
   arrays = DeviceData(dataset.train_images, dataset.train_labels,
                       test_images, test_labels, test_mask)
-  return jax.device_put(arrays, sharding.replicated(mesh))
+  return distributed.put_global(arrays, sharding.replicated(mesh))
 
 
 def evaluation_batch_size(config, num_test: int, num_devices: int) -> int:
@@ -347,7 +350,7 @@ def _write_json_atomic(path: Path, obj: Any):
 def _prepare_workdir(workdir: Path) -> Path:
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
+    probe = workdir / f".write_test.{os.getpid()}"
     probe.write_text("")
     probe.unlink()
   except OSError as e:
@@ -356,7 +359,8 @@ def _prepare_workdir(workdir: Path) -> Path:
   return workdir
 
 
-def _metrics_history(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+def _metrics_history(path: Path, up_to_epoch: int,
+                     rewrite: bool = True) -> list[dict[str, Any]]:
   """The records of epochs 1..up_to_epoch in metrics.jsonl, rewriting it to just those.
 
   After a resume the file continues from the checkpoint's epoch: records of
@@ -372,7 +376,8 @@ def _metrics_history(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
         break  # A line cut off by a kill.
       if record["epoch"] <= up_to_epoch:
         history.append(record)
-  path.write_text("".join(json.dumps(r) + "\n" for r in history))
+  if rewrite:
+    path.write_text("".join(json.dumps(r) + "\n" for r in history))
   return history
 
 
@@ -391,6 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Ctrl-C stop the run after saving the last finished epoch.
   """
   validate(config)
+  distributed.initialize(config)  # Before anything touches a device.
   enable_compilation_cache(config)
   dataset = data_lib.load(config.dataset, config.data_dir, config.data_source)
 
@@ -413,7 +419,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   model, state, tx = create_model_and_state(config, dataset.num_classes,
                                             steps_per_epoch)
   replicated = sharding.replicated(mesh)
-  state = jax.device_put(state, replicated)
+  state = distributed.put_global(state, replicated)
 
   # Only once the config and data are known good: a refused run leaves
   # nothing behind. A refused resume leaves the workdir as it was.
@@ -429,11 +435,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                if k in config and config[k] != v}
     logging.info("resuming from the checkpoint of epoch %d in %s%s", done_epochs,
                  checkpoints.directory, f"; changed fields: {changed}" if changed else "")
-  history = _metrics_history(workdir / "metrics.jsonl", done_epochs)
+  history = _metrics_history(workdir / "metrics.jsonl", done_epochs,
+                             rewrite=distributed.is_main_process())
 
   device_data = place_data(dataset, mesh, eval_batch_size)
-  data_key = jax.device_put(
-      jax.random.fold_in(jax.random.key(config.seed), 1), replicated)
+  data_key = distributed.put_global(
+      jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)),
+      replicated)
 
   logging.info("backend %s, %d device(s): %s; mesh %s", backend, num_devices,
                jax.devices()[0].device_kind, dict(mesh.shape))
@@ -485,7 +493,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f"stopped by {name}: the checkpoint of epoch {epoch} is in "
         f"{checkpoints.directory}; run the same command again to resume", signum)
 
-  summary_writer = tensorboard.SummaryWriter(workdir / "tensorboard")
+  main_process = distributed.is_main_process()
+  summary_writer = (tensorboard.SummaryWriter(workdir / "tensorboard")
+                    if main_process else contextlib.nullcontext())
   with signals.StopOnSignal() as stop, summary_writer:
     for epoch in range(done_epochs + 1, config.num_epochs + 1):
       # A stop request mid-epoch falls back to this epoch's start; the
@@ -495,7 +505,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       perm_SB = epoch_permutation(data_key, epoch, num_train, steps_per_epoch,
                                   config.batch_size)
       progress = progress_lib.EpochProgress(epoch, config.num_epochs,
-                                            steps_per_epoch, config.batch_size)
+                                            steps_per_epoch, config.batch_size,
+                                            enabled=None if main_process else False)
       state, totals = run_epoch([compiled[n] for n in calls], state,
                                 device_data, perm_SB, max_in_flight,
                                 should_stop=lambda: stop.requested,
@@ -521,7 +532,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           "eval_seconds": time.perf_counter() - eval_start,
       }
       if not math.isfinite(train_loss):
-        _append_record(workdir, record)
+        if main_process:
+          _append_record(workdir, record)
         checkpoints.wait()
         raise UserError(
             f"training loss became {train_loss} in epoch {epoch} (learning "
@@ -533,12 +545,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         checkpoints.save(epoch, state, {**meta, "epoch": epoch})
         record["checkpoint_seconds"] = time.perf_counter() - save_start
         saved_epoch = epoch
-      _append_record(workdir, record)
-      summary_writer.scalars({
-          "train/loss": train_loss, "train/accuracy": train_accuracy,
-          "test/loss": test_loss, "test/accuracy": test_accuracy,
-          "learning_rate": record["learning_rate"],
-          "images_per_sec": record["images_per_sec"]}, step=epoch)
+      if main_process:
+        _append_record(workdir, record)
+        summary_writer.scalars({
+            "train/loss": train_loss, "train/accuracy": train_accuracy,
+            "test/loss": test_loss, "test/accuracy": test_accuracy,
+            "learning_rate": record["learning_rate"],
+            "images_per_sec": record["images_per_sec"]}, step=epoch)
       history.append(record)
       logging.info(
           "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  "
@@ -573,6 +586,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "jax_version": jax.__version__,
       "config": config.to_dict(),
   }
+  if not main_process:
+    return TrainResult(summary, model, state)
   _write_json_atomic(workdir / "summary.json", summary)
   if config.plots:
     logits = jax.jit(lambda s, images: nnx.merge(

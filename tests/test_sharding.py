@@ -23,6 +23,12 @@ def test_eight_devices_train_like_one(shared_data, tmp_path):
     runs[n] = [json.loads(l) for l in
                (tmp_path / f"d{n}" / "metrics.jsonl").read_text().splitlines()]
   assert json.loads((tmp_path / "d8" / "summary.json").read_text())["device_count"] == 8
+  # A checkpoint made on 8 devices restores on 1 (e.g. to evaluate on a laptop).
+  evaluated = run_module("mnist_jax.evaluate", f"--workdir={tmp_path / 'd8'}",
+                         env={"XLA_FLAGS": ""})
+  assert evaluated.returncode == 0, evaluated.stderr
+  assert (json.loads((tmp_path / "d8" / "eval.json").read_text())["test_accuracy"]
+          == runs[8][-1]["test_accuracy"])
   for one, eight in zip(runs[1], runs[8], strict=True):
     for key in ("train_loss", "test_loss"):
       # Equal up to floating-point reduction order.
