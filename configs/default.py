@@ -51,6 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   # than one task; with no coordinator, JAX finds it (TPU pod, SLURM).
   config.distributed = False
   config.coordinator_address = ml_collections.config_dict.placeholder(str)
+  # Where process 0's coordination service listens; None: every interface.
+  config.coordinator_bind_address = ml_collections.config_dict.placeholder(str)
   config.num_processes = ml_collections.config_dict.placeholder(int)
   config.process_id = ml_collections.config_dict.placeholder(int)
   # A process that stops answering for this long stops all the others.

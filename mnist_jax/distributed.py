@@ -42,6 +42,7 @@ def initialize(config):
   # only concerns the CPU backend, so it is harmless on GPU and TPU.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   explicit = {"coordinator_address": config.coordinator_address,
+              "coordinator_bind_address": config.coordinator_bind_address,
               "num_processes": config.num_processes,
               "process_id": config.process_id}
   try:

@@ -46,6 +46,7 @@ class _Processes:
         subprocess.Popen(
             _command(data_dir, workdir, num_epochs, "--config.distributed=True",
                      f"--config.coordinator_address=127.0.0.1:{port}",
+                     f"--config.coordinator_bind_address=127.0.0.1:{port}",
                      f"--config.num_processes={num_processes}",
                      f"--config.process_id={i}",
                      "--config.heartbeat_timeout_seconds=10"),
@@ -104,6 +105,7 @@ def test_two_processes_train_like_one_with_the_same_devices(shared_data, tmp_pat
     (rc0, err0), (rc1, err1) = run.wait(timeout=300)
   assert rc0 == 0 and rc1 == 0, err0 + err1
   assert "process 0 of 2, 2 local of 4 devices" in err0
+  assert "Starting JAX distributed service on 127.0.0.1:" in err0  # Loopback only.
   # One log and one set of files for the run: process 0's.
   assert "epoch 1/2" in err0 and "epoch 1/2" not in err1
   summary = json.loads((tmp_path / "two" / "summary.json").read_text())
