@@ -104,7 +104,8 @@ def main():
 
   def on_device(steps_per_call, with_progress=False):
     chunk = train.make_train_chunk(model, tx, mesh, steps_per_call)
-    perm_SB = train.epoch_permutation(jax.random.key(0), 0, num_train, window, batch)
+    perm_SB = train.epoch_permutation(jax.random.key_data(jax.random.key(0)), 0,
+                                      num_train, window, batch)
     holder = {"state": fresh_state()}
     _, compile_seconds = timing.timed(
         lambda: chunk.lower(holder["state"], train.Totals.zeros(), device_data,

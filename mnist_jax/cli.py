@@ -12,6 +12,19 @@ from absl import app, flags, logging
 from mnist_jax.errors import Interrupted, UserError
 
 
+def workdir_flag() -> flags.FlagHolder:
+  """The `--workdir` flag that every mnist_jax tool takes (default None).
+
+  Defined once however many tools are imported into one process (a test
+  session imports several); each tool says what None means for it.
+  """
+  if "workdir" in flags.FLAGS:
+    return flags.FlagHolder(flags.FLAGS, flags.FLAGS["workdir"])
+  return flags.DEFINE_string(
+      "workdir", None, "The run's folder (train: default runs/<config file "
+      "stem>; compare: default runs/compare; the others: required).")
+
+
 def fail(message: str) -> NoReturn:
   logging.flush()
   print(f"error: {message}", file=sys.stderr)

@@ -28,8 +28,8 @@ from mnist_jax import cli, plots, train
 from mnist_jax.errors import UserError
 
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per config: 0..seeds-1.")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/compare", "Where the runs and "
-                               "the comparison go.")
+_WORKDIR = cli.workdir_flag()
+DEFAULT_WORKDIR = "runs/compare"
 _OVERRIDE = flags.DEFINE_multi_string(
     "override", [], "field=value set in every config, e.g. num_epochs=2.")
 
@@ -128,10 +128,10 @@ def markdown_table(record: dict[str, Any]) -> str:
 
 
 def main(argv):
-  record = compare(argv[1:], _SEEDS.value, _WORKDIR.value, _OVERRIDE.value)
-  print((Path(_WORKDIR.value) / "comparison.md").read_text(), end="")
-  logging.info("wrote %s/comparison.{md,json,png}", _WORKDIR.value)
-  del record
+  workdir = _WORKDIR.value or DEFAULT_WORKDIR
+  compare(argv[1:], _SEEDS.value, workdir, _OVERRIDE.value)
+  print((Path(workdir) / "comparison.md").read_text(), end="")
+  logging.info("wrote %s/comparison.{md,json,png}", workdir)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from mnist_jax import data as data_lib
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
+_WORKDIR = cli.workdir_flag()
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where the dataset is, if not where training found it.")
 _PLOTS = flags.DEFINE_bool(

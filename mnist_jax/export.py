@@ -24,7 +24,7 @@ from mnist_jax import cli
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
+_WORKDIR = cli.workdir_flag()
 _OUT = flags.DEFINE_string(
     "out", None, "Where to write the exported model; default "
     "<workdir>/model.jax_export. Its description goes to <out>.json.")

@@ -12,8 +12,7 @@ from ml_collections import config_flags
 from mnist_jax import cli, train
 from mnist_jax.errors import UserError
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Output folder; default runs/<config file stem>.")
+_WORKDIR = cli.workdir_flag()
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file, e.g. configs/mnist.py.",
     lock_config=True)

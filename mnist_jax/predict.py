@@ -22,7 +22,7 @@ from mnist_jax import cli
 from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
+_WORKDIR = cli.workdir_flag()
 _INVERT = flags.DEFINE_enum("invert", "auto", ["auto", "yes", "no"],
                             "Invert the image (dark ink on light paper).")
 _FIT = flags.DEFINE_enum("fit", "auto", ["auto", "digit", "whole"],

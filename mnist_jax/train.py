@@ -205,6 +205,9 @@ def epoch_permutation(data_key, epoch, num_examples: int, num_steps: int,
                       batch_size: int):
   """The epoch's shuffle of all examples, cut to whole batches: [S, B] indices.
 
+  `data_key` is raw key data (`jax.random.key_data`), which can be placed as
+  a global array in a multi-process run.
+
   The `N - S * B` examples left over form no batch this epoch; a different
   subset is left over each epoch.
   """

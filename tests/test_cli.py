@@ -102,3 +102,12 @@ def test_the_console_script_is_installed():
   result = subprocess.run([str(script), "--help"], capture_output=True, text=True,
                           timeout=60)
   assert result.returncode == 0 and "mnist-jax train" in result.stdout
+
+
+def test_every_tool_imports_into_one_process():
+  # Tools share flags such as --workdir; a test session imports them together.
+  code = ("import mnist_jax.main, mnist_jax.evaluate, mnist_jax.predict, "
+          "mnist_jax.export, mnist_jax.compare")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+  assert result.returncode == 0, result.stderr
