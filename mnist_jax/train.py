@@ -34,8 +34,7 @@ from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
 from mnist_jax import distributed, models, optim, sharding, signals
 from mnist_jax import progress as progress_lib
-from mnist_jax import report
-from mnist_jax import tensorboard
+from mnist_jax import report, tensorboard, timing
 from mnist_jax.errors import Interrupted, UserError
 
 
@@ -391,6 +390,96 @@ class TrainResult:
   state: TrainState
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How a run's epochs are cut into compiled calls, from config, data and mesh."""
+  backend: str
+  num_devices: int
+  num_train: int
+  batch_size: int
+  steps_per_epoch: int
+  steps_per_call: int
+  calls: tuple[int, ...]  # Steps of each compiled call of an epoch.
+  eval_batch_size: int
+
+  @classmethod
+  def make(cls, config, dataset: data_lib.Dataset, mesh) -> "Plan":
+    num_devices = mesh.devices.size
+    backend = jax.default_backend()
+    sharding.check_batch_size(config.batch_size, mesh, "config.batch_size")
+    num_train = len(dataset.train_labels)
+    if config.batch_size > num_train:
+      raise UserError(f"config.batch_size={config.batch_size} exceeds the "
+                      f"{num_train} training images of {dataset.name}; use a "
+                      f"smaller batch size")
+    steps_per_epoch = num_train // config.batch_size
+    steps_per_call = min(config.steps_per_call or
+                         default_steps_per_call(backend, steps_per_epoch),
+                         steps_per_epoch)
+    full_calls, remainder = divmod(steps_per_epoch, steps_per_call)
+    return cls(backend, num_devices, num_train, config.batch_size,
+               steps_per_epoch, steps_per_call,
+               (steps_per_call,) * full_calls + ((remainder,) if remainder else ()),
+               evaluation_batch_size(config, len(dataset.test_labels), num_devices))
+
+
+def _log_start(config, dataset: data_lib.Dataset, mesh, plan: Plan, state):
+  logging.info("backend %s, %d device(s): %s; mesh %s", plan.backend,
+               plan.num_devices, jax.devices()[0].device_kind, dict(mesh.shape))
+  logging.info("config: %s", config_differences(config) or "the defaults")
+  logging.info("%s: %d train / %d test images, %d classes; model %s with %s "
+               "parameters", dataset.name, plan.num_train,
+               len(dataset.test_labels), dataset.num_classes, config.model,
+               f"{models.num_params(state.params):,}")
+  dropped = plan.num_train - plan.steps_per_epoch * plan.batch_size
+  logging.info("each epoch: %d steps of %d, %d step(s) per compiled call%s",
+               plan.steps_per_epoch, plan.batch_size, plan.steps_per_call,
+               f"; the last partial batch ({dropped} images, a different "
+               f"subset each epoch) is dropped" if dropped else "")
+
+
+def _compile(model: Model, tx, mesh, plan: Plan, state, device_data, data_key):
+  """Compiles the training chunks and the evaluation ahead of time.
+
+  Returns ({steps: Chunk}, evaluate): compilation is then timed apart from
+  training.
+  """
+  perm_SB = epoch_permutation(data_key, 0, plan.num_train, plan.steps_per_epoch,
+                              plan.batch_size)
+  chunks = {n: Chunk(make_train_chunk(model, tx, mesh, n).lower(
+                state, Totals.zeros(), device_data, perm_SB).compile(), n)
+            for n in set(plan.calls)}
+  num_eval_batches = len(device_data.test_labels) // plan.eval_batch_size
+  evaluate = make_evaluate(model, mesh, plan.eval_batch_size, num_eval_batches
+                           ).lower(state, device_data).compile()
+  return chunks, evaluate
+
+
+class _RunFiles:
+  """metrics.jsonl, TensorBoard, summary.json and plots; process 0 writes them."""
+
+  def __init__(self, workdir: Path, enabled: bool):
+    self.workdir, self.enabled = workdir, enabled
+    self._tensorboard = (tensorboard.SummaryWriter(workdir / "tensorboard")
+                         if enabled else None)
+
+  def add_epoch(self, record: dict[str, Any]):
+    if not self.enabled:
+      return
+    _append_record(self.workdir, record)
+    self._tensorboard.scalars({
+        "train/loss": record["train_loss"],
+        "train/accuracy": record["train_accuracy"],
+        "test/loss": record["test_loss"],
+        "test/accuracy": record["test_accuracy"],
+        "learning_rate": record["learning_rate"],
+        "images_per_sec": record["images_per_sec"]}, step=record["epoch"])
+
+  def close(self):
+    if self._tensorboard:
+      self._tensorboard.close()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike) -> TrainResult:
   """Trains to `config.num_epochs`, evaluating after each epoch.
@@ -402,25 +491,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   distributed.initialize(config)  # Before anything touches a device.
   enable_compilation_cache(config)
   dataset = data_lib.load(config.dataset, config.data_dir, config.data_source)
-
   mesh = sharding.make_mesh()
-  num_devices = mesh.devices.size
-  backend = jax.default_backend()
-  sharding.check_batch_size(config.batch_size, mesh, "config.batch_size")
-  num_train = len(dataset.train_labels)
-  if config.batch_size > num_train:
-    raise UserError(f"config.batch_size={config.batch_size} exceeds the "
-                    f"{num_train} training images of {dataset.name}; use a "
-                    f"smaller batch size")
-  steps_per_epoch = num_train // config.batch_size
-  num_test = len(dataset.test_labels)
-  eval_batch_size = evaluation_batch_size(config, num_test, num_devices)
-  steps_per_call = min(config.steps_per_call or
-                       default_steps_per_call(backend, steps_per_epoch),
-                       steps_per_epoch)
-
+  plan = Plan.make(config, dataset, mesh)
   model, state, tx = create_model_and_state(config, dataset.num_classes,
-                                            steps_per_epoch)
+                                            plan.steps_per_epoch)
   replicated = sharding.replicated(mesh)
   state = distributed.put_global(state, replicated)
 
@@ -438,47 +512,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                if k in config and config[k] != v}
     logging.info("resuming from the checkpoint of epoch %d in %s%s", done_epochs,
                  checkpoints.directory, f"; changed fields: {changed}" if changed else "")
+  main_process = distributed.is_main_process()
   history = _metrics_history(workdir / "metrics.jsonl", done_epochs,
-                             rewrite=distributed.is_main_process())
+                             rewrite=main_process)
 
-  device_data = place_data(dataset, mesh, eval_batch_size)
+  device_data = place_data(dataset, mesh, plan.eval_batch_size)
   data_key = distributed.put_global(
       jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)),
       replicated)
-
-  logging.info("backend %s, %d device(s): %s; mesh %s", backend, num_devices,
-               jax.devices()[0].device_kind, dict(mesh.shape))
-  logging.info("config: %s", config_differences(config) or "the defaults")
-  logging.info("%s: %d train / %d test images, %d classes; model %s with %s "
-               "parameters", dataset.name, num_train, num_test,
-               dataset.num_classes, config.model,
-               f"{models.num_params(state.params):,}")
-  dropped = num_train - steps_per_epoch * config.batch_size
-  logging.info("each epoch: %d steps of %d, %d step(s) per compiled call%s",
-               steps_per_epoch, config.batch_size, steps_per_call,
-               f"; the last partial batch ({dropped} images, a different "
-               f"subset each epoch) is dropped" if dropped else "")
-
-  # Compile ahead of time, so compilation is timed apart from training.
-  compile_start = time.perf_counter()
-  perm_SB = epoch_permutation(data_key, 0, num_train, steps_per_epoch,
-                              config.batch_size)
-  full_calls, remainder = divmod(steps_per_epoch, steps_per_call)
-  calls = [steps_per_call] * full_calls + ([remainder] if remainder else [])
-  compiled = {
-      n: Chunk(make_train_chunk(model, tx, mesh, n).lower(
-          state, Totals.zeros(), device_data, perm_SB).compile(), n)
-      for n in set(calls)}
-  evaluate = make_evaluate(model, mesh, eval_batch_size,
-                           len(device_data.test_labels) // eval_batch_size
-                           ).lower(state, device_data).compile()
-  compile_seconds = time.perf_counter() - compile_start
+  _log_start(config, dataset, mesh, plan, state)
+  (chunks, evaluate), compile_seconds = timing.timed(
+      lambda: _compile(model, tx, mesh, plan, state, device_data, data_key))
   seconds_to_first_step = time.perf_counter() - mnist_jax.IMPORT_TIME
   logging.info("compiled in %.1f s; %.1f s from start to the first step",
                compile_seconds, seconds_to_first_step)
 
-  max_in_flight = max_calls_in_flight(backend, num_devices)
-  schedule = optim.schedule(config, steps_per_epoch)
+  max_in_flight = max_calls_in_flight(plan.backend, plan.num_devices)
+  schedule = optim.schedule(config, plan.steps_per_epoch)
   meta = {"config": config.to_dict(), "num_classes": dataset.num_classes,
           "class_names": list(dataset.class_names)}
   saved_epoch = done_epochs
@@ -496,21 +546,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f"stopped by {name}: the checkpoint of epoch {epoch} is in "
         f"{checkpoints.directory}; run the same command again to resume", signum)
 
-  main_process = distributed.is_main_process()
-  summary_writer = (tensorboard.SummaryWriter(workdir / "tensorboard")
-                    if main_process else contextlib.nullcontext())
-  with signals.StopOnSignal() as stop, summary_writer:
+  files = _RunFiles(workdir, enabled=main_process)
+  with signals.StopOnSignal() as stop, contextlib.closing(files):
     for epoch in range(done_epochs + 1, config.num_epochs + 1):
       # A stop request mid-epoch falls back to this epoch's start; the
       # copy is needed because the calls donate (consume) their input state.
-      epoch_start_state = jax.tree.map(jnp.copy, state) if len(calls) > 1 else state
+      epoch_start_state = (jax.tree.map(jnp.copy, state) if len(plan.calls) > 1
+                           else state)
       epoch_start = time.perf_counter()
-      perm_SB = epoch_permutation(data_key, epoch, num_train, steps_per_epoch,
-                                  config.batch_size)
-      progress = progress_lib.EpochProgress(epoch, config.num_epochs,
-                                            steps_per_epoch, config.batch_size,
-                                            enabled=None if main_process else False)
-      state, totals = run_epoch([compiled[n] for n in calls], state,
+      perm_SB = epoch_permutation(data_key, epoch, plan.num_train,
+                                  plan.steps_per_epoch, plan.batch_size)
+      progress = progress_lib.EpochProgress(
+          epoch, config.num_epochs, plan.steps_per_epoch, plan.batch_size,
+          enabled=None if main_process else False)
+      state, totals = run_epoch([chunks[n] for n in plan.calls], state,
                                 device_data, perm_SB, max_in_flight,
                                 should_stop=lambda: stop.requested,
                                 on_dispatch=progress.dispatched)
@@ -529,14 +578,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           "train_accuracy": train_accuracy,
           "test_loss": test_loss,
           "test_accuracy": test_accuracy,
-          "learning_rate": float(schedule(epoch * steps_per_epoch - 1)),
-          "images_per_sec": steps_per_epoch * config.batch_size / epoch_seconds,
+          "learning_rate": float(schedule(epoch * plan.steps_per_epoch - 1)),
+          "images_per_sec": plan.steps_per_epoch * plan.batch_size / epoch_seconds,
           "epoch_seconds": epoch_seconds,
           "eval_seconds": time.perf_counter() - eval_start,
       }
       if not math.isfinite(train_loss):
-        if main_process:
-          _append_record(workdir, record)
+        files.add_epoch(record)
         checkpoints.wait()
         raise UserError(
             f"training loss became {train_loss} in epoch {epoch} (learning "
@@ -548,13 +596,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         checkpoints.save(epoch, state, {**meta, "epoch": epoch})
         record["checkpoint_seconds"] = time.perf_counter() - save_start
         saved_epoch = epoch
-      if main_process:
-        _append_record(workdir, record)
-        summary_writer.scalars({
-            "train/loss": train_loss, "train/accuracy": train_accuracy,
-            "test/loss": test_loss, "test/accuracy": test_accuracy,
-            "learning_rate": record["learning_rate"],
-            "images_per_sec": record["images_per_sec"]}, step=epoch)
+      files.add_epoch(record)
       history.append(record)
       logging.info(
           "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  "
@@ -580,30 +622,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "train_seconds": train_seconds,
       "compile_seconds": compile_seconds,
       "seconds_to_first_step": seconds_to_first_step,
-      "images_per_sec": steps_per_epoch * config.batch_size * len(history) / train_seconds,
+      "images_per_sec": (plan.steps_per_epoch * plan.batch_size * len(history)
+                         / train_seconds),
       "resumed_from_epoch": done_epochs,
-      "steps_per_call": steps_per_call,
-      "backend": backend,
+      "steps_per_call": plan.steps_per_call,
+      "backend": plan.backend,
       "device_kind": jax.devices()[0].device_kind,
-      "device_count": num_devices,
+      "device_count": plan.num_devices,
       "jax_version": jax.__version__,
       "config": config.to_dict(),
   }
-  if not main_process:
-    return TrainResult(summary, model, state)
-  _write_json_atomic(workdir / "summary.json", summary)
-  if config.plots:
-    logits = jax.jit(lambda s, images: nnx.merge(
-        model.eval_graph, s.params, s.rest)(models.normalize(images)))
-    written = report.write_plots(
-        workdir, functools.partial(logits, state), dataset.class_names,
-        dataset, history,
-        eval_batch_size, f"{dataset.name}, {config.model}, epoch {config.num_epochs}")
-    logging.info("plots: %s", ", ".join(str(p) for p in written))
-  logging.info("final test accuracy %.2f%% (best %.2f%%), %.1f s training, "
-               "summary in %s", 100 * summary["final_test_accuracy"],
-               100 * summary["best_test_accuracy"], train_seconds,
-               workdir / "summary.json")
+  if main_process:
+    _write_json_atomic(workdir / "summary.json", summary)
+    if config.plots:
+      logits = jax.jit(lambda s, images: nnx.merge(
+          model.eval_graph, s.params, s.rest)(models.normalize(images)))
+      written = report.write_plots(
+          workdir, functools.partial(logits, state), dataset.class_names,
+          dataset, history, plan.eval_batch_size,
+          f"{dataset.name}, {config.model}, epoch {config.num_epochs}")
+      logging.info("plots: %s", ", ".join(str(p) for p in written))
+    logging.info("final test accuracy %.2f%% (best %.2f%%), %.1f s training, "
+                 "summary in %s", 100 * summary["final_test_accuracy"],
+                 100 * summary["best_test_accuracy"], train_seconds,
+                 workdir / "summary.json")
   return TrainResult(summary, model, state)
 
 
