@@ -24,14 +24,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.data_source = "idx"     # "idx" (the four gzip files) or "tfds" (needs the tfds extra).
   # Model and optimizer.
-  config.model = "cnn"           # cnn, mlp.
+  config.model = "cnn"           # cnn, mlp, speedrun.
   config.optimizer = "sgd"       # sgd, adam, adamw.
   config.learning_rate = 0.1
   config.momentum = 0.9          # sgd only; 0 for plain SGD.
   config.nesterov = False        # sgd only.
   config.weight_decay = 0.0      # sgd: L2 added to the gradient; adamw: decoupled.
-  config.lr_schedule = "cosine"  # constant, cosine.
-  config.warmup_epochs = 0.0
+  config.lr_schedule = "cosine"  # constant, cosine, onecycle.
+  config.warmup_epochs = 0.0     # cosine only.
+  config.onecycle_pct_start = 0.3  # onecycle only: the rising part of training.
   # Training.
   config.batch_size = 128
   config.num_epochs = 10

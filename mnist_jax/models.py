@@ -20,6 +20,35 @@ def avg_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
   return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
+def max_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
+  """2x2 max pooling, stride 2, as a reshape and a max (even H and W).
+
+  Same values as `nnx.max_pool(x, (2, 2), (2, 2))`; on XLA:CPU its backward
+  pass is several times cheaper than `reduce_window`'s (6.6 ms against 35 ms
+  a step measured for the speedrun model at batch 256).
+  """
+  b, h, w, c = x_BHWC.shape
+  return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class Speedrun(nnx.Module):
+  """The fast MNIST recipe's model (tuomaso/train_mnist_fast): conv 24 5x5,
+  max-pool, conv 32 3x3, max-pool, dense 256, dense out; valid convolutions,
+  28 -> 24 -> 12 -> 10 -> 5."""
+
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(1, 24, kernel_size=(5, 5), padding="VALID", rngs=rngs)
+    self.conv2 = nnx.Conv(24, 32, kernel_size=(3, 3), padding="VALID", rngs=rngs)
+    self.dense1 = nnx.Linear(5 * 5 * 32, 256, rngs=rngs)
+    self.dense2 = nnx.Linear(256, num_classes, rngs=rngs)
+
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    x = max_pool_2x2(nnx.relu(self.conv1(x_BHWC)))
+    x = max_pool_2x2(nnx.relu(self.conv2(x)))
+    x = x.reshape(x.shape[0], -1)
+    return self.dense2(nnx.relu(self.dense1(x)))
+
+
 class CNN(nnx.Module):
   """The CNN of Flax's MNIST example: conv 32, conv 64, dense 256, dense out."""
 
@@ -53,7 +82,8 @@ class MLP(nnx.Module):
     return self.out(x)
 
 
-MODELS: dict[str, Callable[..., nnx.Module]] = {"cnn": CNN, "mlp": MLP}
+MODELS: dict[str, Callable[..., nnx.Module]] = {
+    "cnn": CNN, "mlp": MLP, "speedrun": Speedrun}
 
 
 def create(name: str, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:

@@ -6,16 +6,22 @@ import optax
 from mnist_jax.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "onecycle")
 
 
 def schedule(config: ml_collections.ConfigDict,
              steps_per_epoch: int) -> optax.Schedule:
-  """`constant`, or `cosine` decay to zero after `warmup_epochs` of linear warm-up."""
+  """`constant`; `cosine` decay to zero after `warmup_epochs` of linear warm-up;
+  or `onecycle`: cosine up from lr/25 to lr over the first
+  `onecycle_pct_start` of training, then down to lr/25e4."""
   total_steps = config.num_epochs * steps_per_epoch
   warmup_steps = int(config.warmup_epochs * steps_per_epoch)
   if config.lr_schedule == "constant":
     return optax.constant_schedule(config.learning_rate)
+  if config.lr_schedule == "onecycle":
+    return optax.cosine_onecycle_schedule(
+        max(total_steps, 1), config.learning_rate,
+        pct_start=config.onecycle_pct_start)
   if config.lr_schedule == "cosine" and not warmup_steps:
     return optax.cosine_decay_schedule(config.learning_rate, total_steps)
   if config.lr_schedule == "cosine":

@@ -56,3 +56,16 @@ def test_a_model_added_as_the_readme_says_trains(synthetic_data, tmp_path, monke
                                     tmp_path / "run")
   assert result.summary["model"] == "linear"
   assert result.summary["final_test_accuracy"] > 0.5
+
+
+def test_reshape_max_pooling_equals_reduce_window_max_pooling():
+  x = jax.random.normal(jax.random.key(1), (2, 24, 24, 3))
+  np.testing.assert_array_equal(models.max_pool_2x2(x),
+                                nnx.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+def test_speedrun_model_matches_the_recipe():
+  model = models.create("speedrun", 10, nnx.Rngs(0))
+  assert models.num_params(nnx.state(model, nnx.Param)) == (
+      (25 * 24 + 24) + (9 * 24 * 32 + 32) + (800 * 256 + 256) + (256 * 10 + 10))
+  assert model(jnp.zeros((3, 28, 28, 1))).shape == (3, 10)

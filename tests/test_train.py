@@ -118,3 +118,14 @@ def test_unwritable_workdir(synthetic_data, tmp_path):
   blocker.write_text("")
   with pytest.raises(UserError, match="cannot write to workdir"):
     train.train_and_evaluate(toy_config(synthetic_data), blocker / "run")
+
+
+def test_onecycle_schedule_rises_then_falls():
+  from mnist_jax import optim
+  config = toy_config("unused", lr_schedule="onecycle", learning_rate=0.01,
+                      num_epochs=2)
+  schedule = optim.schedule(config, steps_per_epoch=50)  # 100 steps, peak at 30.
+  lrs = [float(schedule(step)) for step in range(100)]
+  assert lrs[0] == pytest.approx(0.01 / 25)
+  assert max(lrs) == pytest.approx(0.01, rel=1e-3) and lrs.index(max(lrs)) == 30
+  assert lrs[-1] < 0.01 / 1000
