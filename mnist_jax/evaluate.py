@@ -36,17 +36,11 @@ def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
   """f(state, data) -> sums of loss, top-1, top-5, and the confusion matrix."""
   num_classes = len(trained.class_names)
   top_k = min(5, num_classes)
-  batch_sharding = sharding.batch_sharded(mesh)
 
   def evaluate(state, data: train.DeviceData):
-    def one_batch(sums, i):
-      def take(x):
-        x = jax.lax.dynamic_slice_in_dim(x, i * eval_batch_size, eval_batch_size)
-        return jax.lax.with_sharding_constraint(x, batch_sharding)
-      images, labels_B, mask_B = (take(data.test_images), take(data.test_labels),
-                                  take(data.test_mask))
+    def add_batch(sums, images_BHW, labels_B, mask_B):
       module = nnx.merge(trained.model.eval_graph, state.params, state.rest)
-      logits_BK = module(models.normalize(images))
+      logits_BK = module(models.normalize(images_BHW))
       losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
       _, top_BT = jax.lax.top_k(logits_BK, top_k)
       in_top_B = jnp.any(top_BT == labels_B[:, None], axis=-1)
@@ -55,10 +49,11 @@ def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
           labels_B, predicted_B].add(mask_B.astype(jnp.int32))
       return {"loss": sums["loss"] + jnp.sum(jnp.where(mask_B, losses_B, 0.0)),
               "top_k": sums["top_k"] + jnp.sum(in_top_B & mask_B, dtype=jnp.int32),
-              "confusion": sums["confusion"] + confusion_KK}, None
+              "confusion": sums["confusion"] + confusion_KK}
     zeros = {"loss": jnp.float32(0), "top_k": jnp.int32(0),
              "confusion": jnp.zeros((num_classes, num_classes), jnp.int32)}
-    return jax.lax.scan(one_batch, zeros, jnp.arange(num_batches))[0]
+    return train.scan_test_set(add_batch, zeros, data, mesh, eval_batch_size,
+                               num_batches)
 
   return jax.jit(evaluate)
 

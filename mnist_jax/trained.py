@@ -7,10 +7,9 @@ from pathlib import Path
 
 import jax
 import ml_collections
-from flax import nnx
 
 from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import models, sharding, train
+from mnist_jax import sharding, train
 from mnist_jax.errors import UserError
 
 
@@ -25,12 +24,7 @@ class Trained:
   @functools.cached_property
   def logits_fn(self):
     """A jitted f(state, uint8 images [B, 28, 28]) -> logits [B, K], compiled once per shape."""
-    eval_graph = self.model.eval_graph
-
-    def logits(state, images_BHW):
-      module = nnx.merge(eval_graph, state.params, state.rest)
-      return module(models.normalize(images_BHW))
-    return jax.jit(logits)
+    return train.make_logits_fn(self.model)
 
 
 def load_trained(workdir: str | Path) -> Trained:
