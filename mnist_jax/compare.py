@@ -16,7 +16,6 @@ stopped) and writes, in the workdir:
 
 import ast
 import importlib.util
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -92,8 +91,7 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
       config.seed = seed
       logging.info("comparing: %s, seed %d of %d", name, seed + 1, seeds)
       summary = train.train_and_evaluate(config, workdir / name / f"seed{seed}").summary
-      history = [json.loads(line) for line in
-                 (workdir / name / f"seed{seed}" / "metrics.jsonl").read_text().splitlines()]
+      history = train.read_metrics(workdir / name / f"seed{seed}")
       runs.append({"seed": seed,
                    "final_test_accuracy": summary["final_test_accuracy"],
                    "train_seconds": summary["train_seconds"],
@@ -106,7 +104,7 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
         "train_seconds": _stats([r["train_seconds"] for r in runs]),
         "runs": runs}
   record = {"seeds": seeds, "overrides": list(overrides), "configs": results}
-  (workdir / "comparison.json").write_text(json.dumps(record, indent=2) + "\n")
+  train.write_json_atomic(workdir / "comparison.json", record)
   (workdir / "comparison.md").write_text(markdown_table(record))
   plots.comparison(results, workdir / "comparison.png")
   return record

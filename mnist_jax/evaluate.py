@@ -6,7 +6,6 @@ the console and in DIR/eval.json.
 """
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +57,15 @@ def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
   return jax.jit(evaluate)
 
 
-def evaluate_trained(trained: Trained, data_dir: str | None = None) -> dict[str, Any]:
+def load_dataset(trained: Trained, data_dir: str | None = None) -> data_lib.Dataset:
+  """The dataset the run was trained on, from `data_dir` if given."""
   config = trained.config
-  dataset = data_lib.load(config.dataset, data_dir or config.data_dir,
-                          config.data_source)
+  return data_lib.load(config.dataset, data_dir or config.data_dir,
+                       config.data_source)
+
+
+def evaluate_trained(trained: Trained, dataset: data_lib.Dataset) -> dict[str, Any]:
+  config = trained.config
   if dataset.num_classes != len(trained.class_names):
     raise UserError(f"{dataset.name} now has {dataset.num_classes} classes, "
                     f"the checkpoint {len(trained.class_names)}")
@@ -114,25 +118,18 @@ def main(argv):
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not _WORKDIR.value:
     raise UserError("--workdir is required: the workdir of a training run")
-  trained = load_trained(_WORKDIR.value)
-  report = evaluate_trained(trained, _DATA_DIR.value)
-  path = Path(_WORKDIR.value) / "eval.json"
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(report, indent=2) + "\n")
-  tmp.replace(path)
+  workdir = Path(_WORKDIR.value)
+  trained = load_trained(workdir)
+  dataset = load_dataset(trained, _DATA_DIR.value)
+  report = evaluate_trained(trained, dataset)
+  train.write_json_atomic(workdir / "eval.json", report)
   print(format_report(report))
-  logging.info("wrote %s", path)
+  logging.info("wrote %s", workdir / "eval.json")
   if _PLOTS.value:
-    workdir = Path(_WORKDIR.value)
-    history = [json.loads(line) for line in
-               (workdir / "metrics.jsonl").read_text().splitlines()
-               if json.loads(line)["epoch"] <= trained.epoch]
     config = trained.config
-    dataset = data_lib.load(config.dataset, _DATA_DIR.value or config.data_dir,
-                            config.data_source)
     written = report_lib.write_plots(
         workdir, functools.partial(trained.logits_fn, trained.state),
-        trained.class_names, dataset, history,
+        trained.class_names, dataset, train.read_metrics(workdir, trained.epoch),
         train.evaluation_batch_size(config, len(dataset.test_labels),
                                     jax.device_count()),
         f"{dataset.name}, {config.model}, epoch {trained.epoch}")

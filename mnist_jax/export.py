@@ -24,19 +24,20 @@ from mnist_jax import cli
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
+DEFAULT_NAME = "model.jax_export"
+IMAGE_SHAPE = (28, 28)
+# All of them by default: else a model exported on a GPU runs only on GPUs.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
 _WORKDIR = cli.workdir_flag()
 _OUT = flags.DEFINE_string(
     "out", None, "Where to write the exported model; default "
     "<workdir>/model.jax_export. Its description goes to <out>.json.")
 _PLATFORMS = flags.DEFINE_list(
-    "platforms", "cpu,cuda,rocm,tpu",
+    "platforms", list(PLATFORMS),
     "Where the exported model can run (one lowering each, sharing the "
     "parameters, so each adds only a few hundred bytes).")
 
-DEFAULT_NAME = "model.jax_export"
-IMAGE_SHAPE = (28, 28)
-# All of them by default: else a model exported on a GPU runs only on GPUs.
-PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
 def _write_atomic(path: Path, data: bytes):

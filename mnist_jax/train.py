@@ -358,7 +358,8 @@ def config_differences(config: ml_collections.ConfigDict) -> str:
                    if k not in defaults or defaults[k] != v)
 
 
-def _write_json_atomic(path: Path, obj: Any):
+def write_json_atomic(path: Path, obj: Any):
+  """Written beside `path`, then renamed: a reader never sees half a file."""
   tmp = path.with_suffix(path.suffix + ".tmp")
   tmp.write_text(json.dumps(obj, indent=2) + "\n")
   os.replace(tmp, path)
@@ -376,6 +377,20 @@ def _prepare_workdir(workdir: Path) -> Path:
   return workdir
 
 
+def read_metrics(workdir: Path, up_to_epoch: int | None = None) -> list[dict[str, Any]]:
+  """The per-epoch records in `<workdir>/metrics.jsonl` (of epochs <= up_to_epoch)."""
+  history = []
+  path = Path(workdir) / "metrics.jsonl"
+  for line in path.read_text().splitlines() if path.exists() else ():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      break  # A line cut off by a kill.
+    if up_to_epoch is None or record["epoch"] <= up_to_epoch:
+      history.append(record)
+  return history
+
+
 def _metrics_history(path: Path, up_to_epoch: int,
                      rewrite: bool = True) -> list[dict[str, Any]]:
   """The records of epochs 1..up_to_epoch in metrics.jsonl, rewriting it to just those.
@@ -384,15 +399,7 @@ def _metrics_history(path: Path, up_to_epoch: int,
   epochs trained after that checkpoint were lost with the run and are
   trained, and written, again.
   """
-  history = []
-  if up_to_epoch and path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        break  # A line cut off by a kill.
-      if record["epoch"] <= up_to_epoch:
-        history.append(record)
+  history = read_metrics(path.parent, up_to_epoch) if up_to_epoch else []
   if rewrite:
     path.write_text("".join(json.dumps(r) + "\n" for r in history))
   return history
@@ -656,7 +663,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "config": config.to_dict(),
   }
   if main_process:
-    _write_json_atomic(workdir / "summary.json", summary)
+    write_json_atomic(workdir / "summary.json", summary)
     if config.plots:
       written = report.write_plots(
           workdir, functools.partial(make_logits_fn(model), state),
