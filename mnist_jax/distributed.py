@@ -13,7 +13,8 @@ import os
 
 import jax
 import numpy as np
-from absl import logging
+import orbax.checkpoint  # pylint: disable=unused-import  (defines the flag below)
+from absl import flags, logging
 
 from mnist_jax.errors import UserError
 
@@ -53,6 +54,12 @@ def initialize(config):
     raise UserError(f"jax.distributed could not start ({e}); set "
                     f"config.coordinator_address, num_processes and "
                     f"process_id, or run under SLURM or on a TPU pod") from None
+  # orbax's barriers are device collectives by default. Its save threads then
+  # issue collectives that can interleave with the training step's all-reduces
+  # in a different order on each process (gloo aborts: "Received data size
+  # doesn't match expected size"). The coordination service's barriers use no
+  # device.
+  flags.FLAGS["experimental_orbax_use_distributed_barrier"].value = True
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)  # One log for the run: process 0's.
   logging.info("jax.distributed: process %d of %d, %d local of %d devices",
