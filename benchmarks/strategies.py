@@ -62,14 +62,16 @@ def parse_args():
   return parser.parse_args()
 
 
-def main():
-  args = parse_args()
+def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
+            chunk_steps: int, repeats: int, names=STRATEGIES) -> dict:
+  """{strategy: {images_per_sec, compile_seconds, steps_per_call, ...}}."""
   config = default.get_config()
-  config.model, config.batch_size = args.model, args.batch_size
-  dataset = data.load(args.dataset, args.data_dir)
+  config.model, config.batch_size = model_name, batch
   mesh = sharding.make_mesh()
-  sharding.check_batch_size(args.batch_size, mesh, "--batch_size")
-  num_train, batch, window = len(dataset.train_labels), args.batch_size, args.window_steps
+  sharding.check_batch_size(batch, mesh, "--batch_size")
+  if "scan_chunk" in names and window % chunk_steps:
+    raise ValueError(f"window_steps={window} must divide by chunk={chunk_steps}")
+  num_train = len(dataset.train_labels)
   model, state0, tx = train.create_model_and_state(
       config, dataset.num_classes, num_train // batch)
   state0 = jax.device_put(state0, sharding.replicated(mesh))
@@ -126,45 +128,42 @@ def main():
 
   makers = {"host_loop": host_loop,
             "device_step": lambda: on_device(1),
-            "scan_chunk": lambda: on_device(args.chunk),
+            "scan_chunk": lambda: on_device(chunk_steps),
             "whole_window": lambda: on_device(window),
             "device_step_progress": lambda: on_device(1, with_progress=True)}
-  names = args.strategies.split(",")
-  if "scan_chunk" in names and window % args.chunk:
-    sys.exit(f"error: --window_steps={window} must divide by --chunk={args.chunk}")
   prepared = {name: makers[name]() for name in names}
-  for run_window, _, _ in prepared.values():  # Warm-up.
-    timing.time_windows(run_window, repeats=1)
-  # Round-robin, one window of each strategy per round: a slow drift of the
-  # machine (another process, thermal state) then affects all alike.
-  seconds = {name: [] for name in names}
-  for _ in range(args.repeats):
-    for name, (run_window, _, _) in prepared.items():
-      seconds[name] += timing.time_windows(run_window, repeats=1, warmup=0)
+  seconds = timing.interleaved_windows(
+      {name: run_window for name, (run_window, _, _) in prepared.items()},
+      repeats)
   results = {}
   for name, (_, compile_seconds, steps_per_call) in prepared.items():
     results[name] = {"images_per_sec": timing.rate_stats(window * batch, seconds[name]),
                      "compile_seconds": compile_seconds,
                      "steps_per_call": steps_per_call}
-    stats = results[name]["images_per_sec"]
-    print(f"{name:>20}: {stats['median']:>9,.0f} img/s (min {stats['min']:,.0f}, "
-          f"max {stats['max']:,.0f}), compile {compile_seconds:.2f} s", flush=True)
-
   if "host_loop" in results:
     base = results["host_loop"]["images_per_sec"]
-    for name, r in results.items():
-      stats = r["images_per_sec"]
-      r["ratio_to_host_loop"] = stats["median"] / base["median"]
-      # Within each other's spread: not a measurable difference.
-      r["differs_from_host_loop"] = (stats["min"] > base["max"] or
-                                     stats["max"] < base["min"])
+    for r in results.values():
+      r["ratio_to_host_loop"] = r["images_per_sec"]["median"] / base["median"]
+      r["differs_from_host_loop"] = not timing.overlap(r["images_per_sec"], base)
+  return results
+
+
+def main():
+  args = parse_args()
+  dataset = data.load(args.dataset, args.data_dir)
+  results = measure(dataset, args.model, args.batch_size, args.window_steps,
+                    args.chunk, args.repeats, args.strategies.split(","))
+  for name, r in results.items():
+    stats = r["images_per_sec"]
+    print(f"{name:>20}: {stats['median']:>9,.0f} img/s (min {stats['min']:,.0f}, "
+          f"max {stats['max']:,.0f}), compile {r['compile_seconds']:.2f} s", flush=True)
   machine = timing.machine_info()
   record = {"benchmark": "strategies", "model": args.model,
-            "dataset": args.dataset, "batch_size": batch,
-            "window_steps": window, "chunk": args.chunk,
+            "dataset": args.dataset, "batch_size": args.batch_size,
+            "window_steps": args.window_steps, "chunk": args.chunk,
             "repeats": args.repeats, "machine": machine, "results": results}
   timing.write_record(
-      record, f"strategies-{args.model}-b{batch}-{machine['device_count']}dev",
+      record, f"strategies-{args.model}-b{args.batch_size}-{machine['device_count']}dev",
       out=args.out, results_dir=ROOT / "benchmarks" / "results")
 
 

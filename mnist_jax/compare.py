@@ -16,14 +16,13 @@ stopped) and writes, in the workdir:
 
 import ast
 import importlib.util
-import statistics
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 from absl import flags, logging
 
-from mnist_jax import cli, plots, train
+from mnist_jax import cli, plots, timing, train
 from mnist_jax.errors import UserError
 
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per config: 0..seeds-1.")
@@ -60,12 +59,6 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]):
       config[field] = value
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-  return {"mean": statistics.fmean(values),
-          "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-          "min": min(values), "max": max(values)}
-
-
 def compare(config_paths: list[str], seeds: int, workdir: str | Path,
             overrides: list[str] = ()) -> dict[str, Any]:
   if seeds < 1:
@@ -100,8 +93,8 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
     results[name] = {
         "dataset": config.dataset, "model": config.model,
         "optimizer": config.optimizer, "num_epochs": config.num_epochs,
-        "test_accuracy": _stats([r["final_test_accuracy"] for r in runs]),
-        "train_seconds": _stats([r["train_seconds"] for r in runs]),
+        "test_accuracy": timing.spread([r["final_test_accuracy"] for r in runs]),
+        "train_seconds": timing.spread([r["train_seconds"] for r in runs]),
         "runs": runs}
   record = {"seeds": seeds, "overrides": list(overrides), "configs": results}
   train.write_json_atomic(workdir / "comparison.json", record)

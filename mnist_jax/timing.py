@@ -31,6 +31,28 @@ def time_windows(run_window: Callable[[], object], repeats: int,
   return seconds
 
 
+def interleaved_windows(run_windows: dict[str, Callable[[], object]],
+                        repeats: int) -> dict[str, list[float]]:
+  """Seconds per window of each runner, the runners taking turns.
+
+  One warm-up window each, then `repeats` rounds of one window per runner: a
+  slow drift of the machine (another process, its thermal state) then
+  affects all of them alike instead of whichever ran last.
+  """
+  for run_window in run_windows.values():
+    time_windows(run_window, repeats=1)
+  seconds = {name: [] for name in run_windows}
+  for _ in range(repeats):
+    for name, run_window in run_windows.items():
+      seconds[name] += time_windows(run_window, repeats=1, warmup=0)
+  return seconds
+
+
+def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+  """Whether two rate_stats spreads overlap: then there is no measurable difference."""
+  return not (a["min"] > b["max"] or a["max"] < b["min"])
+
+
 def timed(fn: Callable[[], object]) -> tuple[object, float]:
   """(result, seconds) of `fn()`, for host-side work such as compilation."""
   start = time.perf_counter()
@@ -43,6 +65,13 @@ def rate_stats(items_per_window: int, seconds: list[float]) -> dict[str, float]:
   rates = [items_per_window / s for s in seconds]
   return {"median": statistics.median(rates), "min": min(rates),
           "max": max(rates), "windows": len(rates)}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+  """Mean, sample standard deviation, min and max of repeated measurements."""
+  return {"mean": statistics.fmean(values),
+          "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+          "min": min(values), "max": max(values)}
 
 
 def write_record(record: dict, name: str, out: str | os.PathLike | None = None,
