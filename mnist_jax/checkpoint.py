@@ -16,8 +16,9 @@ from absl import logging
 
 from mnist_jax.errors import UserError
 
-# Config fields that decide the shapes or structure of what a checkpoint holds.
-STRUCTURAL_FIELDS = ("dataset", "model", "optimizer")
+# Config fields that decide the shapes or structure of what a checkpoint holds,
+# with the value of each in checkpoints made before the field existed.
+STRUCTURAL_FIELDS = {"dataset": None, "model": None, "optimizer": None, "width": 1.0}
 
 
 class Checkpoints:
@@ -111,8 +112,9 @@ def check_compatible(meta: dict[str, Any], config, num_classes: int,
                      directory: Path):
   """Refuses to resume into a run whose state would not fit the checkpoint."""
   saved = meta["config"]
-  differences = [f"{field}={saved[field]!r} there, {config[field]!r} now"
-                 for field in STRUCTURAL_FIELDS if saved[field] != config[field]]
+  differences = [f"{field}={saved.get(field, old)!r} there, {config[field]!r} now"
+                 for field, old in STRUCTURAL_FIELDS.items()
+                 if saved.get(field, old) != config[field]]
   if config.optimizer == "sgd" and (saved["momentum"] == 0) != (config.momentum == 0):
     differences.append(f"momentum={saved['momentum']!r} there, "
                        f"{config.momentum!r} now (momentum on or off changes "

@@ -32,7 +32,7 @@ from flax import nnx, struct
 import mnist_jax
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
-from mnist_jax import distributed, models, optim, sharding, signals
+from mnist_jax import augment, distributed, models, optim, sharding, signals
 from mnist_jax import progress as progress_lib
 from mnist_jax import report, tensorboard, timing
 from mnist_jax.errors import Interrupted, UserError
@@ -85,16 +85,20 @@ class DeviceData:
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """The static half of a split NNX model, in training and evaluation mode."""
+  """The static half of a split NNX model, in training and evaluation mode,
+  and the augmentation its training step applies to each batch (if any)."""
   train_graph: nnx.GraphDef
   eval_graph: nnx.GraphDef
+  augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
 
 def create_model_and_state(config, num_classes: int,
                            steps_per_epoch: int) -> tuple[Model, TrainState,
                                                          optax.GradientTransformation]:
   init_key, rng = jax.random.split(jax.random.key(config.seed))
-  module = models.create(config.model, num_classes, nnx.Rngs(params=init_key))
+  # .get: configs saved in checkpoints before these fields existed lack them.
+  module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
+                         width=config.get("width", 1.0))
   module.eval()
   eval_graph, *_ = nnx.split(module, nnx.Param, ...)
   module.train()
@@ -102,7 +106,9 @@ def create_model_and_state(config, num_classes: int,
   tx = optim.create(config, steps_per_epoch)
   state = TrainState(step=jnp.int32(0), params=params, rest=rest,
                      opt_state=tx.init(params), rng=jax.random.key_data(rng))
-  return Model(train_graph, eval_graph), state, tx
+  augment_fn = augment.make(augment.parse(config.get("augment", ""), config.dataset),
+                            config.get("translate_pixels", 0))
+  return Model(train_graph, eval_graph, augment_fn), state, tx
 
 
 def loss_and_metrics(logits_BK, labels_B, mask_B=None):
@@ -119,6 +125,10 @@ def loss_and_metrics(logits_BK, labels_B, mask_B=None):
 def train_step(model: Model, tx: optax.GradientTransformation,
                state: TrainState, images_BHW, labels_B):
   """One optimizer step on one batch; returns the new state and batch sums."""
+  if model.augment:
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    images_BHW = model.augment(step_key, images_BHW)
+
   def loss_fn(params):
     module = nnx.merge(model.train_graph, params, state.rest)
     logits_BK = module(models.normalize(images_BHW))
@@ -318,9 +328,15 @@ def validate(config: ml_collections.ConfigDict):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise UserError(f"config.{field} must be a positive integer, got "
                       f"{config[field]!r}")
+  if not (isinstance(config.width, (int, float)) and config.width > 0):
+    raise UserError(f"config.width must be a positive number, got {config.width!r}")
   if not config.learning_rate > 0:
     raise UserError(f"config.learning_rate must be positive, got "
                     f"{config.learning_rate!r}")
+  if not isinstance(config.cpu_devices, int) or config.cpu_devices < 0:
+    raise UserError("config.cpu_devices must be 0 (automatic) or a positive "
+                    f"number of devices, got {config.cpu_devices!r}")
+  augment.parse(config.augment, config.dataset)
   if config.steps_per_call < 0:
     raise UserError("config.steps_per_call must be 0 (per-backend default) or "
                     f"positive, got {config.steps_per_call}")
@@ -518,7 +534,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   run_start = mnist_jax.IMPORT_TIME if not _runs_started else time.perf_counter()
   _runs_started += 1
   validate(config)
-  distributed.initialize(config)  # Before anything touches a device.
+  # Both before anything touches a device.
+  sharding.configure_cpu_devices(config, multi_process=distributed.requested(config))
+  distributed.initialize(config)
   enable_compilation_cache(config)
   dataset = data_lib.load(config.dataset, config.data_dir, config.data_source)
   mesh = sharding.make_mesh()

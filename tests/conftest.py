@@ -7,10 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Start JAX's CPU backend now, with the devices $XLA_FLAGS gives (1 by
+# default): runs inside this process then keep them, instead of the first
+# one choosing a count for all the others (sharding.configure_cpu_devices).
+# Runs in subprocesses choose as a user's would.
+jax.devices()
 
 
 def real_data_dir() -> Path | None:
@@ -101,3 +108,15 @@ def run_module(module: str, *args, env=None, cwd=REPO, timeout=300):
   return subprocess.run([sys.executable, "-m", module, *map(str, args)],
                         cwd=cwd, env=full_env, capture_output=True, text=True,
                         timeout=timeout)
+
+
+def checkpoint_params(state_path: Path) -> list[np.ndarray]:
+  """A checkpoint's parameters, restored onto this process's first device
+  whatever devices saved them."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(state_path).item_metadata.tree)
+  state = checkpointer.restore(state_path, target)
+  return [np.asarray(x) for x in jax.tree.leaves(state["params"])]

@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, toy_config
+from conftest import REPO, checkpoint_params, toy_config
 
 from mnist_jax import train
 from mnist_jax.errors import UserError
@@ -44,9 +43,7 @@ def _learning_metrics(workdir):
 
 
 def _final_params(workdir):
-  state = ocp.StandardCheckpointer().restore(
-      workdir / "checkpoints" / str(NUM_EPOCHS) / "state")
-  return [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+  return checkpoint_params(workdir / "checkpoints" / str(NUM_EPOCHS) / "state")
 
 
 def _start_and_interrupt(data_dir, workdir, signum):
@@ -169,6 +166,7 @@ def test_training_longer_resumes_and_continues_the_metrics(synthetic_data, tmp_p
 @pytest.mark.parametrize("overrides, message", [
     ({"model": "cnn"}, "model='mlp' there, 'cnn' now"),
     ({"optimizer": "sgd"}, "optimizer='adam' there, 'sgd' now"),
+    ({"width": 0.5}, "width=1.0 there, 0.5 now"),
 ])
 def test_resume_with_a_config_that_changes_the_state_is_refused(
     synthetic_data, tmp_path, overrides, message):

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO
+from conftest import REPO, checkpoint_params
 
 NUM_EPOCHS = 2
 
@@ -86,14 +84,7 @@ def _metrics(workdir):
 
 
 def _params(workdir, epoch):
-  """The checkpoint's parameters, restored onto this process's one device."""
-  path = workdir / "checkpoints" / str(epoch) / "state"
-  checkpointer = ocp.StandardCheckpointer()
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        checkpointer.metadata(path).item_metadata.tree)
-  state = checkpointer.restore(path, target)
-  return [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+  return checkpoint_params(workdir / "checkpoints" / str(epoch) / "state")
 
 
 def test_two_processes_train_like_one_with_the_same_devices(shared_data, tmp_path):

@@ -22,6 +22,17 @@ def test_models_take_the_number_of_classes(name):
   assert model(jnp.zeros((2, 28, 28, 1))).shape == (2, 7)
 
 
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_width_scales_every_hidden_layer(name):
+  count = lambda width: models.num_params(
+      nnx.state(models.create(name, 10, nnx.Rngs(0), width=width), nnx.Param))
+  # Hidden-to-hidden weights grow with the square of the width: more than 2x.
+  assert count(2.0) > 2.5 * count(1.0) > 2.5 * 2.5 * count(0.4)
+  wide = models.create("speedrun", 10, nnx.Rngs(0), width=1.5)
+  assert (wide.conv1.out_features, wide.conv2.out_features,
+          wide.dense1.out_features) == (36, 48, 384)
+
+
 def test_unknown_model():
   with pytest.raises(UserError, match="unknown model 'resnet9000'"):
     models.create("resnet9000", 10, nnx.Rngs(0))

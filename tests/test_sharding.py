@@ -41,3 +41,36 @@ def test_batch_that_does_not_divide_by_the_devices(shared_data, tmp_path):
   assert result.returncode == 1
   assert ("error: config.batch_size=12 does not divide by the 8 devices of the "
           "mesh; use a multiple of 8, e.g. 8 or 16") in result.stderr
+
+
+def test_auto_cpu_devices_take_about_64_images_each():
+  from mnist_jax import sharding
+  assert sharding.auto_cpu_devices(128, cores=2) == 2
+  assert sharding.auto_cpu_devices(256, cores=2) == 4
+  assert sharding.auto_cpu_devices(512, cores=2) == 8
+  assert sharding.auto_cpu_devices(4096, cores=2) == 8  # At most 4 per core.
+  assert sharding.auto_cpu_devices(16, cores=2) == 2    # At least one per core.
+  assert sharding.auto_cpu_devices(96, cores=8) == 8
+  assert sharding.auto_cpu_devices(100, cores=8) == 5   # The largest divisor.
+  assert sharding.auto_cpu_devices(7, cores=2) == 1
+
+
+def test_cpu_devices_default_explicit_and_xla_flags(shared_data, tmp_path):
+  import os
+  from mnist_jax import sharding
+  expected = sharding.auto_cpu_devices(16, len(os.sched_getaffinity(0)))
+  flags = ("--config.num_epochs=1", "--config.batch_size=16", "--config.plots=False")
+  auto = run_module("mnist_jax.main", f"--config={REPO}/configs/mnist160.py",
+                    f"--config.data_dir={shared_data}", f"--workdir={tmp_path / 'a'}",
+                    *flags, env={"XLA_FLAGS": ""})
+  assert auto.returncode == 0, auto.stderr
+  assert f"backend cpu, {expected} device(s)" in auto.stderr
+  explicit = run_module("mnist_jax.main", f"--config={REPO}/configs/mnist160.py",
+                        f"--config.data_dir={shared_data}", f"--workdir={tmp_path / 'b'}",
+                        *flags, "--config.cpu_devices=4", env={"XLA_FLAGS": ""})
+  assert explicit.returncode == 0, explicit.stderr
+  assert "backend cpu, 4 device(s)" in explicit.stderr
+  # A count in $XLA_FLAGS is the user's own choice: it wins.
+  pinned = _train(shared_data, tmp_path / "c", 1, *flags, "--config.cpu_devices=4")
+  assert pinned.returncode == 0, pinned.stderr
+  assert "backend cpu, 1 device(s)" in pinned.stderr
