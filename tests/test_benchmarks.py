@@ -35,3 +35,34 @@ def test_startup_benchmark_writes_a_record(shared_data, tmp_path):
   record = json.loads((tmp_path / "startup.json").read_text())
   assert set(record["medians"]) == {"no_cache", "cold_cache", "warm_cache"}
   assert record["medians"]["warm_cache"]["seconds_to_first_step"] > 0
+
+
+def test_harness_writes_a_record_and_the_tables(shared_data, tmp_path):
+  machine_dir = tmp_path / "results" / "cpu-cpu"
+  out = machine_dir / "harness.json"
+  _run("run.py", f"--data_dir={shared_data}", "--dataset=mnist160", "--models=mlp",
+       "--batch_sizes=16", "--window_images=32", "--repeats=2",
+       "--strategies_batch_size=8", "--speedruns=mnist_speedrun", "--seeds=1",
+       "--override=dataset=mnist160", "--override=batch_size=16",
+       "--override=num_epochs=1", "--device_counts=1,2", "--scaling_models=mlp",
+       "--scaling_batch_size=16", f"--out={out}", "--no_tables")
+  record = json.loads(out.read_text())
+  assert [(r["model"], r["batch_size"]) for r in record["throughput"]] == [("mlp", 16)]
+  assert record["throughput"][0]["compile_train_seconds"] > 0
+  assert record["strategies"]["results"]["host_loop"]["ratio_to_host_loop"] == 1.0
+  (speedrun,) = record["time_to_accuracy"]
+  assert speedrun["seeds"] == 1 and len(speedrun["runs"]) == 1
+  assert 0 < speedrun["final_test_accuracy"]["mean"] <= 1
+  assert [r["device_count"] for r in record["scaling"]] == [1, 2]
+  assert record["scaling"][0]["speedup_over_1_device"] == 1.0
+
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import tables  # pylint: disable=g-import-not-at-top
+  readme = tmp_path / "README.md"
+  readme.write_text(f"intro\n{tables.BEGIN}\nstale\n{tables.END}\noutro\n")
+  tables.write_readme(readme, tmp_path / "results")
+  text = readme.read_text()
+  assert text.startswith("intro\n") and text.endswith("outro\n")
+  assert "stale" not in text and "### cpu-cpu" in text
+  assert "| mlp | 16 |" in text and "| mnist_speedrun | 99.0% | " in text

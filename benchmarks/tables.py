@@ -1,0 +1,188 @@
+"""Regenerates the tables of benchmarks/README.md from the JSON records.
+
+Command: python benchmarks/tables.py
+Everything between the README's `<!-- tables:begin -->` and
+`<!-- tables:end -->` lines is rewritten; the prose around them is kept.
+Per machine folder (results/<backend>-<device kind>/) the newest harness
+record of each device count is shown, then the other benchmarks' records.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
+
+
+def load_records(results_dir: Path = RESULTS) -> dict[str, list[tuple[str, dict]]]:
+  """{machine folder: [(file name, record)]}, oldest first within a folder."""
+  found = {}
+  for path in sorted(results_dir.glob("*/*.json")):
+    record = json.loads(path.read_text())
+    found.setdefault(path.parent.name, []).append((path.name, record))
+  for records in found.values():
+    records.sort(key=lambda item: item[1]["machine"]["date"])
+  return found
+
+
+def _rate(stats: dict) -> str:
+  return f"{stats['median']:,.0f} ({stats['min']:,.0f}..{stats['max']:,.0f})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+  return (["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+          + ["| " + " | ".join(row) + " |" for row in rows] + [""])
+
+
+def _machine_line(name: str, record: dict) -> str:
+  m = record["machine"]
+  return (f"`{name}`: {m['backend']} {m['device_kind']}, {m['device_count']} "
+          f"device(s), CPU {m['cpu']} ({m['cpu_count']} cores), jax {m['jax']}, "
+          f"flax {m['flax']}, {m['date'][:10]}, commit {str(m['git_commit'])[:8]}"
+          + (f", XLA_FLAGS `{m['xla_flags'].strip()}`" if m["xla_flags"].strip() else ""))
+
+
+def _harness(name: str, record: dict) -> list[str]:
+  lines = [f"#### Harness ({name})", "",
+           _machine_line(name, record), ""]
+  if "throughput" in record:
+    lines += ["Training throughput, images/s: median of "
+              f"{record['repeats']} windows (min..max); compile seconds.", ""]
+    lines += _table(
+        ["model", "batch", "devices", "images/s", "steps/call", "compile train",
+         "compile eval"],
+        [[r["model"], str(r["batch_size"]), str(r.get("device_count", "")),
+          _rate(r["images_per_sec"]),
+          str(r["steps_per_call"]), f"{r['compile_train_seconds']:.2f}",
+          f"{r['compile_eval_seconds']:.2f}"] for r in record["throughput"]])
+  if "strategies" in record:
+    s = record["strategies"]
+    lines += [f"Execution strategies, {s['model']} batch {s['batch_size']}, "
+              f"windows of {s['window_steps']} steps:", ""]
+    lines += _table(
+        ["strategy", "steps/call", "images/s", "vs host loop", "compile s"],
+        [[k, str(r["steps_per_call"]), _rate(r["images_per_sec"]),
+          (f"{r['ratio_to_host_loop']:.2f}x" if r.get("differs_from_host_loop")
+           else f"{r['ratio_to_host_loop']:.2f}x (no difference)")
+          if "ratio_to_host_loop" in r else "",
+          f"{r['compile_seconds']:.2f}"] for k, r in s["results"].items()])
+  if "time_to_accuracy" in record:
+    lines += ["Time to target test accuracy: training seconds (compilation and "
+              "evaluation excluded), mean ± std (min..max) over the seeds that "
+              "reached it.", ""]
+    rows = []
+    for r in record["time_to_accuracy"]:
+      t, acc = r["seconds_to_target"], r["final_test_accuracy"]
+      rows.append([
+          r["config"], f"{100 * r['target']:.1f}%",
+          f"{round(r['fraction_reached'] * r['seeds'])}/{r['seeds']}",
+          (f"{t['mean']:.2f} ± {t['std']:.2f} ({t['min']:.2f}..{t['max']:.2f})"
+           if t else "not reached"),
+          f"{100 * acc['mean']:.2f}% ({100 * acc['min']:.2f}..{100 * acc['max']:.2f})",
+          f"{r['num_epochs']} x batch {r['batch_size']} on {r['device_count']} device(s)",
+          f"{r['compile_seconds']:.2f}"])
+    lines += _table(["config", "target", "seeds reached", "seconds to target",
+                     "final accuracy", "epochs", "compile s"], rows)
+  if "scaling" in record:
+    lines += ["Scaling over devices (virtual CPU devices on CPU), images/s:", ""]
+    lines += _table(
+        ["model", "batch", "devices", "images/s", "vs 1 device"],
+        [[r["model"], str(r["batch_size"]), str(r["device_count"]),
+          _rate(r["images_per_sec"]),
+          "" if "speedup_over_1_device" not in r else
+          f"{r['speedup_over_1_device']:.2f}x"
+          + ("" if r["differs_from_1_device"] or r["device_count"] == 1
+             else " (no difference)")] for r in record["scaling"]])
+  return lines
+
+
+def _pytorch(name: str, record: dict) -> list[str]:
+  lines = [f"#### PyTorch side by side: {record['model']}, batch "
+           f"{record['batch_size']}, {record['epochs']} epoch(s), "
+           f"{record['threads']} thread(s), torch {record['torch']['version']}", "",
+           _machine_line(name, record), ""]
+  rows = []
+  for framework, r in record["results"].items():
+    s = r["train_seconds"]
+    rows.append([framework, f"{s['median']:.2f} ({s['min']:.2f}..{s['max']:.2f})",
+                 f"{r['images_per_sec']['median']:,.0f}",
+                 f"{100 * r['test_accuracy_mean']:.2f}%"])
+  lines += _table(["framework", "training seconds", "images/s", "test accuracy"], rows)
+  verdict = ("" if record["repeats"] > 1 and record["differs"] else
+             " (one run each)" if record["repeats"] == 1 else " (no measurable difference)")
+  lines += [f"JAX seconds / PyTorch seconds: {record['jax_over_torch_seconds']:.2f}"
+            f"{verdict}; medians of {record['repeats']} alternating runs.", ""]
+  return lines
+
+
+def _strategies(name: str, record: dict) -> list[str]:
+  lines = [f"#### Strategies, {record['model']} batch {record['batch_size']}, "
+           f"{record['machine']['device_count']} device(s) ({name})", ""]
+  lines += _table(
+      ["strategy", "images/s", "vs host loop", "compile s"],
+      [[k, _rate(r["images_per_sec"]),
+        f"{r.get('ratio_to_host_loop', float('nan')):.2f}x", f"{r['compile_seconds']:.2f}"]
+       for k, r in record["results"].items()])
+  return lines
+
+
+def _startup(name: str, record: dict) -> list[str]:
+  lines = [f"#### Start-up, {record['config']} ({name})", ""]
+  lines += _table(["cache", "compile s", "seconds to first step"],
+                  [[k, f"{m['compile_seconds']:.2f}", f"{m['seconds_to_first_step']:.2f}"]
+                   for k, m in record["medians"].items()])
+  return lines
+
+
+def _cpu_variants(name: str, record: dict) -> list[str]:
+  m = record["machine"]
+  lines = [f"#### Speedrun step on XLA:CPU, batch {record['batch_size']} over "
+           f"{m['device_count']} device(s) ({name})", ""]
+  if "ops" in record:
+    lines += _table(["piece", "ms (min..max)"],
+                    [[k, f"{r['median_ms']:.2f} ({r['min_ms']:.2f}..{r['max_ms']:.2f})"]
+                     for k, r in record["ops"].items()])
+  if "variants" in record:
+    lines += _table(
+        ["train step written as", "ms (min..max)", "images/s", "max rel. grad diff"],
+        [[k, f"{r['median_ms']:.2f} ({r['min_ms']:.2f}..{r['max_ms']:.2f})",
+          f"{r['images_per_sec']:,.0f}", f"{r['max_relative_grad_difference']:.0e}"]
+         for k, r in record["variants"].items()])
+  return lines
+
+
+RENDERERS = {"strategies": _strategies, "startup": _startup,
+             "pytorch_vs_jax": _pytorch, "cpu_variants": _cpu_variants}
+
+
+def render(found: dict[str, list[tuple[str, dict]]]) -> str:
+  lines = []
+  for folder, records in sorted(found.items()):
+    lines += [f"### {folder}", ""]
+    newest_harness = {}
+    for name, record in records:
+      if record["benchmark"] == "harness":
+        newest_harness[record["machine"]["device_count"]] = (name, record)
+    for count in sorted(newest_harness):
+      lines += _harness(*newest_harness[count])
+    for name, record in records:
+      if record["benchmark"] in RENDERERS:
+        lines += RENDERERS[record["benchmark"]](name, record)
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def write_readme(readme: Path = README, results_dir: Path = RESULTS):
+  text = readme.read_text()
+  if BEGIN not in text or END not in text:
+    sys.exit(f"error: {readme} lacks the {BEGIN} / {END} lines")
+  head, rest = text.split(BEGIN, 1)
+  _, tail = rest.split(END, 1)
+  readme.write_text(f"{head}{BEGIN}\n{render(load_records(results_dir))}{END}{tail}")
+  print(f"wrote {readme}")
+
+
+if __name__ == "__main__":
+  write_readme()
