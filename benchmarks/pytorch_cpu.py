@@ -119,7 +119,8 @@ def configure_process(args: argparse.Namespace):
       not in os.environ.get("XLA_FLAGS", "")):
     # mnist_jax's own default on this CPU (importing it starts no backend).
     from mnist_jax import sharding  # pylint: disable=g-import-not-at-top
-    args.jax_devices = sharding.auto_cpu_devices(args.batch_size, args.threads)
+    args.jax_devices = sharding.auto_cpu_devices(args.batch_size, args.threads,
+                                                 "speedrun")
   if args.jax_devices is not None:
     flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "",
                    os.environ.get("XLA_FLAGS", ""))

@@ -258,8 +258,11 @@ def default_throughput(args, dataset, batch_sizes: list[int]) -> list[dict]:
   cores = len(os.sched_getaffinity(0))
   rows = []
   for batch in batch_sizes:
-    rows += _child_throughput(args, args.models, batch,
-                              sharding.auto_cpu_devices(batch, cores))
+    by_count = {}  # The models that share a device count share a child.
+    for model in _names(args.models):
+      by_count.setdefault(sharding.auto_cpu_devices(batch, cores, model), []).append(model)
+    for count, models in sorted(by_count.items()):
+      rows += _child_throughput(args, ",".join(models), batch, count)
   return rows
 
 

@@ -18,7 +18,8 @@ from mnist_jax.errors import UserError
 
 # Config fields that decide the shapes or structure of what a checkpoint holds,
 # with the value of each in checkpoints made before the field existed.
-STRUCTURAL_FIELDS = {"dataset": None, "model": None, "optimizer": None, "width": 1.0}
+STRUCTURAL_FIELDS = {"dataset": None, "model": None, "optimizer": None,
+                     "width": 1.0, "depth": 0}
 
 
 class Checkpoints:

@@ -12,13 +12,14 @@ import jax
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from mnist_jax import models
 from mnist_jax.errors import UserError
 
 DATA_AXIS = "data"
 
 
-def auto_cpu_devices(batch_size: int, cores: int) -> int:
-  """How many virtual CPU devices to split a batch over.
+def auto_cpu_devices(batch_size: int, cores: int, model: str = "cnn") -> int:
+  """How many virtual CPU devices to split a batch of `model` over.
 
   XLA:CPU runs one device's step on barely more than one core, and its
   convolution gradients slow down sharply above about 64 images per device
@@ -26,8 +27,11 @@ def auto_cpu_devices(batch_size: int, cores: int) -> int:
   7,800/7,000/3,700 images/s; 2 devices at 128/256 and 4 at 256 gave
   8,900/7,700/8,700). So: at least one device per core, and enough that each
   takes about 64 images, but never more than 4 per core; then the largest
-  count at most that which divides the batch.
+  count at most that which divides the batch. Models without convolutions
+  (models.DENSE_ONLY) stay on one device.
   """
+  if model in models.DENSE_ONLY:
+    return 1
   limit = max(cores, min(batch_size // 64, 4 * cores))
   return max(d for d in range(1, limit + 1) if batch_size % d == 0)
 
@@ -47,7 +51,8 @@ def configure_cpu_devices(config, multi_process: bool):
     return
   cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
            else os.cpu_count() or 1)  # macOS has no affinity.
-  count = config.cpu_devices or auto_cpu_devices(config.batch_size, cores)
+  count = config.cpu_devices or auto_cpu_devices(config.batch_size, cores,
+                                                 config.model)
   try:
     jax.config.update("jax_num_cpu_devices", count)
   except RuntimeError:  # The backend already runs; keep its devices.

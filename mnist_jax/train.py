@@ -86,10 +86,12 @@ class DeviceData:
 @dataclasses.dataclass(frozen=True)
 class Model:
   """The static half of a split NNX model, in training and evaluation mode,
-  and the augmentation its training step applies to each batch (if any)."""
+  and what else the training step needs besides the state: the augmentation
+  of each batch (if any) and the label smoothing of its loss."""
   train_graph: nnx.GraphDef
   eval_graph: nnx.GraphDef
   augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  label_smoothing: float = 0.0  # Of the training loss only.
 
 
 def create_model_and_state(config, num_classes: int,
@@ -98,7 +100,8 @@ def create_model_and_state(config, num_classes: int,
   init_key, rng = jax.random.split(jax.random.key(config.seed))
   # .get: configs saved in checkpoints before these fields existed lack them.
   module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
-                         width=config.get("width", 1.0))
+                         width=config.get("width", 1.0),
+                         depth=config.get("depth", 0) or None)
   module.eval()
   eval_graph, *_ = nnx.split(module, nnx.Param, ...)
   module.train()
@@ -108,12 +111,18 @@ def create_model_and_state(config, num_classes: int,
                      opt_state=tx.init(params), rng=jax.random.key_data(rng))
   augment_fn = augment.make(augment.parse(config.get("augment", ""), config.dataset),
                             config.get("translate_pixels", 0))
-  return Model(train_graph, eval_graph, augment_fn), state, tx
+  return (Model(train_graph, eval_graph, augment_fn,
+                config.get("label_smoothing", 0.0)), state, tx)
 
 
-def loss_and_metrics(logits_BK, labels_B, mask_B=None):
+def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0):
   """Summed cross-entropy and correct count over the (unmasked) batch."""
-  losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
+  if label_smoothing:
+    targets_BK = optax.smooth_labels(
+        jax.nn.one_hot(labels_B, logits_BK.shape[-1]), label_smoothing)
+    losses_B = optax.softmax_cross_entropy(logits_BK, targets_BK)
+  else:
+    losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
   correct_B = jnp.argmax(logits_BK, -1) == labels_B
   if mask_B is None:
     mask_B = jnp.ones_like(labels_B, dtype=bool)
@@ -132,7 +141,8 @@ def train_step(model: Model, tx: optax.GradientTransformation,
   def loss_fn(params):
     module = nnx.merge(model.train_graph, params, state.rest)
     logits_BK = module(models.normalize(images_BHW))
-    loss_sum, correct, count = loss_and_metrics(logits_BK, labels_B)
+    loss_sum, correct, count = loss_and_metrics(
+        logits_BK, labels_B, label_smoothing=model.label_smoothing)
     _, _, new_rest = nnx.split(module, nnx.Param, ...)
     return loss_sum / count, (loss_sum, correct, count, new_rest)
 
@@ -337,6 +347,12 @@ def validate(config: ml_collections.ConfigDict):
     raise UserError("config.cpu_devices must be 0 (automatic) or a positive "
                     f"number of devices, got {config.cpu_devices!r}")
   augment.parse(config.augment, config.dataset)
+  if not 0 <= config.label_smoothing < 1:
+    raise UserError(f"config.label_smoothing must be in [0, 1), got "
+                    f"{config.label_smoothing!r}")
+  if config.grad_clip_norm < 0:
+    raise UserError(f"config.grad_clip_norm must be 0 (off) or positive, got "
+                    f"{config.grad_clip_norm!r}")
   if config.steps_per_call < 0:
     raise UserError("config.steps_per_call must be 0 (per-backend default) or "
                     f"positive, got {config.steps_per_call}")

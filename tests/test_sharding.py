@@ -1,6 +1,9 @@
 """Sharding over virtual CPU devices: each run is a fresh process with its own XLA_FLAGS."""
 
 import json
+import os
+import subprocess
+import sys
 
 from conftest import REPO, run_module
 
@@ -53,10 +56,10 @@ def test_auto_cpu_devices_take_about_64_images_each():
   assert sharding.auto_cpu_devices(96, cores=8) == 8
   assert sharding.auto_cpu_devices(100, cores=8) == 5   # The largest divisor.
   assert sharding.auto_cpu_devices(7, cores=2) == 1
+  assert sharding.auto_cpu_devices(256, cores=2, model="mlp") == 1  # No convolutions.
 
 
 def test_cpu_devices_default_explicit_and_xla_flags(shared_data, tmp_path):
-  import os
   from mnist_jax import sharding
   expected = sharding.auto_cpu_devices(16, len(os.sched_getaffinity(0)))
   flags = ("--config.num_epochs=1", "--config.batch_size=16", "--config.plots=False")
@@ -74,3 +77,42 @@ def test_cpu_devices_default_explicit_and_xla_flags(shared_data, tmp_path):
   pinned = _train(shared_data, tmp_path / "c", 1, *flags, "--config.cpu_devices=4")
   assert pinned.returncode == 0, pinned.stderr
   assert "backend cpu, 1 device(s)" in pinned.stderr
+
+
+_ONE_STEP_TWO_WAYS = """
+import jax, numpy as np
+from configs import default
+from mnist_jax import sharding, train
+config = default.get_config()
+config.model, config.optimizer, config.learning_rate = "speedrun", "adam", 1e-3
+config.batch_size = 256
+rng = np.random.default_rng(0)
+images = rng.integers(0, 256, (256, 28, 28), dtype=np.uint8)
+labels = rng.integers(0, 10, 256).astype(np.int32)
+params = []
+for devices in (jax.devices()[:1], jax.devices()):  # Plain, then CPU's default.
+  mesh = sharding.make_mesh(devices)
+  model, state, tx = train.create_model_and_state(config, 10, 10)
+  state = jax.device_put(state, sharding.replicated(mesh))
+  batch = jax.device_put((images, labels), sharding.batch_sharded(mesh))
+  step = jax.jit(lambda s, x, y: train.train_step(model, tx, s, x, y))
+  for _ in range(3):
+    state, _ = step(state, *batch)
+  params.append([np.asarray(p) for p in jax.tree.leaves(state.params)])
+print(max(float(np.abs(a - b).max() / np.abs(a).max())
+          for a, b in zip(*params, strict=True)))
+"""
+
+
+def test_the_default_cpu_split_computes_what_one_device_does():
+  """Batch 256 on CPU's default 4 devices (on 2 cores) against 1 device:
+  three Adam steps on random inputs agree to float32 rounding."""
+  from mnist_jax import sharding
+  devices = sharding.auto_cpu_devices(256, cores=2)
+  result = subprocess.run(
+      [sys.executable, "-c", _ONE_STEP_TWO_WAYS], cwd=REPO, capture_output=True,
+      text=True, timeout=300,
+      env={**os.environ, "PYTHONPATH": str(REPO),
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+  assert result.returncode == 0, result.stderr
+  assert float(result.stdout.split()[-1]) < 1e-5
