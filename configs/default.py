@@ -24,14 +24,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.data_source = "idx"     # "idx" (the four gzip files) or "tfds" (needs the tfds extra).
   # Model and optimizer.
-  config.model = "cnn"           # cnn, mlp, speedrun.
+  config.model = "cnn"           # cnn, mlp, speedrun, bn_cnn, resnet.
   config.width = 1.0             # Multiplies the features of every hidden layer.
-  config.optimizer = "sgd"       # sgd, adam, adamw.
+  config.depth = 0               # resnet only: 6n + 4 layers; 0: its default, 10.
+  config.optimizer = "sgd"       # sgd, momentum, nesterov, adam, adamw, lion, muon.
   config.learning_rate = 0.1
   config.momentum = 0.9          # sgd only; 0 for plain SGD.
   config.nesterov = False        # sgd only.
-  config.weight_decay = 0.0      # sgd: L2 added to the gradient; adamw: decoupled.
-  config.lr_schedule = "cosine"  # constant, cosine, onecycle.
+  # sgd, momentum, nesterov: L2 added to the gradient; adamw, lion, muon: decoupled.
+  config.weight_decay = 0.0
+  config.grad_clip_norm = 0.0    # Clip gradients to this global norm; 0: off.
+  config.label_smoothing = 0.0   # Training loss only; evaluation is unsmoothed.
+  config.lr_schedule = "cosine"  # constant, step, cosine, onecycle.
+  config.lr_step_epochs = "5,8"  # step only: epochs at which the lr is multiplied
+  config.lr_step_factor = 0.1    # by this factor.
   config.warmup_epochs = 0.0     # cosine only.
   config.onecycle_pct_start = 0.3  # onecycle only: the rising part of training.
   # On-device augmentation of each training batch, comma-separated: "flip"

@@ -138,8 +138,10 @@ def train_step(model: Model, tx: optax.GradientTransformation,
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     images_BHW = model.augment(step_key, images_BHW)
 
-  def loss_fn(params):
-    module = nnx.merge(model.train_graph, params, state.rest)
+  def loss_fn(params, rest):
+    # Fresh variables (copy=True) made inside the gradient's trace: layers
+    # that update their state (batch norm's statistics) may then do so.
+    module = nnx.merge(model.train_graph, params, rest, copy=True)
     logits_BK = module(models.normalize(images_BHW))
     loss_sum, correct, count = loss_and_metrics(
         logits_BK, labels_B, label_smoothing=model.label_smoothing)
@@ -147,7 +149,7 @@ def train_step(model: Model, tx: optax.GradientTransformation,
     return loss_sum / count, (loss_sum, correct, count, new_rest)
 
   grads, (loss_sum, correct, count, new_rest) = jax.grad(
-      loss_fn, has_aux=True)(state.params)
+      loss_fn, has_aux=True)(state.params, state.rest)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   state = state.replace(step=state.step + 1, params=params, rest=new_rest,

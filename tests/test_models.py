@@ -80,3 +80,42 @@ def test_speedrun_model_matches_the_recipe():
   assert models.num_params(nnx.state(model, nnx.Param)) == (
       (25 * 24 + 24) + (9 * 24 * 32 + 32) + (800 * 256 + 256) + (256 * 10 + 10))
   assert model(jnp.zeros((3, 28, 28, 1))).shape == (3, 10)
+
+
+def test_resnet_depth_sets_the_blocks_and_the_stages_shrink_the_image():
+  assert len(models.create("resnet", 10, nnx.Rngs(0)).blocks) == 3
+  deeper = models.create("resnet", 10, nnx.Rngs(0), depth=16, width=2.0)
+  assert len(deeper.blocks) == 6
+  assert deeper.out.in_features == 128  # 64 k, k = 2.
+  assert deeper(jnp.zeros((2, 28, 28, 1))).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["bn_cnn", "resnet"])
+def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
+    synthetic_data, tmp_path, name):
+  from conftest import toy_config
+  from mnist_jax import train
+  # A constant schedule: a 1-epoch run then resumed to 2 trains like a 2-epoch one.
+  config = toy_config(synthetic_data, model=name, width=0.5, num_epochs=2,
+                      lr_schedule="constant")
+  result = train.train_and_evaluate(config, tmp_path / "full")
+  stats = [x for x in jax.tree.leaves(result.state.rest)]
+  assert stats and all(np.isfinite(x).all() for x in stats)
+  assert any(float(jnp.abs(x).max()) > 0 for x in stats)  # Means moved off 0.
+  # Evaluation mode: an image's logits do not depend on the rest of the batch.
+  logits = train.make_logits_fn(result.model)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 28, 28)),
+                       jnp.uint8)
+  np.testing.assert_allclose(logits(result.state, images[:1]),
+                             logits(result.state, images)[:1], rtol=1e-4, atol=1e-5)
+  # The statistics are checkpointed: 1 epoch + resume == 2 epochs.
+  train.train_and_evaluate(toy_config(synthetic_data, model=name, width=0.5,
+                                      num_epochs=1, lr_schedule="constant"),
+                           tmp_path / "split")
+  resumed = train.train_and_evaluate(config, tmp_path / "split")
+  learning = lambda run: [(r["train_loss"], r["test_loss"], r["test_accuracy"])
+                          for r in train.read_metrics(tmp_path / run)]
+  assert learning("split") == learning("full")
+  for a, b in zip(jax.tree.leaves(result.state.rest),
+                  jax.tree.leaves(resumed.state.rest), strict=True):
+    np.testing.assert_array_equal(a, b)

@@ -97,6 +97,13 @@ def test_logs_the_dropped_partial_batch(synthetic_data, tmp_path, caplog):
     ({"lr_schedule": "linear"}, "unknown lr_schedule 'linear'"),
     ({"batch_size": 512}, "exceeds the 256 training images"),
     ({"data_source": "hdf5"}, "unknown data_source 'hdf5'"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+    ({"grad_clip_norm": -1.0}, "grad_clip_norm must be 0 .off. or positive"),
+    ({"lr_schedule": "step", "lr_step_epochs": "two"}, "expected epochs separated by commas"),
+    ({"model": "mlp", "depth": 16}, "model 'mlp' has no depth to set"),
+    ({"model": "resnet", "depth": 12}, "a wide ResNet has 6n . 4 layers"),
+    ({"augment": "flip", "dataset": "mnist"}, "drop it for mnist"),
+    ({"cpu_devices": -2}, "cpu_devices must be 0 .automatic. or a positive"),
 ])
 def test_bad_config_values_are_user_errors(synthetic_data, tmp_path,
                                            overrides, message):
@@ -129,3 +136,47 @@ def test_onecycle_schedule_rises_then_falls():
   assert lrs[0] == pytest.approx(0.01 / 25)
   assert max(lrs) == pytest.approx(0.01, rel=1e-3) and lrs.index(max(lrs)) == 30
   assert lrs[-1] < 0.01 / 1000
+
+
+def test_step_schedule_drops_at_the_given_epochs():
+  from mnist_jax import optim
+  config = toy_config("unused", lr_schedule="step", learning_rate=0.1,
+                      lr_step_epochs="1,2.5", lr_step_factor=0.1, num_epochs=4)
+  schedule = optim.schedule(config, steps_per_epoch=10)
+  assert [float(schedule(s)) for s in (0, 9, 10, 24, 25, 39)] == pytest.approx(
+      [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam",
+                                       "adamw", "lion", "muon"])
+def test_every_optimizer_learns(synthetic_data, tmp_path, optimizer):
+  lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "lion": 3e-4,
+        "muon": 0.02}.get(optimizer, 1e-3)
+  result = train.train_and_evaluate(
+      toy_config(synthetic_data, optimizer=optimizer, learning_rate=lr,
+                 weight_decay=1e-4, num_epochs=2), tmp_path / "run")
+  history = train.read_metrics(tmp_path / "run")
+  assert history[-1]["train_loss"] < history[0]["train_loss"]
+  assert result.summary["final_test_accuracy"] > 0.5
+
+
+def test_clipping_and_label_smoothing_change_training_and_keep_evaluation(
+    synthetic_data, tmp_path):
+  from mnist_jax import optim
+  base = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
+                                  tmp_path / "base").summary
+  clipped = train.train_and_evaluate(
+      toy_config(synthetic_data, num_epochs=1, grad_clip_norm=1e-3),
+      tmp_path / "clipped").summary
+  # Steps of at most 1e-3 in norm barely move the model.
+  assert clipped["final_test_loss"] > base["final_test_loss"]
+  smoothed = train.train_and_evaluate(
+      toy_config(synthetic_data, num_epochs=1, label_smoothing=0.2),
+      tmp_path / "smoothed")
+  # The smoothed training loss is bounded below by the targets' entropy.
+  assert train.read_metrics(tmp_path / "smoothed")[0]["train_loss"] > 0.4
+  # Clipping on or off keeps the optimizer state's structure (safe to resume).
+  states = [optim.create(toy_config("unused", grad_clip_norm=c), 10).init(
+      {"w": jnp.zeros(3)}) for c in (0.0, 1.0)]
+  assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
+  assert smoothed.summary["final_test_accuracy"] > 0
