@@ -3,8 +3,9 @@
 Command: python benchmarks/tables.py
 Everything between the README's `<!-- tables:begin -->` and
 `<!-- tables:end -->` lines is rewritten; the prose around them is kept.
-Per machine folder (results/<backend>-<device kind>/) the newest harness
-record of each device count is shown, then the other benchmarks' records.
+Per machine folder (results/<backend>-<device kind>/) each harness section
+comes from the newest record that measured it; then the other benchmarks'
+records.
 """
 
 import json
@@ -14,6 +15,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
+# Sections shown from the newest record that has them; time to accuracy is
+# shown per speedrun config instead.
+HARNESS_SECTIONS = ("throughput", "strategies", "scaling")
 
 
 def load_records(results_dir: Path = RESULTS) -> dict[str, list[tuple[str, dict]]]:
@@ -45,9 +49,10 @@ def _machine_line(name: str, record: dict) -> str:
           + (f", XLA_FLAGS `{m['xla_flags'].strip()}`" if m["xla_flags"].strip() else ""))
 
 
-def _harness(name: str, record: dict) -> list[str]:
-  lines = [f"#### Harness ({name})", "",
-           _machine_line(name, record), ""]
+def _harness(name: str, record: dict, sections: list[str]) -> list[str]:
+  """The tables of `sections` from one harness record."""
+  lines = [f"#### {', '.join(sections)} ({name})", "", _machine_line(name, record), ""]
+  record = {k: v for k, v in record.items() if k not in HARNESS_SECTIONS or k in sections}
   if "throughput" in record:
     lines += ["Training throughput, images/s: median of "
               f"{record['repeats']} windows (min..max); compile seconds.", ""]
@@ -69,23 +74,6 @@ def _harness(name: str, record: dict) -> list[str]:
            else f"{r['ratio_to_host_loop']:.2f}x (no difference)")
           if "ratio_to_host_loop" in r else "",
           f"{r['compile_seconds']:.2f}"] for k, r in s["results"].items()])
-  if "time_to_accuracy" in record:
-    lines += ["Time to target test accuracy: training seconds (compilation and "
-              "evaluation excluded), mean ± std (min..max) over the seeds that "
-              "reached it.", ""]
-    rows = []
-    for r in record["time_to_accuracy"]:
-      t, acc = r["seconds_to_target"], r["final_test_accuracy"]
-      rows.append([
-          r["config"], f"{100 * r['target']:.1f}%",
-          f"{round(r['fraction_reached'] * r['seeds'])}/{r['seeds']}",
-          (f"{t['mean']:.2f} ± {t['std']:.2f} ({t['min']:.2f}..{t['max']:.2f})"
-           if t else "not reached"),
-          f"{100 * acc['mean']:.2f}% ({100 * acc['min']:.2f}..{100 * acc['max']:.2f})",
-          f"{r['num_epochs']} x batch {r['batch_size']} on {r['device_count']} device(s)",
-          f"{r['compile_seconds']:.2f}"])
-    lines += _table(["config", "target", "seeds reached", "seconds to target",
-                     "final accuracy", "epochs", "compile s"], rows)
   if "scaling" in record:
     lines += ["Scaling over devices (virtual CPU devices on CPU), images/s:", ""]
     lines += _table(
@@ -96,6 +84,28 @@ def _harness(name: str, record: dict) -> list[str]:
           f"{r['speedup_over_1_device']:.2f}x"
           + ("" if r["differs_from_1_device"] or r["device_count"] == 1
              else " (no difference)")] for r in record["scaling"]])
+  return lines
+
+
+def _time_to_accuracy(rows: list[tuple[str, dict, dict]]) -> list[str]:
+  """One row per speedrun config: (record name, record, row), newest first found."""
+  lines = ["#### Time to target test accuracy", "",
+           "Training seconds until the end-of-epoch test accuracy first reaches "
+           "the target (compilation and evaluation excluded), mean ± std "
+           "(min..max) over the seeds that reached it.", ""]
+  table = []
+  for name, record, r in rows:
+    t, acc = r["seconds_to_target"], r["final_test_accuracy"]
+    table.append([
+        r["config"], f"{100 * r['target']:.1f}%",
+        f"{round(r['fraction_reached'] * r['seeds'])}/{r['seeds']}",
+        (f"{t['mean']:.2f} ± {t['std']:.2f} ({t['min']:.2f}..{t['max']:.2f})"
+         if t else "not reached"),
+        f"{100 * acc['mean']:.2f}% ({100 * acc['min']:.2f}..{100 * acc['max']:.2f})",
+        f"{r['num_epochs']} x batch {r['batch_size']} on {r['device_count']} device(s)",
+        f"{r['compile_seconds']:.2f}", f"`{name}`"])
+  lines += _table(["config", "target", "seeds reached", "seconds to target",
+                   "final accuracy", "epochs", "compile s", "record"], table)
   return lines
 
 
@@ -162,12 +172,27 @@ def render(found: dict[str, list[tuple[str, dict]]]) -> str:
   lines = []
   for folder, records in sorted(found.items()):
     lines += [f"### {folder}", ""]
-    newest_harness = {}
+    # Each section from the newest record that has it (a run may measure
+    # only some sections).
+    newest = {}
     for name, record in records:
       if record["benchmark"] == "harness":
-        newest_harness[record["machine"]["device_count"]] = (name, record)
-    for count in sorted(newest_harness):
-      lines += _harness(*newest_harness[count])
+        for section in HARNESS_SECTIONS:
+          if section in record:
+            newest[section] = name
+    by_record = {}
+    for section in HARNESS_SECTIONS:
+      if section in newest:
+        by_record.setdefault(newest[section], []).append(section)
+    records_by_name = dict(records)
+    for name, sections in by_record.items():
+      lines += _harness(name, records_by_name[name], sections)
+    speedruns = {}
+    for name, record in records:
+      for row in record.get("time_to_accuracy", []):
+        speedruns[row["config"]] = (name, record, row)
+    if speedruns:
+      lines += _time_to_accuracy([speedruns[k] for k in sorted(speedruns)])
     for name, record in records:
       if record["benchmark"] in RENDERERS:
         lines += RENDERERS[record["benchmark"]](name, record)
