@@ -2,7 +2,8 @@
 
 Restores the newest checkpoint in DIR/checkpoints and reports the test loss,
 top-1 and top-5 accuracy, per-class accuracy and the confusion matrix, on
-the console and in DIR/eval.json.
+the console and in DIR/eval.json. `--ema` evaluates the moving average of the
+weights instead (runs trained with config.ema_decay > 0).
 """
 
 import functools
@@ -25,6 +26,9 @@ from mnist_jax.trained import Trained, load_trained
 _WORKDIR = cli.workdir_flag()
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where the dataset is, if not where training found it.")
+_EMA = flags.DEFINE_bool(
+    "ema", False, "Evaluate the moving average of the weights (a run trained "
+    "with config.ema_decay > 0) instead of the weights themselves.")
 _PLOTS = flags.DEFINE_bool(
     "plots", False, "Also (re)draw the run's plots in <workdir>/plots from this "
     "checkpoint and metrics.jsonl.")
@@ -120,8 +124,11 @@ def main(argv):
     raise UserError("--workdir is required: the workdir of a training run")
   workdir = Path(_WORKDIR.value)
   trained = load_trained(workdir)
+  if _EMA.value:
+    trained = trained.with_ema_weights()
   dataset = load_dataset(trained, _DATA_DIR.value)
   report = evaluate_trained(trained, dataset)
+  report["weights"] = "moving average" if _EMA.value else "trained"
   train.write_json_atomic(workdir / "eval.json", report)
   print(format_report(report))
   logging.info("wrote %s", workdir / "eval.json")

@@ -1,5 +1,8 @@
 """Optimizers and learning-rate schedules from the config, through optax."""
 
+from typing import NamedTuple
+
+import jax
 import ml_collections
 import optax
 import optax.contrib
@@ -74,13 +77,45 @@ def _base(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation
                   f"{', '.join(OPTIMIZERS)}")
 
 
+class EmaParamsState(NamedTuple):
+  ema: optax.Params
+
+
+def ema_of_params(decay: float) -> optax.GradientTransformation:
+  """Keeps an exponential moving average of the parameters after each update.
+
+  Passes the updates through unchanged; the average lives in the optimizer
+  state, so it is checkpointed, sharded and resumed with it.
+  """
+  def init(params):
+    return EmaParamsState(ema=params)
+
+  def update(updates, state, params):
+    new_params = optax.apply_updates(params, updates)
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, new_params)
+    return updates, EmaParamsState(ema=ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state) -> optax.Params | None:
+  """The moving average of the parameters held in `opt_state`, if any."""
+  last = opt_state[-1] if isinstance(opt_state, tuple) and opt_state else None
+  return last.ema if isinstance(last, EmaParamsState) else None
+
+
 def create(config: ml_collections.ConfigDict,
            steps_per_epoch: int) -> optax.GradientTransformation:
   """The config's optimizer on its schedule, after optional gradient clipping.
 
   Clipping (`grad_clip_norm` > 0, by global norm) keeps the same optimizer
-  state whether on or off, so a run may be resumed with it changed.
+  state whether on or off, so a run may be resumed with it changed. With
+  `ema_decay` > 0 the state also holds a moving average of the parameters
+  (`ema_params`).
   """
   clip = (optax.clip_by_global_norm(config.grad_clip_norm)
           if config.grad_clip_norm else optax.identity())
-  return optax.chain(clip, _base(config, schedule(config, steps_per_epoch)))
+  parts = [clip, _base(config, schedule(config, steps_per_epoch))]
+  if config.get("ema_decay", 0.0):
+    parts.append(ema_of_params(config.ema_decay))
+  return optax.chain(*parts)

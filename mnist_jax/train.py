@@ -649,6 +649,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           "epoch_seconds": epoch_seconds,
           "eval_seconds": time.perf_counter() - eval_start,
       }
+      ema = optim.ema_params(state.opt_state)
+      if ema is not None:  # The same compiled evaluation, other weights.
+        record["ema_test_loss"], record["ema_test_accuracy"] = evaluate(
+            state.replace(params=ema), device_data).means()
       if not math.isfinite(train_loss):
         files.add_epoch(record)
         checkpoints.wait()
@@ -666,9 +670,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       history.append(record)
       logging.info(
           "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  "
-          "%s img/s  %.1f s", epoch, config.num_epochs, train_loss,
+          "%s img/s  %.1f s%s", epoch, config.num_epochs, train_loss,
           100 * train_accuracy, test_loss, 100 * test_accuracy,
-          f"{record['images_per_sec']:,.0f}", epoch_seconds)
+          f"{record['images_per_sec']:,.0f}", epoch_seconds,
+          f"  (EMA: test acc {100 * record['ema_test_accuracy']:.2f}%)"
+          if ema is not None else "")
       if stop.requested:
         stop_after_saving(stop.signum, state, epoch)
   checkpoints.wait()
@@ -685,6 +691,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "final_test_accuracy": history[-1]["test_accuracy"],
       "best_test_accuracy": max(r["test_accuracy"] for r in history),
       "final_test_loss": history[-1]["test_loss"],
+      **({"final_ema_test_accuracy": history[-1]["ema_test_accuracy"]}
+         if "ema_test_accuracy" in history[-1] else {}),
       "train_seconds": train_seconds,
       "compile_seconds": compile_seconds,
       "seconds_to_first_step": seconds_to_first_step,

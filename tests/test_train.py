@@ -180,3 +180,44 @@ def test_clipping_and_label_smoothing_change_training_and_keep_evaluation(
       {"w": jnp.zeros(3)}) for c in (0.0, 1.0)]
   assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
   assert smoothed.summary["final_test_accuracy"] > 0
+
+
+def test_ema_of_params_averages_the_updated_parameters():
+  from mnist_jax import optim
+  tx = optim.ema_of_params(0.9)
+  params = {"w": jnp.array([1.0, 2.0])}
+  state = tx.init(params)
+  updates = {"w": jnp.array([1.0, -1.0])}
+  passed, state = tx.update(updates, state, params)
+  assert passed is updates  # The updates go through unchanged.
+  np.testing.assert_allclose(state.ema["w"], 0.9 * np.array([1.0, 2.0])
+                             + 0.1 * np.array([2.0, 1.0]), rtol=1e-6)
+
+
+def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
+    synthetic_data, tmp_path):
+  import json
+  from conftest import run_module
+  from mnist_jax import optim
+  workdir = tmp_path / "run"
+  result = train.train_and_evaluate(
+      toy_config(synthetic_data, ema_decay=0.9, num_epochs=2), workdir)
+  history = train.read_metrics(workdir)
+  assert all(0 <= r["ema_test_accuracy"] <= 1 for r in history)
+  assert result.summary["final_ema_test_accuracy"] == history[-1]["ema_test_accuracy"]
+  ema = optim.ema_params(result.state.opt_state)
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(ema), jax.tree.leaves(result.state.params)))
+  evaluated = run_module("mnist_jax.evaluate", f"--workdir={workdir}", "--ema")
+  assert evaluated.returncode == 0, evaluated.stderr
+  report = json.loads((workdir / "eval.json").read_text())
+  assert report["weights"] == "moving average"
+  assert report["test_accuracy"] == history[-1]["ema_test_accuracy"]
+  # Turning the average off changes the optimizer state: refused.
+  with pytest.raises(UserError, match="ema_decay=0.9 there, 0.0 now"):
+    train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+  plain = tmp_path / "plain"
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), plain)
+  refused = run_module("mnist_jax.evaluate", f"--workdir={plain}", "--ema")
+  assert refused.returncode == 1
+  assert "kept no moving average" in refused.stderr
