@@ -44,9 +44,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = 0.0     # cosine only.
   config.onecycle_pct_start = 0.3  # onecycle only: the rising part of training.
   # On-device augmentation of each training batch, comma-separated: "flip"
-  # (left-right, never for digits), "translate" (up to translate_pixels).
+  # (left-right, never for digits), "translate" (up to translate_pixels),
+  # "erase" (random erasing), "mixup" and/or "cutmix" (with partners' labels;
+  # mixing weight ~ Beta(mix_alpha, mix_alpha)).
   config.augment = ""
   config.translate_pixels = 2
+  config.mix_alpha = 1.0
+  # Test-time augmentation: evaluation averages the predicted probabilities
+  # of these views, comma-separated: "flip", "translate" (1-pixel shifts).
+  config.tta = ""
   # Training.
   config.batch_size = 128
   config.num_epochs = 10

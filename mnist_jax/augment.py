@@ -10,7 +10,10 @@ import jax.numpy as jnp
 
 from mnist_jax.errors import UserError
 
-AUGMENTATIONS = ("flip", "translate")
+# Per-image transformations of the uint8 batch, then the batch-mixing ones
+# (applied to the normalised float batch, with their labels).
+AUGMENTATIONS = ("flip", "translate", "erase", "mixup", "cutmix")
+MIXES = ("mixup", "cutmix")
 # Datasets whose classes a mirror image changes (a mirrored 2 is no digit).
 NO_FLIP_DATASETS = ("mnist", "kmnist", "mnist160")
 
@@ -25,6 +28,19 @@ def parse(text: str, dataset: str) -> tuple[str, ...]:
   if "flip" in names and dataset in NO_FLIP_DATASETS:
     raise UserError(f"config.augment: 'flip' mirrors images, which changes "
                     f"what {dataset}'s characters mean; drop it for {dataset}")
+  return names
+
+
+def parse_tta(text: str, dataset: str) -> tuple[str, ...]:
+  """`config.tta` ("flip,translate") as a tuple; refuses what cannot apply."""
+  names = tuple(name.strip() for name in text.split(",") if name.strip())
+  unknown = [name for name in names if name not in ("flip", "translate")]
+  if unknown:
+    raise UserError(f"config.tta: unknown test-time view '{unknown[0]}'; "
+                    f"choose from flip, translate")
+  if "flip" in names and dataset in NO_FLIP_DATASETS:
+    raise UserError(f"config.tta: 'flip' mirrors images, which changes what "
+                    f"{dataset}'s characters mean; drop it for {dataset}")
   return names
 
 
@@ -48,17 +64,101 @@ def translate(key: jax.Array, images_BHW: jax.Array, max_pixels: int) -> jax.Arr
   return jax.vmap(crop)(padded_BHW, shift_B2)
 
 
+def erase(key: jax.Array, images_BHW: jax.Array, probability: float = 0.5,
+          area=(0.02, 0.25), aspect=(0.3, 3.3)) -> jax.Array:
+  """Random erasing (Zhong et al. 2017): with `probability`, each image gets
+  a rectangle of random area and aspect ratio set to 0."""
+  b, h, w = images_BHW.shape
+  keys = jax.random.split(key, 5)
+  erase_B = jax.random.bernoulli(keys[0], probability, (b,))
+  area_B = jax.random.uniform(keys[1], (b,), minval=area[0], maxval=area[1]) * h * w
+  log_aspect_B = jax.random.uniform(keys[2], (b,), minval=jnp.log(aspect[0]),
+                                    maxval=jnp.log(aspect[1]))
+  eh_B = jnp.clip(jnp.round(jnp.sqrt(area_B * jnp.exp(log_aspect_B))), 1, h)
+  ew_B = jnp.clip(jnp.round(jnp.sqrt(area_B / jnp.exp(log_aspect_B))), 1, w)
+  top_B = jnp.floor(jax.random.uniform(keys[3], (b,)) * (h - eh_B + 1))
+  left_B = jnp.floor(jax.random.uniform(keys[4], (b,)) * (w - ew_B + 1))
+  rows_BH = jnp.arange(h)[None, :]
+  cols_BW = jnp.arange(w)[None, :]
+  in_rows_BH = (rows_BH >= top_B[:, None]) & (rows_BH < (top_B + eh_B)[:, None])
+  in_cols_BW = (cols_BW >= left_B[:, None]) & (cols_BW < (left_B + ew_B)[:, None])
+  box_BHW = in_rows_BH[:, :, None] & in_cols_BW[:, None, :] & erase_B[:, None, None]
+  return jnp.where(box_BHW, jnp.zeros_like(images_BHW), images_BHW)
+
+
 def make(names: tuple[str, ...], translate_pixels: int):
   """f(key, uint8 images [B, H, W]) -> augmented images, or None for none."""
-  if not names:
+  if not set(names) - set(MIXES):
     return None
 
   def augment(key, images_BHW):
-    flip_key, translate_key = jax.random.split(key)
+    flip_key, translate_key, erase_key = jax.random.split(key, 3)
     if "flip" in names:
       images_BHW = flip_horizontally(flip_key, images_BHW)
     if "translate" in names:
       images_BHW = translate(translate_key, images_BHW, translate_pixels)
+    if "erase" in names:
+      images_BHW = erase(erase_key, images_BHW)
     return images_BHW
 
   return augment
+
+
+def mixup(lam: jax.Array, x_BHWC: jax.Array) -> jax.Array:
+  """Each image blended with its partner (the batch reversed), weight `lam`."""
+  return lam * x_BHWC + (1 - lam) * x_BHWC[::-1]
+
+
+def cutmix(key: jax.Array, lam: jax.Array, x_BHWC: jax.Array):
+  """Each image with a box of its partner's pasted in, the box's area about
+  1 - `lam` of the image; returns (images, the kept fraction of area)."""
+  _, h, w, _ = x_BHWC.shape
+  cut = jnp.sqrt(1 - lam)
+  ch, cw = jnp.round(h * cut), jnp.round(w * cut)
+  cy, cx = jax.random.uniform(key, (2,)) * jnp.array([h, w])
+  top, bottom = jnp.clip(cy - ch / 2, 0, h), jnp.clip(cy + ch / 2, 0, h)
+  left, right = jnp.clip(cx - cw / 2, 0, w), jnp.clip(cx + cw / 2, 0, w)
+  rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+  box_HW = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+  mixed = jnp.where(box_HW[None, :, :, None], x_BHWC[::-1], x_BHWC)
+  return mixed, 1 - box_HW.mean()
+
+
+def make_mix(names: tuple[str, ...], alpha: float):
+  """f(key, float images [B, H, W, C]) -> (images, lam), or None.
+
+  The partner of example i is example B-1-i; the loss weighs each example's
+  own label by `lam` and its partner's by 1 - `lam`. With both mixup and
+  cutmix, each step takes one of them at random.
+  """
+  kinds = [name for name in names if name in MIXES]
+  if not kinds:
+    return None
+
+  def mix(key, x_BHWC):
+    lam_key, box_key, choice_key = jax.random.split(key, 3)
+    lam = jax.random.beta(lam_key, alpha, alpha)
+    mixed_up = mixup(lam, x_BHWC) if "mixup" in kinds else None
+    cut, cut_lam = cutmix(box_key, lam, x_BHWC) if "cutmix" in kinds else (None, None)
+    if mixed_up is None:
+      return cut, cut_lam
+    if cut is None:
+      return mixed_up, lam
+    use_cut = jax.random.bernoulli(choice_key)
+    return jnp.where(use_cut, cut, mixed_up), jnp.where(use_cut, cut_lam, lam)
+
+  return mix
+
+
+def test_time_views(names: tuple[str, ...], images_BHW: jax.Array) -> list[jax.Array]:
+  """The views of a test batch whose predictions are averaged: the batch, and
+  its mirror image (for "flip") and one-pixel shifts (for "translate")."""
+  views = [images_BHW]
+  if "flip" in names:
+    views.append(images_BHW[:, :, ::-1])
+  if "translate" in names:
+    padded = jnp.pad(images_BHW, ((0, 0), (1, 1), (1, 1)))
+    h, w = images_BHW.shape[1:]
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+      views.append(padded[:, dy:dy + h, dx:dx + w])
+  return views

@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import flags, logging
-from flax import nnx
 
-from mnist_jax import cli, models, sharding, train
+from mnist_jax import cli, sharding, train
 from mnist_jax import report as report_lib
 from mnist_jax import data as data_lib
 from mnist_jax.errors import UserError
@@ -42,8 +41,7 @@ def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
 
   def evaluate(state, data: train.DeviceData):
     def add_batch(sums, images_BHW, labels_B, mask_B):
-      module = nnx.merge(trained.model.eval_graph, state.params, state.rest)
-      logits_BK = module(models.normalize(images_BHW))
+      logits_BK = train.eval_logits(trained.model, state, images_BHW)
       losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
       _, top_BT = jax.lax.top_k(logits_BK, top_k)
       in_top_B = jnp.any(top_BT == labels_B[:, None], axis=-1)

@@ -92,6 +92,9 @@ class Model:
   eval_graph: nnx.GraphDef
   augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
   label_smoothing: float = 0.0  # Of the training loss only.
+  # f(key, float images) -> (mixed images, lam): mixup / cutmix, or None.
+  mix: Callable | None = None
+  tta: tuple[str, ...] = ()  # Test-time views: "flip", "translate".
 
 
 def create_model_and_state(config, num_classes: int,
@@ -109,10 +112,13 @@ def create_model_and_state(config, num_classes: int,
   tx = optim.create(config, steps_per_epoch)
   state = TrainState(step=jnp.int32(0), params=params, rest=rest,
                      opt_state=tx.init(params), rng=jax.random.key_data(rng))
-  augment_fn = augment.make(augment.parse(config.get("augment", ""), config.dataset),
-                            config.get("translate_pixels", 0))
-  return (Model(train_graph, eval_graph, augment_fn,
-                config.get("label_smoothing", 0.0)), state, tx)
+  names = augment.parse(config.get("augment", ""), config.dataset)
+  model = Model(train_graph, eval_graph,
+                augment.make(names, config.get("translate_pixels", 0)),
+                config.get("label_smoothing", 0.0),
+                augment.make_mix(names, config.get("mix_alpha", 1.0)),
+                augment.parse_tta(config.get("tta", ""), config.dataset))
+  return model, state, tx
 
 
 def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0):
@@ -134,17 +140,24 @@ def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0):
 def train_step(model: Model, tx: optax.GradientTransformation,
                state: TrainState, images_BHW, labels_B):
   """One optimizer step on one batch; returns the new state and batch sums."""
+  step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   if model.augment:
-    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     images_BHW = model.augment(step_key, images_BHW)
+  x_BHWC, lam = models.normalize(images_BHW), None
+  if model.mix:
+    x_BHWC, lam = model.mix(jax.random.fold_in(step_key, 1), x_BHWC)
 
   def loss_fn(params, rest):
     # Fresh variables (copy=True) made inside the gradient's trace: layers
     # that update their state (batch norm's statistics) may then do so.
     module = nnx.merge(model.train_graph, params, rest, copy=True)
-    logits_BK = module(models.normalize(images_BHW))
+    logits_BK = module(x_BHWC)
     loss_sum, correct, count = loss_and_metrics(
         logits_BK, labels_B, label_smoothing=model.label_smoothing)
+    if lam is not None:  # Mixed images: their partners' labels weigh 1 - lam.
+      partner_sum, _, _ = loss_and_metrics(
+          logits_BK, labels_B[::-1], label_smoothing=model.label_smoothing)
+      loss_sum = lam * loss_sum + (1 - lam) * partner_sum
     _, _, new_rest = nnx.split(module, nnx.Param, ...)
     return loss_sum / count, (loss_sum, correct, count, new_rest)
 
@@ -157,9 +170,22 @@ def train_step(model: Model, tx: optax.GradientTransformation,
   return state, (loss_sum, correct, count)
 
 
-def eval_step(model: Model, state: TrainState, images_BHW, labels_B, mask_B):
+def eval_logits(model: Model, state: TrainState, images_BHW):
+  """Evaluation-mode logits [B, K] of uint8 images [B, 28, 28].
+
+  With test-time augmentation, the log of the views' mean probabilities
+  (softmax of it gives that mean, so it serves as logits).
+  """
   module = nnx.merge(model.eval_graph, state.params, state.rest)
-  return loss_and_metrics(module(models.normalize(images_BHW)), labels_B, mask_B)
+  if not model.tta:
+    return module(models.normalize(images_BHW))
+  views = augment.test_time_views(model.tta, images_BHW)
+  probs_BK = sum(jax.nn.softmax(module(models.normalize(v))) for v in views) / len(views)
+  return jnp.log(jnp.maximum(probs_BK, jnp.finfo(probs_BK.dtype).tiny))
+
+
+def eval_step(model: Model, state: TrainState, images_BHW, labels_B, mask_B):
+  return loss_and_metrics(eval_logits(model, state, images_BHW), labels_B, mask_B)
 
 
 def _repeat(step_fn: Callable, num_steps: int, carry):
@@ -230,10 +256,7 @@ def make_evaluate(model: Model, mesh, eval_batch_size: int,
 
 def make_logits_fn(model: Model) -> Callable:
   """A jitted f(state, uint8 images [B, 28, 28]) -> logits [B, K], eval mode."""
-  def logits(state, images_BHW):
-    module = nnx.merge(model.eval_graph, state.params, state.rest)
-    return module(models.normalize(images_BHW))
-  return jax.jit(logits)
+  return jax.jit(functools.partial(eval_logits, model))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
@@ -349,6 +372,9 @@ def validate(config: ml_collections.ConfigDict):
     raise UserError("config.cpu_devices must be 0 (automatic) or a positive "
                     f"number of devices, got {config.cpu_devices!r}")
   augment.parse(config.augment, config.dataset)
+  augment.parse_tta(config.tta, config.dataset)
+  if not config.mix_alpha > 0:
+    raise UserError(f"config.mix_alpha must be positive, got {config.mix_alpha!r}")
   if not 0 <= config.label_smoothing < 1:
     raise UserError(f"config.label_smoothing must be in [0, 1), got "
                     f"{config.label_smoothing!r}")

@@ -1,5 +1,7 @@
 """On-device augmentation: what each transformation does, and its refusals."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,3 +71,54 @@ def test_augmented_training_learns_and_changes_what_the_model_sees(synthetic_dat
   assert shifted.summary["final_test_accuracy"] > 0.5
   # Same seed, same data order: only the augmentation differs.
   assert plain.summary["final_test_loss"] != shifted.summary["final_test_loss"]
+
+
+def test_erase_blanks_one_rectangle_in_about_half_of_the_images():
+  images = jnp.full((64, 28, 28), 200, jnp.uint8)
+  erased = np.asarray(augment.erase(jax.random.key(5), images))
+  zero_B = (erased == 0).reshape(64, -1).sum(axis=1)
+  assert 16 <= (zero_B > 0).sum() <= 48
+  for image, zeros in zip(erased, zero_B):
+    if zeros:
+      rows, cols = np.nonzero(image == 0)
+      # One solid rectangle of 2% to 25% of the image (rounding aside).
+      assert zeros == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+      assert 0.01 * 784 <= zeros <= 0.3 * 784
+
+
+def test_mixup_and_cutmix_blend_each_image_with_its_partner():
+  x_BHWC = jax.random.uniform(jax.random.key(0), (8, 28, 28, 1))
+  np.testing.assert_allclose(augment.mixup(0.7, x_BHWC)[0],
+                             0.7 * x_BHWC[0] + 0.3 * x_BHWC[-1], rtol=1e-6)
+  mixed, kept = augment.cutmix(jax.random.key(1), jnp.float32(0.75), x_BHWC)
+  from_partner = np.isclose(mixed[0], x_BHWC[-1]) & ~np.isclose(mixed[0], x_BHWC[0])
+  assert from_partner.mean() == pytest.approx(1 - float(kept), abs=1e-6)
+  assert 0.5 < float(kept) < 1
+  mix = augment.make_mix(("mixup", "cutmix"), alpha=1.0)
+  out, lam = mix(jax.random.key(2), x_BHWC)
+  assert out.shape == x_BHWC.shape and 0 <= float(lam) <= 1
+  assert augment.make_mix(("flip",), 1.0) is None
+
+
+def test_test_time_views_and_their_refusals():
+  images = _images(n=4)
+  views = augment.test_time_views(("flip", "translate"), images)
+  assert len(views) == 6
+  assert (views[1] == images[:, :, ::-1]).all()
+  assert (np.asarray(views[2])[:, 1:] == np.asarray(images)[:, :-1]).all()  # Down 1.
+  with pytest.raises(UserError, match="config.tta: 'flip' mirrors images"):
+    augment.parse_tta("flip", "mnist")
+  with pytest.raises(UserError, match="unknown test-time view 'rotate'"):
+    augment.parse_tta("rotate", "fashion_mnist")
+
+
+def test_mixing_erasing_and_test_time_views_train_and_evaluate(synthetic_data, tmp_path):
+  result = train.train_and_evaluate(
+      toy_config(synthetic_data, augment="erase,mixup,cutmix", tta="translate",
+                 num_epochs=3), tmp_path / "run")
+  assert result.summary["final_test_accuracy"] > 0.5
+  # The evaluation averages views: it differs from the plain logits.
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 28, 28)), jnp.uint8)
+  plain = dataclasses.replace(result.model, tta=())
+  assert not np.allclose(train.eval_logits(result.model, result.state, images),
+                         train.eval_logits(plain, result.state, images))
