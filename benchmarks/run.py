@@ -323,7 +323,9 @@ def main(args):
   if "strategies" in sections:
     print("strategies", flush=True)
     batch, chunk = args.strategies_batch_size, 8
-    window = max(chunk, args.strategies_window_images // batch // chunk * chunk)
+    # Whole chunks, within one epoch of the dataset.
+    images = min(args.strategies_window_images, len(dataset.train_labels))
+    window = max(chunk, images // batch // chunk * chunk)
     record["strategies"] = {
         "model": "cnn", "batch_size": batch, "window_steps": window, "chunk": chunk,
         "results": strategies.measure(dataset, "cnn", batch, window, chunk,

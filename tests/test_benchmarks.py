@@ -42,7 +42,8 @@ def test_harness_writes_a_record_and_the_tables(shared_data, tmp_path):
   out = machine_dir / "harness.json"
   _run("run.py", f"--data_dir={shared_data}", "--dataset=mnist160", "--models=mlp",
        "--batch_sizes=16", "--window_images=32", "--repeats=2",
-       "--strategies_batch_size=8", "--speedruns=mnist_speedrun", "--seeds=1",
+       "--strategies_batch_size=8", "--strategies_window_images=64",
+       "--speedruns=mnist_speedrun", "--seeds=1",
        "--override=dataset=mnist160", "--override=batch_size=16",
        "--override=num_epochs=1", "--device_counts=1,2", "--scaling_models=mlp",
        "--scaling_batch_size=16", f"--out={out}", "--no_tables")
