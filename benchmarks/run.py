@@ -58,6 +58,9 @@ def parse_args(argv=None):
   parser.add_argument("--models", default="mlp,cnn,speedrun")
   parser.add_argument("--batch_sizes", default=None,
                       help="default 64,128,256,512 on CPU, 128,512,2048 elsewhere")
+  parser.add_argument("--dtypes", default=None,
+                      help="computation dtypes of the throughput section; "
+                      "default float32 on CPU, float32,bfloat16 elsewhere")
   parser.add_argument("--window_images", type=int, default=None,
                       help="images per timed window; default 8192 on CPU, "
                       "an epoch elsewhere")
@@ -109,10 +112,10 @@ def _names(text: str) -> list[str]:
 
 
 def _trainer(model_name: str, batch: int, window_steps: int,
-             dataset: data.Dataset, device_data, mesh):
+             dataset: data.Dataset, device_data, mesh, dtype: str = "float32"):
   """(run_window, compile seconds of train step, of evaluation, steps per call)."""
   config = default.get_config()
-  config.model, config.batch_size = model_name, batch
+  config.model, config.batch_size, config.dtype = model_name, batch, dtype
   backend = jax.default_backend()
   model, state, tx = train.create_model_and_state(
       config, dataset.num_classes, len(dataset.train_labels) // batch)
@@ -142,29 +145,31 @@ def _trainer(model_name: str, batch: int, window_steps: int,
 
 
 def throughput(dataset: data.Dataset, models: list[str], batch_sizes: list[int],
-               window_images: int, repeats: int) -> list[dict]:
+               window_images: int, repeats: int,
+               dtypes: tuple[str, ...] = ("float32",)) -> list[dict]:
   mesh = sharding.make_mesh()
   device_data = train.place_data(dataset, mesh, default.get_config().eval_batch_size)
   prepared, rows = {}, []
-  for model_name in models:
-    for batch in batch_sizes:
-      if batch % mesh.devices.size:
-        continue
-      window_steps = max(1, window_images // batch)
-      run_window, train_compile, eval_compile, steps_per_call = _trainer(
-          model_name, batch, window_steps, dataset, device_data, mesh)
-      prepared[(model_name, batch)] = run_window
-      rows.append({"model": model_name, "batch_size": batch,
-                   "window_steps": window_steps, "steps_per_call": steps_per_call,
-                   "compile_train_seconds": train_compile,
-                   "compile_eval_seconds": eval_compile})
+  for dtype in dtypes:
+    for model_name in models:
+      for batch in batch_sizes:
+        if batch % mesh.devices.size:
+          continue
+        window_steps = max(1, window_images // batch)
+        run_window, train_compile, eval_compile, steps_per_call = _trainer(
+            model_name, batch, window_steps, dataset, device_data, mesh, dtype)
+        prepared[(model_name, batch, dtype)] = run_window
+        rows.append({"model": model_name, "batch_size": batch, "dtype": dtype,
+                     "window_steps": window_steps, "steps_per_call": steps_per_call,
+                     "compile_train_seconds": train_compile,
+                     "compile_eval_seconds": eval_compile})
   seconds = timing.interleaved_windows(prepared, repeats)
   for row in rows:
-    key = (row["model"], row["batch_size"])
+    key = (row["model"], row["batch_size"], row["dtype"])
     row["images_per_sec"] = timing.rate_stats(
         row["window_steps"] * row["batch_size"], seconds[key])
     stats = row["images_per_sec"]
-    print(f"  {row['model']:>9} batch {row['batch_size']:>5}: "
+    print(f"  {row['model']:>9} batch {row['batch_size']:>5} {row['dtype']:>8}: "
           f"{stats['median']:>10,.0f} img/s ({stats['min']:,.0f}..{stats['max']:,.0f}); "
           f"compile train {row['compile_train_seconds']:.2f} s, "
           f"eval {row['compile_eval_seconds']:.2f} s", flush=True)
@@ -236,6 +241,7 @@ def _child_throughput(args, models: str, batch: int, devices: int) -> list[dict]
     command = [sys.executable, __file__, "--sections=throughput",
                f"--devices={devices}", f"--models={models}",
                f"--batch_sizes={batch}", f"--window_images={_window_images(args)}",
+               f"--dtypes={','.join(_dtypes(args))}",
                f"--repeats={args.repeats}", f"--dataset={args.dataset}",
                f"--out={out}", "--no_tables"]
     if args.data_dir:
@@ -253,7 +259,7 @@ def default_throughput(args, dataset, batch_sizes: list[int]) -> list[dict]:
   process each; elsewhere all the devices, in this process."""
   if jax.default_backend() != "cpu" or args.devices:
     rows = throughput(dataset, _names(args.models), batch_sizes,
-                      _window_images(args), args.repeats)
+                      _window_images(args), args.repeats, _dtypes(args))
     return [{**row, "device_count": jax.device_count()} for row in rows]
   cores = len(os.sched_getaffinity(0))
   rows = []
@@ -293,6 +299,12 @@ def scaling(args) -> list[dict]:
         r["differs_from_1_device"] = not timing.overlap(r["images_per_sec"],
                                                         base["images_per_sec"])
   return rows
+
+
+def _dtypes(args) -> tuple[str, ...]:
+  if args.dtypes:
+    return tuple(_names(args.dtypes))
+  return ("float32",) if jax.default_backend() == "cpu" else ("float32", "bfloat16")
 
 
 def _window_images(args) -> int:

@@ -57,9 +57,10 @@ def _harness(name: str, record: dict, sections: list[str]) -> list[str]:
     lines += ["Training throughput, images/s: median of "
               f"{record['repeats']} windows (min..max); compile seconds.", ""]
     lines += _table(
-        ["model", "batch", "devices", "images/s", "steps/call", "compile train",
-         "compile eval"],
-        [[r["model"], str(r["batch_size"]), str(r.get("device_count", "")),
+        ["model", "batch", "dtype", "devices", "images/s", "steps/call",
+         "compile train", "compile eval"],
+        [[r["model"], str(r["batch_size"]), r.get("dtype", "float32"),
+          str(r.get("device_count", "")),
           _rate(r["images_per_sec"]),
           str(r["steps_per_call"]), f"{r['compile_train_seconds']:.2f}",
           f"{r['compile_eval_seconds']:.2f}"] for r in record["throughput"]])

@@ -53,6 +53,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Test-time augmentation: evaluation averages the predicted probabilities
   # of these views, comma-separated: "flip", "translate" (1-pixel shifts).
   config.tta = ""
+  # "bfloat16": compute in bf16, keeping float32 parameters, optimizer state
+  # and loss (mixed precision; pays on GPU/TPU, not on CPU).
+  config.dtype = "float32"
   # Training.
   config.batch_size = 128
   config.num_epochs = 10

@@ -95,6 +95,8 @@ class Model:
   # f(key, float images) -> (mixed images, lam): mixup / cutmix, or None.
   mix: Callable | None = None
   tta: tuple[str, ...] = ()  # Test-time views: "flip", "translate".
+  # Computation dtype; parameters, optimizer state and loss stay float32.
+  dtype: Any = jnp.float32
 
 
 def create_model_and_state(config, num_classes: int,
@@ -117,8 +119,22 @@ def create_model_and_state(config, num_classes: int,
                 augment.make(names, config.get("translate_pixels", 0)),
                 config.get("label_smoothing", 0.0),
                 augment.make_mix(names, config.get("mix_alpha", 1.0)),
-                augment.parse_tta(config.get("tta", ""), config.dataset))
+                augment.parse_tta(config.get("tta", ""), config.dataset),
+                DTYPES[config.get("dtype", "float32")])
   return model, state, tx
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _in_dtype(tree, dtype):
+  """Floating-point leaves of `tree` cast to `dtype` (a no-op for float32).
+
+  The model then computes in `dtype`; gradients flow back through the cast
+  to the float32 parameters.
+  """
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
 def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0):
@@ -150,8 +166,9 @@ def train_step(model: Model, tx: optax.GradientTransformation,
   def loss_fn(params, rest):
     # Fresh variables (copy=True) made inside the gradient's trace: layers
     # that update their state (batch norm's statistics) may then do so.
-    module = nnx.merge(model.train_graph, params, rest, copy=True)
-    logits_BK = module(x_BHWC)
+    module = nnx.merge(model.train_graph, _in_dtype(params, model.dtype), rest,
+                       copy=True)
+    logits_BK = module(x_BHWC.astype(model.dtype)).astype(jnp.float32)
     loss_sum, correct, count = loss_and_metrics(
         logits_BK, labels_B, label_smoothing=model.label_smoothing)
     if lam is not None:  # Mixed images: their partners' labels weigh 1 - lam.
@@ -176,11 +193,13 @@ def eval_logits(model: Model, state: TrainState, images_BHW):
   With test-time augmentation, the log of the views' mean probabilities
   (softmax of it gives that mean, so it serves as logits).
   """
-  module = nnx.merge(model.eval_graph, state.params, state.rest)
+  module = nnx.merge(model.eval_graph, _in_dtype(state.params, model.dtype),
+                     state.rest)
+  logits = lambda v: module(models.normalize(v).astype(model.dtype)).astype(jnp.float32)
   if not model.tta:
-    return module(models.normalize(images_BHW))
+    return logits(images_BHW)
   views = augment.test_time_views(model.tta, images_BHW)
-  probs_BK = sum(jax.nn.softmax(module(models.normalize(v))) for v in views) / len(views)
+  probs_BK = sum(jax.nn.softmax(logits(v)) for v in views) / len(views)
   return jnp.log(jnp.maximum(probs_BK, jnp.finfo(probs_BK.dtype).tiny))
 
 
@@ -373,6 +392,9 @@ def validate(config: ml_collections.ConfigDict):
                     f"number of devices, got {config.cpu_devices!r}")
   augment.parse(config.augment, config.dataset)
   augment.parse_tta(config.tta, config.dataset)
+  if config.dtype not in DTYPES:
+    raise UserError(f"config.dtype={config.dtype!r}: choose one of "
+                    f"{', '.join(DTYPES)}")
   if not config.mix_alpha > 0:
     raise UserError(f"config.mix_alpha must be positive, got {config.mix_alpha!r}")
   if not 0 <= config.label_smoothing < 1:

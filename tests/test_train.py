@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 
@@ -104,6 +105,7 @@ def test_logs_the_dropped_partial_batch(synthetic_data, tmp_path, caplog):
     ({"model": "resnet", "depth": 12}, "a wide ResNet has 6n . 4 layers"),
     ({"augment": "flip", "dataset": "mnist"}, "drop it for mnist"),
     ({"cpu_devices": -2}, "cpu_devices must be 0 .automatic. or a positive"),
+    ({"dtype": "float16"}, "config.dtype='float16': choose one of float32, bfloat16"),
 ])
 def test_bad_config_values_are_user_errors(synthetic_data, tmp_path,
                                            overrides, message):
@@ -221,3 +223,21 @@ def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
   refused = run_module("mnist_jax.evaluate", f"--workdir={plain}", "--ema")
   assert refused.returncode == 1
   assert "kept no moving average" in refused.stderr
+
+
+def test_bfloat16_computes_in_bf16_and_keeps_float32_state(synthetic_data, tmp_path):
+  result = train.train_and_evaluate(
+      toy_config(synthetic_data, model="cnn", width=0.25, dtype="bfloat16"),
+      tmp_path / "run")
+  assert result.summary["final_test_accuracy"] > 0.5
+  assert {x.dtype for x in jax.tree.leaves(result.state.params)} == {np.dtype("float32")}
+  assert {x.dtype for x in jax.tree.leaves(result.state.opt_state)
+          if jnp.issubdtype(x.dtype, jnp.floating)} == {np.dtype("float32")}
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 28, 28)), jnp.uint8)
+  in_bf16 = train.eval_logits(result.model, result.state, images)
+  in_f32 = train.eval_logits(dataclasses.replace(result.model, dtype=jnp.float32),
+                             result.state, images)
+  assert in_bf16.dtype == jnp.float32
+  # The same function up to bf16 rounding (8 bits of mantissa), not the same bits.
+  assert not np.array_equal(in_bf16, in_f32)
+  np.testing.assert_allclose(in_bf16, in_f32, atol=0.1 * float(jnp.abs(in_f32).max()))
