@@ -18,6 +18,8 @@ variants. Random inputs: data loading is not part of it.
 Command (CPU):
   python benchmarks/cpu_variants.py --devices=1 --batch_size=128
   python benchmarks/cpu_variants.py --devices=4 --batch_size=256 --sections=variants
+  python benchmarks/cpu_variants.py --sections=variants --variants=xla_conv \
+      --xla_flags=--xla_cpu_multi_thread_eigen=false --name=-no-eigen-threads
 writes benchmarks/results/<backend>-<device kind>/cpu-variants-b<B>-<N>dev.json.
 """
 
@@ -37,6 +39,12 @@ def parse_args():
   parser.add_argument("--sections", default="ops,variants")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--variants", default=None,
+                      help="comma-separated subset of the variants; default all")
+  parser.add_argument("--xla_flags", default="",
+                      help="extra XLA_FLAGS, e.g. XLA:CPU flags that select "
+                      "other kernels (recorded with the machine)")
+  parser.add_argument("--name", default="", help="suffix of the record's name")
   parser.add_argument("--out", default=None)
   return parser.parse_args()
 
@@ -44,7 +52,8 @@ def parse_args():
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:  # Before JAX starts.
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             f" --xla_force_host_platform_device_count={ARGS.devices}")
+                             f" --xla_force_host_platform_device_count={ARGS.devices} "
+                             + ARGS.xla_flags)
 
 sys.path.insert(0, str(ROOT))
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -188,13 +197,15 @@ def ops(batch, mesh, steps, repeats) -> dict:
                steps, repeats)
 
 
-def variants(batch, mesh, steps, repeats) -> dict:
+def variants(batch, mesh, steps, repeats, names=None) -> dict:
   params, x, y = _inputs(batch, mesh)
   tx = optax.adam(1e-3)
   opt_state = jax.device_put(tx.init(params), sharding.replicated(mesh))
   reference = jax.grad(_loss(VARIANTS["xla_conv"]))(params, x, y)
   fns, args_of, errors = {}, {}, {}
   for name, model in VARIANTS.items():
+    if names and name not in names:
+      continue
     grads = jax.grad(_loss(model))(params, x, y)
     errors[name] = max(float(jnp.abs(a - b).max() / jnp.abs(a).max())
                        for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(grads)))
@@ -218,13 +229,16 @@ def main(args):
   record = {"benchmark": "cpu_variants", "batch_size": args.batch_size,
             "steps": args.steps, "repeats": args.repeats,
             "machine": timing.machine_info()}
+  names = args.variants.split(",") if args.variants else None
   for section in args.sections.split(","):
-    record[section] = {"ops": ops, "variants": variants}[section](
-        args.batch_size, mesh, args.steps, args.repeats)
+    if section == "ops":
+      record[section] = ops(args.batch_size, mesh, args.steps, args.repeats)
+    else:
+      record[section] = variants(args.batch_size, mesh, args.steps, args.repeats, names)
     for name, r in record[section].items():
       print(f"{section:>8} {name:>32}: {r['median_ms']:7.2f} ms "
             f"({r['min_ms']:.2f}..{r['max_ms']:.2f})", flush=True)
-  timing.write_record(record, f"cpu-variants-b{args.batch_size}-{args.devices}dev",
+  timing.write_record(record, f"cpu-variants-b{args.batch_size}-{args.devices}dev{args.name}",
                       out=args.out, results_dir=ROOT / "benchmarks" / "results")
 
 

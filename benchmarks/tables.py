@@ -165,6 +165,28 @@ def _cpu_variants(name: str, record: dict) -> list[str]:
   return lines
 
 
+def _is_flag_run(record: dict) -> bool:
+  """A cpu_variants run of XLA's own step only, to compare XLA:CPU flags."""
+  return (record["benchmark"] == "cpu_variants" and "ops" not in record
+          and set(record.get("variants", {})) == {"xla_conv"})
+
+
+def _xla_flags(runs: list[tuple[str, dict]]) -> list[str]:
+  lines = ["#### XLA:CPU flags, speedrun train step (cpu_variants.py --variants=xla_conv)", ""]
+  rows = []
+  for name, record in sorted(runs, key=lambda item: (item[1]["machine"]["device_count"],
+                                                    item[0])):
+    flags = record["machine"]["xla_flags"].split()
+    extra = " ".join(f for f in flags if "device_count" not in f) or "(none)"
+    r = record["variants"]["xla_conv"]
+    rows.append([f"{record['batch_size']} over {record['machine']['device_count']}",
+                 f"`{extra}`", f"{r['median_ms']:.2f} ({r['min_ms']:.2f}..{r['max_ms']:.2f})",
+                 f"`{name}`"])
+  lines += _table(["batch over devices", "extra XLA_FLAGS", "ms a step (min..max)",
+                   "record"], rows)
+  return lines
+
+
 RENDERERS = {"strategies": _strategies, "startup": _startup,
              "pytorch_vs_jax": _pytorch, "cpu_variants": _cpu_variants}
 
@@ -194,9 +216,12 @@ def render(found: dict[str, list[tuple[str, dict]]]) -> str:
         speedruns[row["config"]] = (name, record, row)
     if speedruns:
       lines += _time_to_accuracy([speedruns[k] for k in sorted(speedruns)])
+    flag_runs = [(n, r) for n, r in records if _is_flag_run(r)]
     for name, record in records:
-      if record["benchmark"] in RENDERERS:
+      if record["benchmark"] in RENDERERS and not _is_flag_run(record):
         lines += RENDERERS[record["benchmark"]](name, record)
+    if flag_runs:
+      lines += _xla_flags(flag_runs)
   return "\n".join(lines).rstrip() + "\n"
 
 
