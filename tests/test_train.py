@@ -192,8 +192,13 @@ def test_ema_of_params_averages_the_updated_parameters():
   updates = {"w": jnp.array([1.0, -1.0])}
   passed, state = tx.update(updates, state, params)
   assert passed is updates  # The updates go through unchanged.
-  np.testing.assert_allclose(state.ema["w"], 0.9 * np.array([1.0, 2.0])
-                             + 0.1 * np.array([2.0, 1.0]), rtol=1e-6)
+  # The first update's decay is min(0.9, 1/10): mostly the new weights.
+  np.testing.assert_allclose(state.ema["w"], 0.1 * np.array([1.0, 2.0])
+                             + 0.9 * np.array([2.0, 1.0]), rtol=1e-6)
+  for _ in range(200):  # Later ones use the full decay.
+    previous = state.ema["w"]
+    _, state = tx.update({"w": jnp.zeros(2)}, state, {"w": jnp.array([5.0, 5.0])})
+  np.testing.assert_allclose(state.ema["w"], 0.9 * previous + 0.1 * 5.0, rtol=1e-6)
 
 
 def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
