@@ -86,8 +86,9 @@ class DeviceData:
 @dataclasses.dataclass(frozen=True)
 class Model:
   """The static half of a split NNX model, in training and evaluation mode,
-  and what else the training step needs besides the state: the augmentation
-  of each batch (if any) and the label smoothing of its loss."""
+  and what else the steps need besides the state: the training batch's
+  augmentation and mixing, the loss's label smoothing, the test-time views
+  and the computation dtype."""
   train_graph: nnx.GraphDef
   eval_graph: nnx.GraphDef
   augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
