@@ -35,8 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 0.0
   config.grad_clip_norm = 0.0    # Clip gradients to this global norm; 0: off.
   config.label_smoothing = 0.0   # Training loss only; evaluation is unsmoothed.
-  # > 0: keep a moving average of the weights (e.g. 0.999) and evaluate it
-  # too after each epoch (ema_test_accuracy); evaluate --ema uses it.
+  # > 0: keep a moving average of the weights and batch statistics (e.g.
+  # 0.999), evaluate it too after each epoch (ema_test_accuracy); evaluate
+  # --ema uses it.
   config.ema_decay = 0.0
   config.lr_schedule = "cosine"  # constant, step, cosine, onecycle.
   config.lr_step_epochs = "5,8"  # step only: epochs at which the lr is multiplied

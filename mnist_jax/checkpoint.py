@@ -123,7 +123,7 @@ def check_compatible(meta: dict[str, Any], config, num_classes: int,
   if bool(saved.get("ema_decay", 0.0)) != bool(config.get("ema_decay", 0.0)):
     differences.append(f"ema_decay={saved.get('ema_decay', 0.0)!r} there, "
                        f"{config.ema_decay!r} now (a moving average on or off "
-                       f"changes the optimizer state)")
+                       f"changes the training state)")
   if meta["num_classes"] != num_classes:
     differences.append(f"{meta['num_classes']} classes there, {num_classes} now")
   if differences:

@@ -1,9 +1,5 @@
 """Optimizers and learning-rate schedules from the config, through optax."""
 
-from typing import NamedTuple
-
-import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 import optax.contrib
@@ -78,51 +74,13 @@ def _base(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation
                   f"{', '.join(OPTIMIZERS)}")
 
 
-class EmaParamsState(NamedTuple):
-  count: jax.Array
-  ema: optax.Params
-
-
-def ema_of_params(decay: float) -> optax.GradientTransformation:
-  """Keeps an exponential moving average of the parameters after each update.
-
-  The decay of update t is min(decay, (1 + t) / (10 + t)), as in
-  TensorFlow's ExponentialMovingAverage with num_updates: early on the
-  average follows the weights instead of holding on to their random
-  initialisation (with 0.999 it would still weigh it 39% after 936 steps).
-  Passes the updates through unchanged; the average lives in the optimizer
-  state, so it is checkpointed, sharded and resumed with it.
-  """
-  def init(params):
-    return EmaParamsState(count=jnp.zeros([], jnp.int32), ema=params)
-
-  def update(updates, state, params):
-    new_params = optax.apply_updates(params, updates)
-    d = jnp.minimum(decay, (1.0 + state.count) / (10.0 + state.count))
-    ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema, new_params)
-    return updates, EmaParamsState(count=state.count + 1, ema=ema)
-
-  return optax.GradientTransformation(init, update)
-
-
-def ema_params(opt_state) -> optax.Params | None:
-  """The moving average of the parameters held in `opt_state`, if any."""
-  last = opt_state[-1] if isinstance(opt_state, tuple) and opt_state else None
-  return last.ema if isinstance(last, EmaParamsState) else None
-
-
 def create(config: ml_collections.ConfigDict,
            steps_per_epoch: int) -> optax.GradientTransformation:
   """The config's optimizer on its schedule, after optional gradient clipping.
 
   Clipping (`grad_clip_norm` > 0, by global norm) keeps the same optimizer
-  state whether on or off, so a run may be resumed with it changed. With
-  `ema_decay` > 0 the state also holds a moving average of the parameters
-  (`ema_params`).
+  state whether on or off, so a run may be resumed with it changed.
   """
   clip = (optax.clip_by_global_norm(config.grad_clip_norm)
           if config.grad_clip_norm else optax.identity())
-  parts = [clip, _base(config, schedule(config, steps_per_epoch))]
-  if config.get("ema_decay", 0.0):
-    parts.append(ema_of_params(config.ema_decay))
-  return optax.chain(*parts)
+  return optax.chain(clip, _base(config, schedule(config, steps_per_epoch)))

@@ -47,6 +47,9 @@ class TrainState:
   # For stochastic layers. Raw key data (uint32), not a typed key, so that the
   # state is plain arrays that checkpoint libraries can save.
   rng: jax.Array
+  # With config.ema_decay > 0: {"count", "params", "rest"}, the moving average
+  # of the weights and of the batch statistics that go with them; else None.
+  ema: Any = None
 
 
 @struct.dataclass
@@ -98,6 +101,7 @@ class Model:
   tta: tuple[str, ...] = ()  # Test-time views: "flip", "translate".
   # Computation dtype; parameters, optimizer state and loss stay float32.
   dtype: Any = jnp.float32
+  ema_decay: float = 0.0
 
 
 def create_model_and_state(config, num_classes: int,
@@ -113,15 +117,18 @@ def create_model_and_state(config, num_classes: int,
   module.train()
   train_graph, params, rest = nnx.split(module, nnx.Param, ...)
   tx = optim.create(config, steps_per_epoch)
+  ema_decay = config.get("ema_decay", 0.0)
   state = TrainState(step=jnp.int32(0), params=params, rest=rest,
-                     opt_state=tx.init(params), rng=jax.random.key_data(rng))
+                     opt_state=tx.init(params), rng=jax.random.key_data(rng),
+                     ema=({"count": jnp.int32(0), "params": params, "rest": rest}
+                          if ema_decay else None))
   names = augment.parse(config.get("augment", ""), config.dataset)
   model = Model(train_graph, eval_graph,
                 augment.make(names, config.get("translate_pixels", 0)),
                 config.get("label_smoothing", 0.0),
                 augment.make_mix(names, config.get("mix_alpha", 1.0)),
                 augment.parse_tta(config.get("tta", ""), config.dataset),
-                DTYPES[config.get("dtype", "float32")])
+                DTYPES[config.get("dtype", "float32")], ema_decay)
   return model, state, tx
 
 
@@ -183,9 +190,34 @@ def train_step(model: Model, tx: optax.GradientTransformation,
       loss_fn, has_aux=True)(state.params, state.rest)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  ema = (update_ema(state.ema, params, new_rest, model.ema_decay)
+         if state.ema is not None else None)
   state = state.replace(step=state.step + 1, params=params, rest=new_rest,
-                        opt_state=opt_state)
+                        opt_state=opt_state, ema=ema)
   return state, (loss_sum, correct, count)
+
+
+def update_ema(ema: dict, params, rest, decay: float) -> dict:
+  """The moving average after one more step.
+
+  Update t decays by min(decay, (1 + t) / (10 + t)), as TensorFlow's
+  ExponentialMovingAverage with num_updates does: early on the average
+  follows the weights instead of holding on to their random initialisation.
+  Batch statistics are averaged alongside the weights, so that the average
+  evaluates with statistics of the same mix of weights; integer state (e.g.
+  RNG counters) is taken as it is.
+  """
+  count = ema["count"]
+  d = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+  def average(old, new):
+    return d * old + (1 - d) * new if jnp.issubdtype(new.dtype, jnp.floating) else new
+  return {"count": count + 1, "params": jax.tree.map(average, ema["params"], params),
+          "rest": jax.tree.map(average, ema["rest"], rest)}
+
+
+def with_ema_weights(state: TrainState) -> TrainState:
+  """`state` with the moving average as its weights and batch statistics."""
+  return state.replace(params=state.ema["params"], rest=state.ema["rest"])
 
 
 def eval_logits(model: Model, state: TrainState, images_BHW):
@@ -698,10 +730,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           "epoch_seconds": epoch_seconds,
           "eval_seconds": time.perf_counter() - eval_start,
       }
-      ema = optim.ema_params(state.opt_state)
-      if ema is not None:  # The same compiled evaluation, other weights.
+      if state.ema is not None:  # The same compiled evaluation, other weights.
         record["ema_test_loss"], record["ema_test_accuracy"] = evaluate(
-            state.replace(params=ema), device_data).means()
+            with_ema_weights(state), device_data).means()
       if not math.isfinite(train_loss):
         files.add_epoch(record)
         checkpoints.wait()
@@ -723,7 +754,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           100 * train_accuracy, test_loss, 100 * test_accuracy,
           f"{record['images_per_sec']:,.0f}", epoch_seconds,
           f"  (EMA: test acc {100 * record['ema_test_accuracy']:.2f}%)"
-          if ema is not None else "")
+          if state.ema is not None else "")
       if stop.requested:
         stop_after_saving(stop.signum, state, epoch)
   checkpoints.wait()

@@ -9,7 +9,7 @@ import jax
 import ml_collections
 
 from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import optim, sharding, train
+from mnist_jax import sharding, train
 from mnist_jax.errors import UserError
 
 
@@ -23,11 +23,10 @@ class Trained:
 
   def with_ema_weights(self) -> "Trained":
     """The same run with the moving average of its weights as parameters."""
-    ema = optim.ema_params(self.state.opt_state)
-    if ema is None:
+    if self.state.ema is None:
       raise UserError("this run kept no moving average of its weights; train "
                       "with e.g. --config.ema_decay=0.999")
-    return dataclasses.replace(self, state=self.state.replace(params=ema))
+    return dataclasses.replace(self, state=train.with_ema_weights(self.state))
 
   @functools.cached_property
   def logits_fn(self):

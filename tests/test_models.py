@@ -97,7 +97,7 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
   from mnist_jax import train
   # A constant schedule: a 1-epoch run then resumed to 2 trains like a 2-epoch one.
   config = toy_config(synthetic_data, model=name, width=0.5, num_epochs=2,
-                      lr_schedule="constant")
+                      lr_schedule="constant", ema_decay=0.9)
   result = train.train_and_evaluate(config, tmp_path / "full")
   stats = [x for x in jax.tree.leaves(result.state.rest)]
   assert stats and all(np.isfinite(x).all() for x in stats)
@@ -110,12 +110,15 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
                              logits(result.state, images)[:1], rtol=1e-4, atol=1e-5)
   # The statistics are checkpointed: 1 epoch + resume == 2 epochs.
   train.train_and_evaluate(toy_config(synthetic_data, model=name, width=0.5,
-                                      num_epochs=1, lr_schedule="constant"),
-                           tmp_path / "split")
+                                      num_epochs=1, lr_schedule="constant",
+                                      ema_decay=0.9), tmp_path / "split")
   resumed = train.train_and_evaluate(config, tmp_path / "split")
   learning = lambda run: [(r["train_loss"], r["test_loss"], r["test_accuracy"])
                           for r in train.read_metrics(tmp_path / run)]
   assert learning("split") == learning("full")
-  for a, b in zip(jax.tree.leaves(result.state.rest),
-                  jax.tree.leaves(resumed.state.rest), strict=True):
+  # The moving average covers the statistics too, and is checkpointed.
+  for a, b in zip(jax.tree.leaves((result.state.rest, result.state.ema)),
+                  jax.tree.leaves((resumed.state.rest, resumed.state.ema)), strict=True):
     np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(result.state.ema["rest"]), stats))

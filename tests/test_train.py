@@ -184,37 +184,35 @@ def test_clipping_and_label_smoothing_change_training_and_keep_evaluation(
   assert smoothed.summary["final_test_accuracy"] > 0
 
 
-def test_ema_of_params_averages_the_updated_parameters():
-  from mnist_jax import optim
-  tx = optim.ema_of_params(0.9)
-  params = {"w": jnp.array([1.0, 2.0])}
-  state = tx.init(params)
-  updates = {"w": jnp.array([1.0, -1.0])}
-  passed, state = tx.update(updates, state, params)
-  assert passed is updates  # The updates go through unchanged.
-  # The first update's decay is min(0.9, 1/10): mostly the new weights.
-  np.testing.assert_allclose(state.ema["w"], 0.1 * np.array([1.0, 2.0])
-                             + 0.9 * np.array([2.0, 1.0]), rtol=1e-6)
+def test_update_ema_warms_up_then_averages_weights_and_statistics():
+  params, rest = {"w": jnp.array([1.0, 2.0])}, {"mean": jnp.array([0.5]),
+                                                 "count": jnp.array([7], jnp.uint32)}
+  ema = {"count": jnp.int32(0), "params": params, "rest": rest}
+  new_params, new_rest = {"w": jnp.array([2.0, 1.0])}, {"mean": jnp.array([1.5]),
+                                                         "count": jnp.array([8], jnp.uint32)}
+  ema = train.update_ema(ema, new_params, new_rest, 0.9)
+  # The first update's decay is min(0.9, 1/10): mostly the new values.
+  np.testing.assert_allclose(ema["params"]["w"], [1.9, 1.1], rtol=1e-6)
+  np.testing.assert_allclose(ema["rest"]["mean"], [1.4], rtol=1e-6)
+  assert int(ema["rest"]["count"][0]) == 8  # Integers are taken as they are.
   for _ in range(200):  # Later ones use the full decay.
-    previous = state.ema["w"]
-    _, state = tx.update({"w": jnp.zeros(2)}, state, {"w": jnp.array([5.0, 5.0])})
-  np.testing.assert_allclose(state.ema["w"], 0.9 * previous + 0.1 * 5.0, rtol=1e-6)
+    previous = ema["params"]["w"]
+    ema = train.update_ema(ema, {"w": jnp.array([5.0, 5.0])}, new_rest, 0.9)
+  np.testing.assert_allclose(ema["params"]["w"], 0.9 * previous + 0.1 * 5.0, rtol=1e-6)
 
 
 def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
     synthetic_data, tmp_path):
   import json
   from conftest import run_module
-  from mnist_jax import optim
   workdir = tmp_path / "run"
   result = train.train_and_evaluate(
       toy_config(synthetic_data, ema_decay=0.9, num_epochs=2), workdir)
   history = train.read_metrics(workdir)
   assert all(0 <= r["ema_test_accuracy"] <= 1 for r in history)
   assert result.summary["final_ema_test_accuracy"] == history[-1]["ema_test_accuracy"]
-  ema = optim.ema_params(result.state.opt_state)
   assert any(not np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(ema), jax.tree.leaves(result.state.params)))
+      jax.tree.leaves(result.state.ema["params"]), jax.tree.leaves(result.state.params)))
   evaluated = run_module("mnist_jax.evaluate", f"--workdir={workdir}", "--ema")
   assert evaluated.returncode == 0, evaluated.stderr
   report = json.loads((workdir / "eval.json").read_text())
