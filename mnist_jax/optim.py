@@ -50,16 +50,15 @@ def _epochs(text: str) -> list[float]:
 
 def _base(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation:
   wd = config.weight_decay
-  if config.optimizer == "sgd":
+  if config.optimizer in ("sgd", "momentum", "nesterov"):
+    # "sgd" takes config.momentum and config.nesterov as they are; the other
+    # two names switch momentum (default 0.9) and Nesterov's variant on.
+    named = config.optimizer != "sgd"
+    momentum = (config.momentum or 0.9) if named else config.momentum
+    nesterov = config.optimizer == "nesterov" if named else config.nesterov
     # Classic SGD weight decay: an L2 term added to the gradient.
-    return optax.chain(
-        optax.add_decayed_weights(wd),
-        optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov))
-  if config.optimizer in ("momentum", "nesterov"):
-    return optax.chain(
-        optax.add_decayed_weights(wd),
-        optax.sgd(lr, momentum=config.momentum or 0.9,
-                  nesterov=config.optimizer == "nesterov"))
+    return optax.chain(optax.add_decayed_weights(wd),
+                       optax.sgd(lr, momentum=momentum or None, nesterov=nesterov))
   if config.optimizer == "adam":
     return optax.adam(lr)
   if config.optimizer == "adamw":
