@@ -18,30 +18,27 @@ MIXES = ("mixup", "cutmix")
 NO_FLIP_DATASETS = ("mnist", "kmnist", "mnist160")
 
 
-def parse(text: str, dataset: str) -> tuple[str, ...]:
-  """`config.augment` ("flip,translate") as a tuple; refuses what cannot apply."""
+def _parse(text: str, dataset: str, field: str, kind: str,
+           allowed: tuple[str, ...]) -> tuple[str, ...]:
   names = tuple(name.strip() for name in text.split(",") if name.strip())
-  unknown = [name for name in names if name not in AUGMENTATIONS]
+  unknown = [name for name in names if name not in allowed]
   if unknown:
-    raise UserError(f"config.augment: unknown augmentation '{unknown[0]}'; "
-                    f"choose from {', '.join(AUGMENTATIONS)}")
+    raise UserError(f"config.{field}: unknown {kind} '{unknown[0]}'; "
+                    f"choose from {', '.join(allowed)}")
   if "flip" in names and dataset in NO_FLIP_DATASETS:
-    raise UserError(f"config.augment: 'flip' mirrors images, which changes "
+    raise UserError(f"config.{field}: 'flip' mirrors images, which changes "
                     f"what {dataset}'s characters mean; drop it for {dataset}")
   return names
 
 
+def parse(text: str, dataset: str) -> tuple[str, ...]:
+  """`config.augment` ("flip,translate") as a tuple; refuses what cannot apply."""
+  return _parse(text, dataset, "augment", "augmentation", AUGMENTATIONS)
+
+
 def parse_tta(text: str, dataset: str) -> tuple[str, ...]:
   """`config.tta` ("flip,translate") as a tuple; refuses what cannot apply."""
-  names = tuple(name.strip() for name in text.split(",") if name.strip())
-  unknown = [name for name in names if name not in ("flip", "translate")]
-  if unknown:
-    raise UserError(f"config.tta: unknown test-time view '{unknown[0]}'; "
-                    f"choose from flip, translate")
-  if "flip" in names and dataset in NO_FLIP_DATASETS:
-    raise UserError(f"config.tta: 'flip' mirrors images, which changes what "
-                    f"{dataset}'s characters mean; drop it for {dataset}")
-  return names
+  return _parse(text, dataset, "tta", "test-time view", ("flip", "translate"))
 
 
 def flip_horizontally(key: jax.Array, images_BHW: jax.Array) -> jax.Array:
