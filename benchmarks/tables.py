@@ -68,13 +68,7 @@ def _harness(name: str, record: dict, sections: list[str]) -> list[str]:
     s = record["strategies"]
     lines += [f"Execution strategies, {s['model']} batch {s['batch_size']}, "
               f"windows of {s['window_steps']} steps:", ""]
-    lines += _table(
-        ["strategy", "steps/call", "images/s", "vs host loop", "compile s"],
-        [[k, str(r["steps_per_call"]), _rate(r["images_per_sec"]),
-          (f"{r['ratio_to_host_loop']:.2f}x" if r.get("differs_from_host_loop")
-           else f"{r['ratio_to_host_loop']:.2f}x (no difference)")
-          if "ratio_to_host_loop" in r else "",
-          f"{r['compile_seconds']:.2f}"] for k, r in s["results"].items()])
+    lines += _strategies_table(s["results"])
   if "scaling" in record:
     lines += ["Scaling over devices (virtual CPU devices on CPU), images/s:", ""]
     lines += _table(
@@ -129,15 +123,23 @@ def _pytorch(name: str, record: dict) -> list[str]:
   return lines
 
 
+def _strategies_table(results: dict) -> list[str]:
+  """Strategy results (strategies.measure) as a table, with the verdict."""
+  def versus(r):
+    if "ratio_to_host_loop" not in r:
+      return ""
+    same = "" if r["differs_from_host_loop"] else " (no difference)"
+    return f"{r['ratio_to_host_loop']:.2f}x{same}"
+  return _table(
+      ["strategy", "steps/call", "images/s", "vs host loop", "compile s"],
+      [[k, str(r["steps_per_call"]), _rate(r["images_per_sec"]), versus(r),
+        f"{r['compile_seconds']:.2f}"] for k, r in results.items()])
+
+
 def _strategies(name: str, record: dict) -> list[str]:
-  lines = [f"#### Strategies, {record['model']} batch {record['batch_size']}, "
+  return ([f"#### Strategies, {record['model']} batch {record['batch_size']}, "
            f"{record['machine']['device_count']} device(s) ({name})", ""]
-  lines += _table(
-      ["strategy", "images/s", "vs host loop", "compile s"],
-      [[k, _rate(r["images_per_sec"]),
-        f"{r.get('ratio_to_host_loop', float('nan')):.2f}x", f"{r['compile_seconds']:.2f}"]
-       for k, r in record["results"].items()])
-  return lines
+          + _strategies_table(record["results"]))
 
 
 def _startup(name: str, record: dict) -> list[str]:
