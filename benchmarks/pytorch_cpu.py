@@ -360,7 +360,7 @@ def prepare_jax(dataset: data.Dataset, config: ml_collections.ConfigDict,
 
     epochs, train_seconds = timing.timed(train_epochs)
     (test_loss, test_accuracy), eval_seconds = timing.timed(
-        lambda: evaluate(holder["state"], device_data).means())
+        lambda: evaluate(holder["state"], device_data)[0].means())
     train_loss, train_accuracy = epochs[-1].means()
     return {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
             "train_loss": train_loss, "train_accuracy": train_accuracy,

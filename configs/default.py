@@ -61,6 +61,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128
   config.num_epochs = 10
   config.seed = 0
+  # Many models in one compiled program (jax.vmap; see mnist_jax/members.py):
+  # num_seeds seeds (seed, seed + 1, ...) for every point of the sweep, the
+  # combinations of the values below, given as numbers separated by commas,
+  # e.g. --config.sweep.learning_rate=0.01,0.03,0.1. Empty: not swept.
+  config.num_seeds = 1
+  config.sweep = ml_collections.ConfigDict(
+      {"learning_rate": "", "weight_decay": "", "momentum": ""})
   config.eval_batch_size = 500
   # Training steps per compiled call; 0 picks the measured per-backend
   # default (1 on CPU, the whole epoch on GPU/TPU).

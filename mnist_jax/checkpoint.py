@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from mnist_jax.errors import UserError
+from mnist_jax.members import Members
 
 # Config fields that decide the shapes or structure of what a checkpoint holds,
 # with the value of each in checkpoints made before the field existed.
@@ -124,6 +125,13 @@ def check_compatible(meta: dict[str, Any], config, num_classes: int,
     differences.append(f"ema_decay={saved.get('ema_decay', 0.0)!r} there, "
                        f"{config.ema_decay!r} now (a moving average on or off "
                        f"changes the training state)")
+  saved_members, members = Members.from_config(saved), Members.from_config(config)
+  if (len(saved_members.seeds), saved_members.points) != (len(members.seeds),
+                                                         members.points):
+    differences.append(
+        f"num_seeds={len(saved_members.seeds)} and sweep points "
+        f"{list(saved_members.points)} there, {len(members.seeds)} and "
+        f"{list(members.points)} now (the members are the training state)")
   if meta["num_classes"] != num_classes:
     differences.append(f"{meta['num_classes']} classes there, {num_classes} now")
   if differences:

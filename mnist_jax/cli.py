@@ -25,6 +25,15 @@ def workdir_flag() -> flags.FlagHolder:
       "stem>; compare: default runs/compare; the others: required).")
 
 
+def member_flag() -> flags.FlagHolder:
+  """The `--member` flag of the tools that load a trained run (defined once)."""
+  if "member" in flags.FLAGS:
+    return flags.FlagHolder(flags.FLAGS, flags.FLAGS["member"])
+  return flags.DEFINE_integer(
+      "member", None, "Which model of a run of several (config.num_seeds, "
+      "config.sweep) to use, 0-based as in its summary.json; default 0.")
+
+
 def fail(message: str) -> NoReturn:
   logging.flush()
   print(f"error: {message}", file=sys.stderr)

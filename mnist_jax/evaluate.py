@@ -3,7 +3,8 @@
 Restores the newest checkpoint in DIR/checkpoints and reports the test loss,
 top-1 and top-5 accuracy, per-class accuracy and the confusion matrix, on
 the console and in DIR/eval.json. `--ema` evaluates the moving average of the
-weights instead (runs trained with config.ema_decay > 0).
+weights instead (runs trained with config.ema_decay > 0); `--member=K` picks
+one model of a run of several (config.num_seeds, config.sweep).
 """
 
 import functools
@@ -23,6 +24,7 @@ from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
 _WORKDIR = cli.workdir_flag()
+_MEMBER = cli.member_flag()
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where the dataset is, if not where training found it.")
 _EMA = flags.DEFINE_bool(
@@ -121,7 +123,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise UserError("--workdir is required: the workdir of a training run")
   workdir = Path(_WORKDIR.value)
-  trained = load_trained(workdir)
+  trained = load_trained(workdir, _MEMBER.value)
   if _EMA.value:
     trained = trained.with_ema_weights()
   dataset = load_dataset(trained, _DATA_DIR.value)

@@ -1,5 +1,7 @@
 """Optimizers and learning-rate schedules from the config, through optax."""
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 import optax.contrib
@@ -10,30 +12,35 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "muon")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
-def schedule(config: ml_collections.ConfigDict,
-             steps_per_epoch: int) -> optax.Schedule:
+def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
+             learning_rate: float | None = None) -> optax.Schedule:
   """`constant`; `step`: times `lr_step_factor` at each of `lr_step_epochs`;
   `cosine` decay to zero after `warmup_epochs` of linear warm-up; or
   `onecycle`: cosine up from lr/25 to lr over the first `onecycle_pct_start`
-  of training, then down to lr/25e4."""
+  of training, then down to lr/25e4.
+
+  lr is `learning_rate`, by default `config.learning_rate`. Every schedule
+  here is proportional to it.
+  """
+  lr = config.learning_rate if learning_rate is None else learning_rate
   total_steps = config.num_epochs * steps_per_epoch
   warmup_steps = int(config.warmup_epochs * steps_per_epoch)
   if config.lr_schedule == "constant":
-    return optax.constant_schedule(config.learning_rate)
+    return optax.constant_schedule(lr)
   if config.lr_schedule == "step":
     return optax.piecewise_constant_schedule(
-        config.learning_rate,
+        lr,
         {round(epoch * steps_per_epoch): config.lr_step_factor
          for epoch in _epochs(config.lr_step_epochs)})
   if config.lr_schedule == "onecycle":
     return optax.cosine_onecycle_schedule(
-        max(total_steps, 1), config.learning_rate,
+        max(total_steps, 1), lr,
         pct_start=config.onecycle_pct_start)
   if config.lr_schedule == "cosine" and not warmup_steps:
-    return optax.cosine_decay_schedule(config.learning_rate, total_steps)
+    return optax.cosine_decay_schedule(lr, total_steps)
   if config.lr_schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.learning_rate,
+        init_value=0.0, peak_value=lr,
         warmup_steps=warmup_steps,
         decay_steps=max(total_steps, warmup_steps + 1))
   raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one of "
@@ -48,17 +55,21 @@ def _epochs(text: str) -> list[float]:
                     f"by commas, e.g. '5,8'") from None
 
 
-def _base(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation:
-  wd = config.weight_decay
+def _base(config: ml_collections.ConfigDict, lr, weight_decay,
+          momentum) -> optax.GradientTransformation:
+  """The config's optimizer. `weight_decay` and `momentum` are numbers, or
+  arrays when injected (then taken as they are)."""
+  wd = weight_decay
   if config.optimizer in ("sgd", "momentum", "nesterov"):
-    # "sgd" takes config.momentum and config.nesterov as they are; the other
-    # two names switch momentum (default 0.9) and Nesterov's variant on.
-    named = config.optimizer != "sgd"
-    momentum = (config.momentum or 0.9) if named else config.momentum
-    nesterov = config.optimizer == "nesterov" if named else config.nesterov
+    nesterov = config.optimizer == "nesterov" or (config.optimizer == "sgd"
+                                                  and config.nesterov)
+    if not isinstance(momentum, jax.Array):
+      # "sgd" takes config.momentum as it is; the other two names switch
+      # momentum (default 0.9) on; 0 means none at all.
+      momentum = ((momentum or 0.9) if config.optimizer != "sgd" else momentum) or None
     # Classic SGD weight decay: an L2 term added to the gradient.
     return optax.chain(optax.add_decayed_weights(wd),
-                       optax.sgd(lr, momentum=momentum or None, nesterov=nesterov))
+                       optax.sgd(lr, momentum=momentum, nesterov=nesterov))
   if config.optimizer == "adam":
     return optax.adam(lr)
   if config.optimizer == "adamw":
@@ -73,13 +84,40 @@ def _base(config: ml_collections.ConfigDict, lr) -> optax.GradientTransformation
                   f"{', '.join(OPTIMIZERS)}")
 
 
-def create(config: ml_collections.ConfigDict,
-           steps_per_epoch: int) -> optax.GradientTransformation:
+def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
+           injected: tuple[str, ...] = ()) -> optax.GradientTransformation:
   """The config's optimizer on its schedule, after optional gradient clipping.
 
   Clipping (`grad_clip_norm` > 0, by global norm) keeps the same optimizer
   state whether on or off, so a run may be resumed with it changed.
+
+  `injected` names hyperparameters (of members.SWEEPABLE) to hold as arrays
+  in the optimizer state (`optax.inject_hyperparams`), so that the members
+  of a vectorised run can each have their own: see `set_hyperparameters`.
+  An injected learning rate is the peak of the config's schedule.
   """
   clip = (optax.clip_by_global_norm(config.grad_clip_norm)
           if config.grad_clip_norm else optax.identity())
-  return optax.chain(clip, _base(config, schedule(config, steps_per_epoch)))
+  if not injected:
+    return optax.chain(clip, _base(config, schedule(config, steps_per_epoch),
+                                   config.weight_decay, config.momentum))
+  unit_schedule = schedule(config, steps_per_epoch, learning_rate=1.0)
+
+  # inject_hyperparams reads the names from the signature; those not
+  # injected stay None and come from the config.
+  def factory(learning_rate=None, weight_decay=None, momentum=None):
+    lr = (schedule(config, steps_per_epoch) if learning_rate is None
+          else lambda count: learning_rate * unit_schedule(count))
+    return optax.chain(clip, _base(
+        config, lr, config.weight_decay if weight_decay is None else weight_decay,
+        config.momentum if momentum is None else momentum))
+  return optax.inject_hyperparams(factory)(**{f: config[f] for f in injected})
+
+
+def set_hyperparameters(opt_state, values: dict[str, float]):
+  """The state of an optimizer made with `injected` fields, holding `values`
+  ({field: number}) for them instead of the config's."""
+  hyperparams = dict(opt_state.hyperparams)
+  for field, value in values.items():
+    hyperparams[field] = jnp.asarray(value, hyperparams[field].dtype)
+  return opt_state._replace(hyperparams=hyperparams)

@@ -23,6 +23,7 @@ from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
 
 _WORKDIR = cli.workdir_flag()
+_MEMBER = cli.member_flag()
 _INVERT = flags.DEFINE_enum("invert", "auto", ["auto", "yes", "no"],
                             "Invert the image (dark ink on light paper).")
 _FIT = flags.DEFINE_enum("fit", "auto", ["auto", "digit", "whole"],
@@ -83,7 +84,7 @@ def to_mnist_format(path: Path, invert: str = "auto", fit: str = "whole") -> np.
 
 def predict(workdir, paths: list[str], invert="auto", fit="auto", top=1):
   """[(path, [(class name, probability), ...]), ...], best first."""
-  trained = load_trained(workdir)
+  trained = load_trained(workdir, _MEMBER.value)
   if fit == "auto":
     fit = "digit" if trained.config.dataset in DIGIT_DATASETS else "whole"
   images_NHW = np.stack([to_mnist_format(Path(p), invert, fit) for p in paths])

@@ -72,9 +72,10 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
-  """Leading (batch) dimension split over `data`, the rest whole."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharded(mesh: jax.sharding.Mesh, member_axis: bool = False) -> NamedSharding:
+  """Batch dimension split over `data`, the rest whole. The batch dimension
+  leads, or follows a leading member axis (vectorised runs, members.py)."""
+  return NamedSharding(mesh, P(None, DATA_AXIS) if member_axis else P(DATA_AXIS))
 
 
 def check_batch_size(batch_size: int, mesh: jax.sharding.Mesh, what: str):

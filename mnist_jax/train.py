@@ -8,6 +8,9 @@ One compiled call runs `steps_per_call` training steps (a `lax.scan` when more
 than one). Each step gathers its batch from the device-resident dataset by an
 on-device permutation, so an epoch needs no host input at all, and the host
 only waits for the device at the end of an epoch.
+
+A run of several members (`num_seeds`, `sweep`: see members.py) stacks their
+states on a leading axis M and maps the same steps over it with `jax.vmap`.
 """
 
 import contextlib
@@ -33,6 +36,7 @@ import mnist_jax
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
 from mnist_jax import augment, distributed, models, optim, sharding, signals
+from mnist_jax import members as members_lib
 from mnist_jax import progress as progress_lib
 from mnist_jax import report, tensorboard, timing
 from mnist_jax.errors import Interrupted, UserError
@@ -54,26 +58,32 @@ class TrainState:
 
 @struct.dataclass
 class Totals:
-  """Sums over the steps or batches done so far; device scalars."""
+  """Sums over the steps or batches done so far: device scalars, or [M]
+  arrays (one per member) but for `steps`."""
   loss: jax.Array
   correct: jax.Array
   count: jax.Array
   steps: jax.Array
 
   @classmethod
-  def zeros(cls) -> "Totals":
-    # numpy scalars: valid jit inputs in a multi-process run too, where a
+  def zeros(cls, shape: tuple[int, ...] = ()) -> "Totals":
+    # numpy arrays: valid jit inputs in a multi-process run too, where a
     # jax array committed to one local device would not be.
-    return cls(np.float32(0), np.int32(0), np.int32(0), np.int32(0))
+    return cls(np.zeros(shape, np.float32), np.zeros(shape, np.int32),
+               np.zeros(shape, np.int32), np.int32(0))
 
   def add(self, loss_sum, correct, count) -> "Totals":
     return Totals(self.loss + loss_sum, self.correct + correct,
                   self.count + count, self.steps + 1)
 
-  def means(self) -> tuple[float, float]:
-    """(mean loss, accuracy) on the host: this waits for the device."""
+  def means(self):
+    """(mean loss, accuracy) on the host, floats or [M] arrays: this waits
+    for the device."""
     loss, correct, count = jax.device_get((self.loss, self.correct, self.count))
-    return float(loss) / max(int(count), 1), float(correct) / max(int(count), 1)
+    count = np.maximum(count, 1)
+    if np.ndim(count) == 0:
+      return float(loss) / int(count), float(correct) / int(count)
+    return loss / count, correct / count
 
 
 @struct.dataclass
@@ -102,13 +112,41 @@ class Model:
   # Computation dtype; parameters, optimizer state and loss stay float32.
   dtype: Any = jnp.float32
   ema_decay: float = 0.0
+  # Members of the run (states stacked on a leading axis, steps vmapped over
+  # it when > 1), and seeds per sweep point: their ensembles are evaluated.
+  members: int = 1
+  seeds_per_point: int = 1
 
 
 def create_model_and_state(config, num_classes: int,
                            steps_per_epoch: int) -> tuple[Model, TrainState,
                                                          optax.GradientTransformation]:
-  init_key, rng = jax.random.split(jax.random.key(config.seed))
+  """The model, the initial state (stacked when the run has several members)
+  and the optimizer."""
+  members = members_lib.Members.from_config(config)
+  tx = optim.create(config, steps_per_epoch, injected=members.swept)
+  inits = [_init_member(member_config, num_classes, tx, members.describe(k))
+           for k, member_config in enumerate(members.configs(config))]
+  train_graph, eval_graph, state = inits[0]
+  if members.count > 1:
+    state = members_lib.stack([member_state for *_, member_state in inits])
   # .get: configs saved in checkpoints before these fields existed lack them.
+  names = augment.parse(config.get("augment", ""), config.dataset)
+  model = Model(train_graph, eval_graph,
+                augment.make(names, config.get("translate_pixels", 0)),
+                config.get("label_smoothing", 0.0),
+                augment.make_mix(names, config.get("mix_alpha", 1.0)),
+                augment.parse_tta(config.get("tta", ""), config.dataset),
+                DTYPES[config.get("dtype", "float32")],
+                config.get("ema_decay", 0.0), members.count, len(members.seeds))
+  return model, state, tx
+
+
+def _init_member(config, num_classes: int, tx, description: dict[str, Any]):
+  """(train graph, eval graph, initial state) of the model of `config.seed`;
+  the optimizer's injected hyperparameters set to the ones `description`
+  gives."""
+  init_key, rng = jax.random.split(jax.random.key(config.seed))
   module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
                          width=config.get("width", 1.0),
                          depth=config.get("depth", 0) or None)
@@ -116,20 +154,23 @@ def create_model_and_state(config, num_classes: int,
   eval_graph, *_ = nnx.split(module, nnx.Param, ...)
   module.train()
   train_graph, params, rest = nnx.split(module, nnx.Param, ...)
-  tx = optim.create(config, steps_per_epoch)
-  ema_decay = config.get("ema_decay", 0.0)
+  opt_state = tx.init(params)
+  injected = {field: description[field] for field in description if field != "seed"}
+  if injected:
+    opt_state = optim.set_hyperparameters(opt_state, injected)
   state = TrainState(step=jnp.int32(0), params=params, rest=rest,
-                     opt_state=tx.init(params), rng=jax.random.key_data(rng),
+                     opt_state=opt_state, rng=jax.random.key_data(rng),
                      ema=({"count": jnp.int32(0), "params": params, "rest": rest}
-                          if ema_decay else None))
-  names = augment.parse(config.get("augment", ""), config.dataset)
-  model = Model(train_graph, eval_graph,
-                augment.make(names, config.get("translate_pixels", 0)),
-                config.get("label_smoothing", 0.0),
-                augment.make_mix(names, config.get("mix_alpha", 1.0)),
-                augment.parse_tta(config.get("tta", ""), config.dataset),
-                DTYPES[config.get("dtype", "float32")], ema_decay)
-  return model, state, tx
+                          if config.get("ema_decay", 0.0) else None))
+  return train_graph, eval_graph, state
+
+
+def data_keys(config) -> jax.Array:
+  """Raw key data of the data order: [2], or [M, 2] with a row per member."""
+  members = members_lib.Members.from_config(config)
+  keys = [jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
+          for seed in (members.describe(k)["seed"] for k in range(members.count))]
+  return keys[0] if members.count == 1 else jnp.stack(keys)
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -232,8 +273,14 @@ def eval_logits(model: Model, state: TrainState, images_BHW):
   if not model.tta:
     return logits(images_BHW)
   views = augment.test_time_views(model.tta, images_BHW)
-  probs_BK = sum(jax.nn.softmax(logits(v)) for v in views) / len(views)
-  return jnp.log(jnp.maximum(probs_BK, jnp.finfo(probs_BK.dtype).tiny))
+  return log_mean_probabilities(jnp.stack([logits(v) for v in views]), axis=0)
+
+
+def log_mean_probabilities(logits, axis: int):
+  """Log of the mean over `axis` of softmax(logits): the logits of an
+  average of predictions (test-time views, or the models of an ensemble)."""
+  probs = jax.nn.softmax(logits).mean(axis)
+  return jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
 
 
 def eval_step(model: Model, state: TrainState, images_BHW, labels_B, mask_B):
@@ -252,25 +299,28 @@ def _repeat(step_fn: Callable, num_steps: int, carry):
 
 
 def make_train_chunk(model: Model, tx, mesh, num_steps: int) -> Callable:
-  """Returns f(state, totals, data, perm_SB) running the next `num_steps` steps.
+  """Returns f(state, totals, data, perm) running the next `num_steps` steps.
 
-  Step `totals.steps` of the epoch trains on images `perm_SB[totals.steps]`.
+  `perm` is [S, B], or [M, S, B] with a data order per member. Step
+  `totals.steps` of the epoch trains on images `perm[..., totals.steps, :]`.
   The batch's indices are constrained to the `data` axis, so each device
   gathers only its own shard of the batch from the replicated dataset.
   """
-  batch_sharding = sharding.batch_sharded(mesh)
+  step = functools.partial(train_step, model, tx)
+  if model.members > 1:
+    step = jax.vmap(step)  # Over the members' states, images and labels.
+  batch_sharding = sharding.batch_sharded(mesh, member_axis=model.members > 1)
 
   def one_step(carry, _):
-    state, totals, data, perm_SB = carry
-    idx_B = jax.lax.dynamic_index_in_dim(perm_SB, totals.steps, keepdims=False)
-    idx_B = jax.lax.with_sharding_constraint(idx_B, batch_sharding)
-    state, sums = train_step(model, tx, state, data.train_images[idx_B],
-                             data.train_labels[idx_B])
-    return (state, totals.add(*sums), data, perm_SB), None
+    state, totals, data, perm = carry
+    idx = jax.lax.dynamic_index_in_dim(perm, totals.steps, axis=perm.ndim - 2,
+                                       keepdims=False)
+    idx = jax.lax.with_sharding_constraint(idx, batch_sharding)
+    state, sums = step(state, data.train_images[idx], data.train_labels[idx])
+    return (state, totals.add(*sums), data, perm), None
 
-  def chunk(state, totals, data, perm_SB):
-    state, totals, _, _ = _repeat(one_step, num_steps,
-                                  (state, totals, data, perm_SB))
+  def chunk(state, totals, data, perm):
+    state, totals, _, _ = _repeat(one_step, num_steps, (state, totals, data, perm))
     return state, totals
 
   return jax.jit(chunk, donate_argnums=0)
@@ -298,11 +348,35 @@ def scan_test_set(add_batch: Callable, zeros, data: DeviceData, mesh,
 
 def make_evaluate(model: Model, mesh, eval_batch_size: int,
                   num_batches: int) -> Callable:
-  """Returns f(state, data) -> Totals over the whole (padded, masked) test set."""
+  """Returns f(state, data) -> (Totals, ensembles) over the whole (padded,
+  masked) test set.
+
+  With members the Totals are per member, [M]. `ensembles` are the Totals
+  of each sweep point's seeds' averaged predictions, [P], when points have
+  several seeds; else None.
+  """
+  member_logits = jax.vmap(functools.partial(eval_logits, model), in_axes=(0, None))
+  member_metrics = jax.vmap(loss_and_metrics, in_axes=(0, None, None))
+
+  def add_batch(sums, state, images_BHW, labels_B, mask_B):
+    totals, ensembles = sums
+    if model.members == 1:
+      return totals.add(*eval_step(model, state, images_BHW, labels_B, mask_B)), None
+    logits_MBK = member_logits(state, images_BHW)
+    totals = totals.add(*member_metrics(logits_MBK, labels_B, mask_B))
+    if ensembles is not None:
+      logits_PSBK = logits_MBK.reshape(-1, model.seeds_per_point, *logits_MBK.shape[1:])
+      ensembles = ensembles.add(*member_metrics(
+          log_mean_probabilities(logits_PSBK, axis=1), labels_B, mask_B))
+    return totals, ensembles
+
   def evaluate(state, data):
-    add_batch = lambda totals, *batch: totals.add(*eval_step(model, state, *batch))
-    return scan_test_set(add_batch, Totals.zeros(), data, mesh,
-                         eval_batch_size, num_batches)
+    members = model.members
+    zeros = (Totals.zeros(() if members == 1 else (members,)),
+             Totals.zeros((members // model.seeds_per_point,))
+             if model.seeds_per_point > 1 else None)
+    return scan_test_set(lambda sums, *batch: add_batch(sums, state, *batch),
+                         zeros, data, mesh, eval_batch_size, num_batches)
   return jax.jit(evaluate)
 
 
@@ -314,7 +388,8 @@ def make_logits_fn(model: Model) -> Callable:
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def epoch_permutation(data_key, epoch, num_examples: int, num_steps: int,
                       batch_size: int):
-  """The epoch's shuffle of all examples, cut to whole batches: [S, B] indices.
+  """The epoch's shuffle of all examples, cut to whole batches: [S, B]
+  indices, or [M, S, B] for a [M, 2] `data_key` with a row per member.
 
   `data_key` is raw key data (`jax.random.key_data`), which can be placed as
   a global array in a multi-process run.
@@ -322,9 +397,11 @@ def epoch_permutation(data_key, epoch, num_examples: int, num_steps: int,
   The `N - S * B` examples left over form no batch this epoch; a different
   subset is left over each epoch.
   """
-  key = jax.random.fold_in(jax.random.wrap_key_data(data_key), epoch)
-  perm_N = jax.random.permutation(key, num_examples)
-  return perm_N[:num_steps * batch_size].reshape(num_steps, batch_size)
+  def permutation(key_data):
+    key = jax.random.fold_in(jax.random.wrap_key_data(key_data), epoch)
+    perm_N = jax.random.permutation(key, num_examples)
+    return perm_N[:num_steps * batch_size].reshape(num_steps, batch_size)
+  return permutation(data_key) if data_key.ndim == 1 else jax.vmap(permutation)(data_key)
 
 
 def default_steps_per_call(backend: str, steps_per_epoch: int) -> int:
@@ -350,7 +427,7 @@ def max_calls_in_flight(backend: str, num_devices: int) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-  """A compiled f(state, totals, data, perm_SB) that runs `num_steps` steps."""
+  """A compiled f(state, totals, data, perm) that runs `num_steps` steps."""
   fn: Callable
   num_steps: int
 
@@ -359,7 +436,7 @@ class Chunk:
 
 
 def run_epoch(chunks: list[Callable], state: TrainState, data: DeviceData,
-              perm_SB: jax.Array, max_in_flight: int | None,
+              perm: jax.Array, max_in_flight: int | None,
               should_stop: Callable[[], bool] = lambda: False,
               on_dispatch: Callable[[jax.Array, int], None] | None = None):
   """Dispatches an epoch's compiled chunks in order; returns (state, totals).
@@ -369,13 +446,13 @@ def run_epoch(chunks: list[Callable], state: TrainState, data: DeviceData,
   state is then part-way through the epoch. `on_dispatch(steps, n)` hears of
   each call: `steps` is its (not yet ready) step counter, `n` its step count.
   """
-  totals, in_flight = Totals.zeros(), []
+  totals, in_flight = Totals.zeros(state.step.shape), []
   # Nothing inside an epoch may copy from the device: that would stall it.
   with jax.transfer_guard_device_to_host("disallow"):
     for chunk in chunks:
       if should_stop():
         return state, None
-      state, totals = chunk(state, totals, data, perm_SB)
+      state, totals = chunk(state, totals, data, perm)
       if on_dispatch:
         on_dispatch(totals.steps, chunk.num_steps)
       if max_in_flight:
@@ -425,6 +502,7 @@ def validate(config: ml_collections.ConfigDict):
                     f"number of devices, got {config.cpu_devices!r}")
   augment.parse(config.augment, config.dataset)
   augment.parse_tta(config.tta, config.dataset)
+  members_lib.Members.from_config(config)
   if config.dtype not in DTYPES:
     raise UserError(f"config.dtype={config.dtype!r}: choose one of "
                     f"{', '.join(DTYPES)}")
@@ -563,14 +641,20 @@ class Plan:
                evaluation_batch_size(config, len(dataset.test_labels), num_devices))
 
 
-def _log_start(config, dataset: data_lib.Dataset, mesh, plan: Plan, state):
+def _log_start(config, dataset: data_lib.Dataset, mesh, plan: Plan, state,
+               members: members_lib.Members):
   logging.info("backend %s, %d device(s): %s; mesh %s", plan.backend,
                plan.num_devices, jax.devices()[0].device_kind, dict(mesh.shape))
   logging.info("config: %s", config_differences(config) or "the defaults")
   logging.info("%s: %d train / %d test images, %d classes; model %s with %s "
                "parameters", dataset.name, plan.num_train,
                len(dataset.test_labels), dataset.num_classes, config.model,
-               f"{models.num_params(state.params):,}")
+               f"{models.num_params(state.params) // members.count:,}")
+  if members.count > 1:
+    logging.info("%d members in one compiled program: seeds %s%s",
+                 members.count, list(members.seeds),
+                 f" at each of {len(members.points)} sweep points of "
+                 f"{', '.join(members.swept)}" if members.swept else "")
   dropped = plan.num_train - plan.steps_per_epoch * plan.batch_size
   logging.info("each epoch: %d steps of %d, %d step(s) per compiled call%s",
                plan.steps_per_epoch, plan.batch_size, plan.steps_per_call,
@@ -584,10 +668,10 @@ def _compile(model: Model, tx, mesh, plan: Plan, state, device_data, data_key):
   Returns ({steps: Chunk}, evaluate): compilation is then timed apart from
   training.
   """
-  perm_SB = epoch_permutation(data_key, 0, plan.num_train, plan.steps_per_epoch,
-                              plan.batch_size)
+  perm = epoch_permutation(data_key, 0, plan.num_train, plan.steps_per_epoch,
+                           plan.batch_size)
   chunks = {n: Chunk(make_train_chunk(model, tx, mesh, n).lower(
-                state, Totals.zeros(), device_data, perm_SB).compile(), n)
+                state, Totals.zeros(state.step.shape), device_data, perm).compile(), n)
             for n in set(plan.calls)}
   num_eval_batches = len(device_data.test_labels) // plan.eval_batch_size
   evaluate = make_evaluate(model, mesh, plan.eval_batch_size, num_eval_batches
@@ -664,10 +748,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                              rewrite=main_process)
 
   device_data = place_data(dataset, mesh, plan.eval_batch_size)
-  data_key = distributed.put_global(
-      jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)),
-      replicated)
-  _log_start(config, dataset, mesh, plan, state)
+  data_key = distributed.put_global(data_keys(config), replicated)
+  members = members_lib.Members.from_config(config)
+  _log_start(config, dataset, mesh, plan, state, members)
   (chunks, evaluate), compile_seconds = timing.timed(
       lambda: _compile(model, tx, mesh, plan, state, device_data, data_key))
   seconds_to_first_step = time.perf_counter() - run_start
@@ -694,6 +777,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f"{checkpoints.directory}; run the same command again to resume", signum)
 
   files = _RunFiles(workdir, enabled=main_process)
+  diverged_members = set()
   with signals.StopOnSignal() as stop, contextlib.closing(files):
     for epoch in range(done_epochs + 1, config.num_epochs + 1):
       # A stop request mid-epoch falls back to this epoch's start; the
@@ -701,13 +785,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       epoch_start_state = (jax.tree.map(jnp.copy, state) if len(plan.calls) > 1
                            else state)
       epoch_start = time.perf_counter()
-      perm_SB = epoch_permutation(data_key, epoch, plan.num_train,
-                                  plan.steps_per_epoch, plan.batch_size)
+      perm = epoch_permutation(data_key, epoch, plan.num_train,
+                               plan.steps_per_epoch, plan.batch_size)
       progress = progress_lib.EpochProgress(
           epoch, config.num_epochs, plan.steps_per_epoch, plan.batch_size,
           enabled=None if main_process else False)
       state, totals = run_epoch([chunks[n] for n in plan.calls], state,
-                                device_data, perm_SB, max_in_flight,
+                                device_data, perm, max_in_flight,
                                 should_stop=lambda: stop.requested,
                                 on_dispatch=progress.dispatched)
       if totals is None:  # Stopped part-way through the epoch.
@@ -715,32 +799,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         stop_after_saving(stop.signum, epoch_start_state, epoch - 1)
       progress.wait(totals.steps)  # The end of the epoch.
       epoch_seconds = time.perf_counter() - epoch_start
-      train_loss, train_accuracy = totals.means()
+      values = dict(zip(("train_loss", "train_accuracy"), totals.means()))
 
       eval_start = time.perf_counter()
-      test_loss, test_accuracy = evaluate(state, device_data).means()
+      test_totals, ensembles = evaluate(state, device_data)
+      values["test_loss"], values["test_accuracy"] = test_totals.means()
+      eval_seconds = time.perf_counter() - eval_start
+      if state.ema is not None:  # The same compiled evaluation, other weights.
+        values["ema_test_loss"], values["ema_test_accuracy"] = evaluate(
+            with_ema_weights(state), device_data)[0].means()
+      images_per_sec = plan.steps_per_epoch * plan.batch_size / epoch_seconds
       record = {
           "epoch": epoch,
-          "train_loss": train_loss,
-          "train_accuracy": train_accuracy,
-          "test_loss": test_loss,
-          "test_accuracy": test_accuracy,
+          **_epoch_values(members, values, ensembles),
           "learning_rate": float(schedule(epoch * plan.steps_per_epoch - 1)),
-          "images_per_sec": plan.steps_per_epoch * plan.batch_size / epoch_seconds,
+          "images_per_sec": images_per_sec,
+          **({"images_per_sec_all_members": members.count * images_per_sec}
+             if members.count > 1 else {}),
           "epoch_seconds": epoch_seconds,
-          "eval_seconds": time.perf_counter() - eval_start,
+          "eval_seconds": eval_seconds,
       }
-      if state.ema is not None:  # The same compiled evaluation, other weights.
-        record["ema_test_loss"], record["ema_test_accuracy"] = evaluate(
-            with_ema_weights(state), device_data).means()
-      if not math.isfinite(train_loss):
+      diverged = ~np.isfinite(values["train_loss"])
+      if diverged.all():
         files.add_epoch(record)
         checkpoints.wait()
         raise UserError(
-            f"training loss became {train_loss} in epoch {epoch} (learning "
-            f"rate {record['learning_rate']:.3g}); stopped, keeping the "
-            f"checkpoint of epoch {saved_epoch or 'none'}; lower "
-            f"config.learning_rate")
+            f"training loss became "
+            f"{values['train_loss'] if members.count == 1 else 'non-finite for every member'}"
+            f" in epoch {epoch} (learning rate {record['learning_rate']:.3g}); "
+            f"stopped, keeping the checkpoint of epoch {saved_epoch or 'none'}; "
+            f"lower config.learning_rate")
+      for k in np.flatnonzero(diverged):
+        if k not in diverged_members:
+          diverged_members.add(k)
+          logging.warning("member %d (%s) diverged in epoch %d: its training "
+                          "loss is not finite; the others go on", k,
+                          members.describe(k), epoch)
       if epoch % config.checkpoint_every_epochs == 0 or epoch == config.num_epochs:
         save_start = time.perf_counter()
         checkpoints.save(epoch, state, {**meta, "epoch": epoch})
@@ -748,13 +842,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         saved_epoch = epoch
       files.add_epoch(record)
       history.append(record)
-      logging.info(
-          "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  "
-          "%s img/s  %.1f s%s", epoch, config.num_epochs, train_loss,
-          100 * train_accuracy, test_loss, 100 * test_accuracy,
-          f"{record['images_per_sec']:,.0f}", epoch_seconds,
-          f"  (EMA: test acc {100 * record['ema_test_accuracy']:.2f}%)"
-          if state.ema is not None else "")
+      _log_epoch(record, config.num_epochs, members.count)
       if stop.requested:
         stop_after_saving(stop.signum, state, epoch)
   checkpoints.wait()
@@ -785,21 +873,114 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       "device_count": plan.num_devices,
       "jax_version": jax.__version__,
       "config": config.to_dict(),
+      **(_members_summary(members, history) if members.count > 1 else {}),
   }
   if main_process:
     write_json_atomic(workdir / "summary.json", summary)
     if config.plots:
+      # Of the member with the best final accuracy, with several.
+      best = (int(np.argmax([m["test_accuracy"] for m in history[-1]["members"]]))
+              if members.count > 1 else None)
       written = report.write_plots(
-          workdir, functools.partial(make_logits_fn(model), state),
+          workdir, functools.partial(make_logits_fn(model), state if best is None
+                                     else members_lib.select(state, best)),
           dataset.class_names,
           dataset, history, plan.eval_batch_size,
-          f"{dataset.name}, {config.model}, epoch {config.num_epochs}")
+          f"{dataset.name}, {config.model}, epoch {config.num_epochs}"
+          + ("" if best is None else f", member {best} {members.describe(best)}"))
       logging.info("plots: %s", ", ".join(str(p) for p in written))
-    logging.info("final test accuracy %.2f%% (best %.2f%%), %.1f s training, "
+    if members.count > 1:
+      _log_members(summary)
+    logging.info("final test accuracy %.2f%% (best %.2f%%)%s, %.1f s training, "
                  "summary in %s", 100 * summary["final_test_accuracy"],
-                 100 * summary["best_test_accuracy"], train_seconds,
-                 workdir / "summary.json")
+                 100 * summary["best_test_accuracy"],
+                 f", mean of {members.count} members" if members.count > 1 else "",
+                 train_seconds, workdir / "summary.json")
   return TrainResult(summary, model, state)
+
+
+def _epoch_values(members: members_lib.Members, values: dict[str, Any],
+                  ensembles: Totals | None) -> dict[str, Any]:
+  """An epoch's metrics for its record: each of `values` (floats, or [M]
+  arrays with a value per member) as the mean over members; with several
+  members also each one's (under "members") and the ensembles' of each
+  sweep point's seeds (under "ensembles")."""
+  record = {name: float(np.mean(v)) for name, v in values.items()}
+  if members.count > 1:
+    record["members"] = [
+        {**members.describe(k), **{name: float(v[k]) for name, v in values.items()}}
+        for k in range(members.count)]
+  if ensembles is not None:
+    losses, accuracies = ensembles.means()
+    record["ensembles"] = [
+        {**point, "seeds": list(members.seeds), "test_loss": float(losses[p]),
+         "test_accuracy": float(accuracies[p])}
+        for p, point in enumerate(members.points)]
+  return record
+
+
+def _log_epoch(record: dict[str, Any], num_epochs: int, num_members: int):
+  accuracy = f"acc {100 * record['test_accuracy']:.2f}%"
+  if num_members > 1:
+    accuracies = [100 * m["test_accuracy"] for m in record["members"]]
+    accuracy = (f"acc {min(accuracies):.2f}..{max(accuracies):.2f}% over "
+                f"{num_members} members (mean {100 * record['test_accuracy']:.2f}%)")
+  logging.info(
+      "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f %s  "
+      "%s img/s  %.1f s%s%s", record["epoch"], num_epochs, record["train_loss"],
+      100 * record["train_accuracy"], record["test_loss"], accuracy,
+      f"{record['images_per_sec']:,.0f}", record["epoch_seconds"],
+      f"  (EMA: test acc {100 * record['ema_test_accuracy']:.2f}%)"
+      if "ema_test_accuracy" in record else "",
+      "  ensembles: " + ", ".join(f"{100 * e['test_accuracy']:.2f}%"
+                                  for e in record["ensembles"])
+      if "ensembles" in record else "")
+
+
+def _members_summary(members: members_lib.Members,
+                     history: list[dict[str, Any]]) -> dict[str, Any]:
+  """summary.json's account of each member, and of each sweep point over
+  its seeds: the spread of final accuracies and its ensemble's."""
+  last = history[-1]
+  per_member = []
+  for k, final in enumerate(last["members"]):
+    per_member.append({
+        **members.describe(k),
+        "final_test_accuracy": final["test_accuracy"],
+        "best_test_accuracy": max(r["members"][k]["test_accuracy"] for r in history),
+        "final_test_loss": final["test_loss"],
+        **({"final_ema_test_accuracy": final["ema_test_accuracy"]}
+           if "ema_test_accuracy" in final else {})})
+  num_seeds = len(members.seeds)
+  points = []
+  for p, point in enumerate(members.points):
+    finals = [m["final_test_accuracy"] for m in per_member[p * num_seeds:(p + 1) * num_seeds]]
+    points.append({**point, "seeds": list(members.seeds),
+                   "final_test_accuracy": timing.spread(finals),
+                   **({"final_ensemble_test_accuracy": last["ensembles"][p]["test_accuracy"]}
+                      if "ensembles" in last else {})})
+  return {"num_members": members.count, "members": per_member,
+          "final_test_accuracy_over_members": timing.spread(
+              [m["final_test_accuracy"] for m in per_member]),
+          "points": points,
+          **({"final_ensemble_test_accuracy": points[0]["final_ensemble_test_accuracy"]}
+             if len(points) == 1 and "ensembles" in last else {})}
+
+
+def _log_members(summary: dict[str, Any]):
+  """One line per sweep point: its seeds' final test accuracies, ensembled."""
+  for point in summary["points"]:
+    values = {k: v for k, v in point.items()
+              if k not in ("seeds", "final_test_accuracy",
+                           "final_ensemble_test_accuracy")}
+    accuracy = point["final_test_accuracy"]
+    logging.info(
+        "%s: final test accuracy %.2f%% mean over seeds %s (std %.2f, "
+        "%.2f..%.2f%%)%s", ", ".join(f"{k}={v:g}" for k, v in values.items())
+        or "all members", 100 * accuracy["mean"], point["seeds"],
+        100 * accuracy["std"], 100 * accuracy["min"], 100 * accuracy["max"],
+        f"; their ensemble {100 * point['final_ensemble_test_accuracy']:.2f}%"
+        if "final_ensemble_test_accuracy" in point else "")
 
 
 def _append_record(workdir: Path, record: dict[str, Any]):

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import jax
 import ml_collections
+from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import sharding, train
 from mnist_jax.errors import UserError
+from mnist_jax.members import Members, select
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +36,9 @@ class Trained:
     return train.make_logits_fn(self.model)
 
 
-def load_trained(workdir: str | Path) -> Trained:
+def load_trained(workdir: str | Path, member: int | None = None) -> Trained:
+  """The newest checkpoint of `workdir`; of a run of several members, member
+  `member` (default 0), with its own seed and hyperparameters in `config`."""
   checkpoints = checkpoint_lib.Checkpoints(Path(workdir) / "checkpoints",
                                            read_only=True)
   try:
@@ -51,4 +55,17 @@ def load_trained(workdir: str | Path) -> Trained:
     state, meta = restored
   finally:
     checkpoints.close()
+  members = Members.from_config(config)
+  if members.count == 1 and member not in (None, 0):
+    raise UserError(f"--member={member}: this run trained one model; drop --member")
+  if members.count > 1:
+    member = member or 0
+    if not 0 <= member < members.count:
+      raise UserError(f"--member={member}: this run has members 0 to "
+                      f"{members.count - 1}; see its summary.json")
+    state = select(state, member)
+    model = dataclasses.replace(model, members=1, seeds_per_point=1)
+    config = members.configs(config)[member]
+    logging.info("member %d of %d: %s", member, members.count,
+                 members.describe(member))
   return Trained(config, meta["epoch"], tuple(meta["class_names"]), model, state)

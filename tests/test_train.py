@@ -49,8 +49,9 @@ def test_evaluation_counts_every_test_image_once(synthetic_data, tmp_path):
   logits = module(models.normalize(jnp.asarray(ds.test_images)))
   expected = float(np.mean(np.argmax(logits, -1) == ds.test_labels))
   assert result.summary["final_test_accuracy"] == pytest.approx(expected, abs=1e-9)
-  totals = train.make_evaluate(result.model, train.sharding.make_mesh(), 16, 7)(
+  totals, ensembles = train.make_evaluate(result.model, train.sharding.make_mesh(), 16, 7)(
       result.state, train.place_data(ds, train.sharding.make_mesh(), 16))
+  assert ensembles is None  # One member.
   assert int(totals.count) == 100
 
 
@@ -244,3 +245,4 @@ def test_bfloat16_computes_in_bf16_and_keeps_float32_state(synthetic_data, tmp_p
   # The same function up to bf16 rounding (8 bits of mantissa), not the same bits.
   assert not np.array_equal(in_bf16, in_f32)
   np.testing.assert_allclose(in_bf16, in_f32, atol=0.1 * float(jnp.abs(in_f32).max()))
+

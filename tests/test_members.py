@@ -1,0 +1,144 @@
+"""Many models in one compiled run: num_seeds, sweeps, ensembles."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import toy_config
+from mnist_jax import data, members, train
+from mnist_jax.errors import UserError
+from mnist_jax.trained import load_trained
+
+
+def _leaves(tree):
+  return [np.asarray(x, np.float64) for x in jax.tree.leaves(tree)
+          if np.issubdtype(np.asarray(x).dtype, np.floating)]
+
+
+def _assert_close(member_tree, single_tree):
+  for got, want in zip(_leaves(member_tree), _leaves(single_tree), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_each_member_matches_the_single_run_of_its_seed_and_hyperparameters(
+    synthetic_data, tmp_path):
+  # A batch-normalised convolutional model with augmentation: vmap must
+  # carry each member's own initialisation, data order, augmentation keys,
+  # batch statistics and learning rate. Two steps: vmapped convolutions round
+  # differently, and over more steps max-pooling's near-ties turn that into
+  # visible differences (measured: 1e-5 relative after 2 steps, 1e-2 after 4).
+  common = dict(model="bn_cnn", width=0.25, optimizer="momentum", num_epochs=1,
+                augment="translate", batch_size=128)
+  config = toy_config(synthetic_data, num_seeds=2, **common)
+  config.sweep.learning_rate = "0.01,0.03"
+  vectorised = train.train_and_evaluate(config, tmp_path / "vectorised")
+  assert jax.tree.leaves(vectorised.state.params)[0].shape[0] == 4
+
+  for member, (seed, lr) in [(1, (1, 0.01)), (2, (0, 0.03))]:
+    assert members.Members.from_config(config).describe(member) == {
+        "seed": seed, "learning_rate": lr}
+    single = train.train_and_evaluate(
+        toy_config(synthetic_data, seed=seed, learning_rate=lr, **common),
+        tmp_path / f"single{member}")
+    mine = members.select(vectorised.state, member)
+    _assert_close(mine.params, single.state.params)
+    _assert_close(mine.rest, single.state.rest)  # Batch statistics.
+    assert (vectorised.summary["members"][member]["final_test_accuracy"]
+            == single.summary["final_test_accuracy"])
+
+
+def test_summary_gives_members_spread_and_ensemble(synthetic_data, tmp_path):
+  config = toy_config(synthetic_data, num_seeds=3, num_epochs=2, seed=5)
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  finals = [m["final_test_accuracy"] for m in summary["members"]]
+  assert [m["seed"] for m in summary["members"]] == [5, 6, 7]
+  first_kernel = [_leaves(members.select(result.state.params, k))[0] for k in range(3)]
+  assert not np.allclose(first_kernel[0], first_kernel[1])  # Own initialisation.
+  assert summary["final_test_accuracy"] == pytest.approx(np.mean(finals))
+  spread = summary["final_test_accuracy_over_members"]
+  assert spread["min"] == min(finals) and spread["max"] == max(finals)
+  assert spread["std"] == pytest.approx(np.std(finals, ddof=1))
+
+  # The ensemble: the argmax of the members' mean probabilities.
+  ds = data.load("toy", synthetic_data)
+  logits_fn = train.make_logits_fn(result.model)
+  probs = np.mean([jax.nn.softmax(logits_fn(members.select(result.state, k),
+                                            ds.test_images)) for k in range(3)], 0)
+  expected = float(np.mean(np.argmax(probs, -1) == ds.test_labels))
+  assert summary["final_ensemble_test_accuracy"] == pytest.approx(expected)
+  assert summary["points"][0]["final_ensemble_test_accuracy"] == pytest.approx(expected)
+
+  records = train.read_metrics(tmp_path / "run")
+  assert [len(r["members"]) for r in records] == [3, 3]
+  assert records[-1]["ensembles"][0]["test_accuracy"] == pytest.approx(expected)
+  assert records[-1]["images_per_sec_all_members"] == pytest.approx(
+      3 * records[-1]["images_per_sec"])
+
+
+def test_a_sweep_reports_each_point_and_a_diverged_member_does_not_stop_the_others(
+    synthetic_data, tmp_path):
+  config = toy_config(synthetic_data, optimizer="sgd", momentum=0.9, num_epochs=2)
+  config.sweep.learning_rate = "0.05,1e12"
+  config.sweep.weight_decay = "0,0.0001"
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  points = result.summary["points"]
+  assert [(p["learning_rate"], p["weight_decay"]) for p in points] == [
+      (0.05, 0.0), (0.05, 0.0001), (1e12, 0.0), (1e12, 0.0001)]
+  assert "final_ensemble_test_accuracy" not in points[0]  # One seed each.
+  losses = [m["final_test_loss"] for m in result.summary["members"]]
+  assert np.isfinite(losses[:2]).all() and not np.isfinite(losses[2:]).any()
+  assert min(m["final_test_accuracy"] for m in result.summary["members"][:2]) > 0.5
+  # The injected values are the members' own, in their optimizer states.
+  hyperparams = result.state.opt_state.hyperparams
+  np.testing.assert_allclose(hyperparams["learning_rate"], [0.05, 0.05, 1e12, 1e12])
+  np.testing.assert_allclose(hyperparams["weight_decay"], [0, 1e-4, 0, 1e-4])
+
+
+def test_a_members_run_resumes_exactly_and_refuses_other_members(
+    synthetic_data, tmp_path):
+  # A constant schedule: a cosine one would change with num_epochs.
+  config = toy_config(synthetic_data, num_seeds=2, num_epochs=2,
+                      lr_schedule="constant")
+  straight = train.train_and_evaluate(config, tmp_path / "straight")
+  config.num_epochs = 1
+  train.train_and_evaluate(config, tmp_path / "resumed")
+  config.num_epochs = 2
+  resumed = train.train_and_evaluate(config, tmp_path / "resumed")
+  assert resumed.summary["resumed_from_epoch"] == 1
+  for a, b in zip(_leaves(resumed.state), _leaves(straight.state), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert resumed.summary["members"] == straight.summary["members"]
+
+  config.num_seeds = 3
+  with pytest.raises(UserError, match="num_seeds=2 .* there, 3 .* now"):
+    train.train_and_evaluate(config, tmp_path / "resumed")
+
+
+def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
+  config = toy_config(synthetic_data, num_seeds=2, num_epochs=1)
+  result = train.train_and_evaluate(config, tmp_path / "run")
+  trained = load_trained(tmp_path / "run", member=1)
+  assert trained.config.seed == 1
+  _assert_close(trained.state.params, members.select(result.state.params, 1))
+  with pytest.raises(UserError, match="members 0 to 1"):
+    load_trained(tmp_path / "run", member=2)
+
+
+@pytest.mark.parametrize("overrides, sweep, message", [
+    ({"num_seeds": 0}, {}, "num_seeds must be a positive integer"),
+    ({}, {"learning_rate": "0.1,fast"}, "expected numbers separated by commas"),
+    ({}, {"learning_rate": "0.1,-0.1"}, "learning rates must be positive"),
+    ({"optimizer": "adam"}, {"weight_decay": "0,1e-4"}, "has no weight decay"),
+    ({"optimizer": "adamw"}, {"momentum": "0.8,0.9"}, "only sgd, momentum and nesterov"),
+])
+def test_bad_members_are_user_errors(synthetic_data, tmp_path, overrides, sweep,
+                                     message):
+  config = toy_config(synthetic_data, **overrides)
+  for field, text in sweep.items():
+    config.sweep[field] = text
+  with pytest.raises(UserError, match=message):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
