@@ -27,6 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = "cnn"           # cnn, mlp, speedrun, bn_cnn, resnet.
   config.width = 1.0             # Multiplies the features of every hidden layer.
   config.depth = 0               # resnet only: 6n + 4 layers; 0: its default, 10.
+  # Dropout rate: before the classifier (cnn, speedrun, bn_cnn), after each
+  # hidden layer (mlp), between the convolutions of each block (resnet).
+  config.dropout = 0.0
   config.optimizer = "sgd"       # sgd, momentum, nesterov, adam, adamw, lion, muon.
   config.learning_rate = 0.1
   config.momentum = 0.9          # sgd only; 0 for plain SGD.

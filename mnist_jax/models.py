@@ -1,4 +1,9 @@
-"""Models, written with Flax NNX. Input: float images [B, 28, 28, 1]."""
+"""Models, written with Flax NNX. Input: float images [B, 28, 28, 1].
+
+Every model takes `dropout`, a rate (0: no dropout layers at all), and its
+call an explicit `dropout_key`, needed in training mode when the rate is
+above 0; evaluation mode (`module.eval()`) drops nothing.
+"""
 
 import inspect
 from typing import Callable
@@ -36,40 +41,60 @@ def _scaled(features: tuple[int, ...], width: float) -> tuple[int, ...]:
   return tuple(max(1, round(f * width)) for f in features)
 
 
+def _dropout(rate: float) -> nnx.Dropout | None:
+  # No key stream inside the layer: the training step passes each call's key.
+  return nnx.Dropout(rate) if rate else None
+
+
+def _drop(layer: nnx.Dropout | None, x: jax.Array, key: jax.Array | None,
+          site: int) -> jax.Array:
+  """`x` through dropout `layer` (if any), with the key of call site `site`:
+  each site draws its own mask."""
+  if layer is None:
+    return x
+  return layer(x, rngs=None if key is None else jax.random.fold_in(key, site))
+
+
 class Speedrun(nnx.Module):
   """The fast MNIST recipe's model (tuomaso/train_mnist_fast): conv 24 5x5,
   max-pool, conv 32 3x3, max-pool, dense 256, dense out; valid convolutions,
   28 -> 24 -> 12 -> 10 -> 5."""
 
-  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0):
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
+               dropout: float = 0.0):
     c1, c2, d = _scaled((24, 32, 256), width)
     self.conv1 = nnx.Conv(1, c1, kernel_size=(5, 5), padding="VALID", rngs=rngs)
     self.conv2 = nnx.Conv(c1, c2, kernel_size=(3, 3), padding="VALID", rngs=rngs)
     self.dense1 = nnx.Linear(5 * 5 * c2, d, rngs=rngs)
+    self.dropout = _dropout(dropout)
     self.dense2 = nnx.Linear(d, num_classes, rngs=rngs)
 
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, dropout_key=None) -> jax.Array:
     x = max_pool_2x2(nnx.relu(self.conv1(x_BHWC)))
     x = max_pool_2x2(nnx.relu(self.conv2(x)))
     x = x.reshape(x.shape[0], -1)
-    return self.dense2(nnx.relu(self.dense1(x)))
+    x = _drop(self.dropout, nnx.relu(self.dense1(x)), dropout_key, 0)
+    return self.dense2(x)
 
 
 class CNN(nnx.Module):
   """The CNN of Flax's MNIST example: conv 32, conv 64, dense 256, dense out."""
 
-  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0):
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
+               dropout: float = 0.0):
     c1, c2, d = _scaled((32, 64, 256), width)
     self.conv1 = nnx.Conv(1, c1, kernel_size=(3, 3), rngs=rngs)
     self.conv2 = nnx.Conv(c1, c2, kernel_size=(3, 3), rngs=rngs)
     self.dense1 = nnx.Linear(7 * 7 * c2, d, rngs=rngs)
+    self.dropout = _dropout(dropout)
     self.dense2 = nnx.Linear(d, num_classes, rngs=rngs)
 
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, dropout_key=None) -> jax.Array:
     x = avg_pool_2x2(nnx.relu(self.conv1(x_BHWC)))
     x = avg_pool_2x2(nnx.relu(self.conv2(x)))
     x = x.reshape(x.shape[0], -1)
-    return self.dense2(nnx.relu(self.dense1(x)))
+    x = _drop(self.dropout, nnx.relu(self.dense1(x)), dropout_key, 0)
+    return self.dense2(x)
 
 
 class ConvBN(nnx.Module):
@@ -89,15 +114,17 @@ class BNCNN(nnx.Module):
   """A batch-normalised VGG-style CNN: two 3x3 conv-BN-ReLU layers of 32,
   max-pool, two of 64, max-pool, dense 256 (BN, ReLU), dense out."""
 
-  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0):
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
+               dropout: float = 0.0):
     c1, c2, d = _scaled((32, 64, 256), width)
     self.block1 = nnx.List([ConvBN(1, c1, rngs=rngs), ConvBN(c1, c1, rngs=rngs)])
     self.block2 = nnx.List([ConvBN(c1, c2, rngs=rngs), ConvBN(c2, c2, rngs=rngs)])
     self.dense1 = nnx.Linear(7 * 7 * c2, d, use_bias=False, rngs=rngs)
     self.norm = nnx.BatchNorm(d, momentum=0.9, rngs=rngs)
+    self.dropout = _dropout(dropout)
     self.dense2 = nnx.Linear(d, num_classes, rngs=rngs)
 
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, dropout_key=None) -> jax.Array:
     for layer in self.block1:
       x_BHWC = layer(x_BHWC)
     x_BHWC = max_pool_2x2(x_BHWC)
@@ -105,30 +132,32 @@ class BNCNN(nnx.Module):
       x_BHWC = layer(x_BHWC)
     x_BHWC = max_pool_2x2(x_BHWC)
     x_BD = nnx.relu(self.norm(self.dense1(x_BHWC.reshape(x_BHWC.shape[0], -1))))
-    return self.dense2(x_BD)
+    return self.dense2(_drop(self.dropout, x_BD, dropout_key, 0))
 
 
 class PreActBlock(nnx.Module):
   """Pre-activation residual block (He et al. 2016): BN-ReLU-conv twice, with
-  a 1x1 projection on the shortcut when the shape changes."""
+  a 1x1 projection on the shortcut when the shape changes; dropout, if any,
+  between the two convolutions (as in wide ResNets)."""
 
   def __init__(self, in_features: int, out_features: int, stride: int, *,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, dropout: float = 0.0):
     self.norm1 = nnx.BatchNorm(in_features, momentum=0.9, rngs=rngs)
     self.conv1 = nnx.Conv(in_features, out_features, (3, 3), strides=stride,
                           use_bias=False, rngs=rngs)
     self.norm2 = nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs)
+    self.dropout = _dropout(dropout)
     self.conv2 = nnx.Conv(out_features, out_features, (3, 3), use_bias=False,
                           rngs=rngs)
     self.shortcut = (nnx.Conv(in_features, out_features, (1, 1), strides=stride,
                               use_bias=False, rngs=rngs)
                      if stride != 1 or in_features != out_features else None)
 
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, dropout_key=None) -> jax.Array:
     h = nnx.relu(self.norm1(x_BHWC))
     shortcut = self.shortcut(h) if self.shortcut else x_BHWC
     h = self.conv1(h)
-    h = self.conv2(nnx.relu(self.norm2(h)))
+    h = self.conv2(_drop(self.dropout, nnx.relu(self.norm2(h)), dropout_key, 0))
     return h + shortcut
 
 
@@ -140,7 +169,7 @@ class ResNet(nnx.Module):
   stage, 16 two, 28 four."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               depth: int = 10):
+               depth: int = 10, dropout: float = 0.0):
     if depth < 10 or (depth - 4) % 6:
       raise UserError(f"config.depth={depth}: a wide ResNet has 6n + 4 layers, "
                       f"n >= 1 (10, 16, 22, 28, ...)")
@@ -151,16 +180,18 @@ class ResNet(nnx.Module):
     for stage, out in enumerate(widths):
       for i in range(blocks_per_stage):
         stride = 2 if stage > 0 and i == 0 else 1
-        blocks.append(PreActBlock(features, out, stride, rngs=rngs))
+        blocks.append(PreActBlock(features, out, stride, rngs=rngs,
+                                  dropout=dropout))
         features = out
     self.blocks = nnx.List(blocks)
     self.norm = nnx.BatchNorm(features, momentum=0.9, rngs=rngs)
     self.out = nnx.Linear(features, num_classes, rngs=rngs)
 
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, dropout_key=None) -> jax.Array:
     x_BHWC = self.stem(x_BHWC)
-    for block in self.blocks:
-      x_BHWC = block(x_BHWC)
+    for i, block in enumerate(self.blocks):
+      x_BHWC = block(x_BHWC, None if dropout_key is None
+                     else jax.random.fold_in(dropout_key, i))
     x_BC = nnx.relu(self.norm(x_BHWC)).mean(axis=(1, 2))
     return self.out(x_BC)
 
@@ -169,16 +200,17 @@ class MLP(nnx.Module):
   """The simplest baseline: two hidden ReLU layers."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               hidden: tuple[int, ...] = (512, 512)):
+               hidden: tuple[int, ...] = (512, 512), dropout: float = 0.0):
     widths = (28 * 28, *_scaled(hidden, width))
     self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs)
                             for a, b in zip(widths[:-1], widths[1:])])
+    self.dropout = _dropout(dropout)
     self.out = nnx.Linear(widths[-1], num_classes, rngs=rngs)
 
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, dropout_key=None) -> jax.Array:
     x = x_BHWC.reshape(x_BHWC.shape[0], -1)
-    for layer in self.hidden:
-      x = nnx.relu(layer(x))
+    for i, layer in enumerate(self.hidden):
+      x = _drop(self.dropout, nnx.relu(layer(x)), dropout_key, i)
     return self.out(x)
 
 
@@ -195,9 +227,9 @@ DENSE_ONLY = ("mlp",)
 
 
 def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
-           depth: int | None = None) -> nnx.Module:
+           depth: int | None = None, dropout: float = 0.0) -> nnx.Module:
   """Model `name`; `width` multiplies the features of every hidden layer,
-  `depth` (resnet only) sets the number of layers."""
+  `depth` (resnet only) sets the number of layers, `dropout` is the rate."""
   if name not in MODELS:
     raise UserError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
   factory = MODELS[name]
@@ -205,7 +237,8 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
   accepted = inspect.signature(init).parameters
   kwargs = {}
   # Models of one size need not take these.
-  for field, value, default in (("width", width, 1.0), ("depth", depth, None)):
+  for field, value, default in (("width", width, 1.0), ("depth", depth, None),
+                                ("dropout", dropout, 0.0)):
     if value == default:
       continue
     if field not in accepted:

@@ -149,7 +149,8 @@ def _init_member(config, num_classes: int, tx, description: dict[str, Any]):
   init_key, rng = jax.random.split(jax.random.key(config.seed))
   module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
                          width=config.get("width", 1.0),
-                         depth=config.get("depth", 0) or None)
+                         depth=config.get("depth", 0) or None,
+                         dropout=config.get("dropout", 0.0))
   module.eval()
   eval_graph, *_ = nnx.split(module, nnx.Param, ...)
   module.train()
@@ -217,7 +218,8 @@ def train_step(model: Model, tx: optax.GradientTransformation,
     # that update their state (batch norm's statistics) may then do so.
     module = nnx.merge(model.train_graph, _in_dtype(params, model.dtype), rest,
                        copy=True)
-    logits_BK = module(x_BHWC.astype(model.dtype)).astype(jnp.float32)
+    logits_BK = module(x_BHWC.astype(model.dtype),
+                       dropout_key=jax.random.fold_in(step_key, 2)).astype(jnp.float32)
     loss_sum, correct, count = loss_and_metrics(
         logits_BK, labels_B, label_smoothing=model.label_smoothing)
     if lam is not None:  # Mixed images: their partners' labels weigh 1 - lam.
@@ -508,6 +510,8 @@ def validate(config: ml_collections.ConfigDict):
                     f"{', '.join(DTYPES)}")
   if not config.mix_alpha > 0:
     raise UserError(f"config.mix_alpha must be positive, got {config.mix_alpha!r}")
+  if not 0 <= config.dropout < 1:
+    raise UserError(f"config.dropout is a rate in [0, 1), got {config.dropout!r}")
   if not 0 <= config.label_smoothing < 1:
     raise UserError(f"config.label_smoothing must be in [0, 1), got "
                     f"{config.label_smoothing!r}")

@@ -24,13 +24,13 @@ def _assert_close(member_tree, single_tree):
 
 def test_each_member_matches_the_single_run_of_its_seed_and_hyperparameters(
     synthetic_data, tmp_path):
-  # A batch-normalised convolutional model with augmentation: vmap must
-  # carry each member's own initialisation, data order, augmentation keys,
-  # batch statistics and learning rate. Two steps: vmapped convolutions round
+  # A batch-normalised convolutional model with augmentation and dropout:
+  # vmap must carry each member's own initialisation, data order,
+  # augmentation and dropout keys, batch statistics and learning rate. Two steps: vmapped convolutions round
   # differently, and over more steps max-pooling's near-ties turn that into
   # visible differences (measured: 1e-5 relative after 2 steps, 1e-2 after 4).
   common = dict(model="bn_cnn", width=0.25, optimizer="momentum", num_epochs=1,
-                augment="translate", batch_size=128)
+                augment="translate", dropout=0.3, batch_size=128)
   config = toy_config(synthetic_data, num_seeds=2, **common)
   config.sweep.learning_rate = "0.01,0.03"
   vectorised = train.train_and_evaluate(config, tmp_path / "vectorised")

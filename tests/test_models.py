@@ -122,3 +122,21 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
     np.testing.assert_array_equal(a, b)
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(result.state.ema["rest"]), stats))
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_dropout_masks_in_training_by_its_key_and_never_in_evaluation(name):
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  make = lambda rate: models.create(name, 10, nnx.Rngs(0), width=0.25, dropout=rate)
+  # Same parameters (dropout draws none); in evaluation, the same function.
+  plain, dropping = make(0.0), make(0.5)
+  plain.eval(), dropping.eval()
+  np.testing.assert_array_equal(dropping(x), plain(x))
+  # In training, masks that the key decides.
+  plain, dropping = make(0.0), make(0.5)
+  key = jax.random.key(2)
+  train_a, train_b = dropping(x, dropout_key=key), dropping(x, dropout_key=key)
+  np.testing.assert_array_equal(train_a, train_b)
+  assert not np.allclose(train_a, dropping(x, dropout_key=jax.random.key(3)))
+  assert not np.allclose(train_a, plain(x))
+  np.testing.assert_array_equal(plain(x), plain(x, dropout_key=key))

@@ -246,3 +246,25 @@ def test_bfloat16_computes_in_bf16_and_keeps_float32_state(synthetic_data, tmp_p
   assert not np.array_equal(in_bf16, in_f32)
   np.testing.assert_allclose(in_bf16, in_f32, atol=0.1 * float(jnp.abs(in_f32).max()))
 
+
+def test_dropout_changes_training_repeats_exactly_and_resumes_exactly(
+    synthetic_data, tmp_path):
+  # A constant schedule: a cosine one would change with num_epochs.
+  config = lambda **kw: toy_config(synthetic_data, lr_schedule="constant", **kw)
+  plain = train.train_and_evaluate(config(num_epochs=2), tmp_path / "plain")
+  straight = train.train_and_evaluate(config(num_epochs=2, dropout=0.5),
+                                      tmp_path / "straight")
+  again = train.train_and_evaluate(config(num_epochs=2, dropout=0.5),
+                                   tmp_path / "again")
+  train.train_and_evaluate(config(num_epochs=1, dropout=0.5), tmp_path / "resumed")
+  resumed = train.train_and_evaluate(config(num_epochs=2, dropout=0.5),
+                                     tmp_path / "resumed")
+  assert resumed.summary["resumed_from_epoch"] == 1
+  for a, b, c in zip(_leaves(straight.state), _leaves(again.state),
+                     _leaves(resumed.state), strict=True):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+  # Dropout's masks raise the training loss above the plain run's.
+  loss = lambda name: train.read_metrics(tmp_path / name)[-1]["train_loss"]
+  assert loss("straight") > loss("plain")
+  assert straight.summary["final_test_accuracy"] > 0.5
