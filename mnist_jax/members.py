@@ -14,7 +14,7 @@ The points are every combination of the swept fields' values.
 
 import dataclasses
 import itertools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -113,3 +113,36 @@ def select(tree: Any, member: int) -> Any:
   """Member `member` of a stacked pytree."""
   return jax.tree.map(lambda x: x[member], tree)
 
+
+
+# How the steps are mapped over members: "vmap" batches them into one
+# computation; "unroll" writes out each member's step in the one program.
+# Measured (benchmarks/README.md): XLA:CPU runs vmapped convolutions (grouped
+# over members) several times slower than the members one by one, so CPU
+# unrolls; GPUs and TPUs batch.
+MEMBER_LOOPS = ("auto", "vmap", "unroll")
+
+
+def member_loop(setting: str, backend: str) -> str:
+  if setting not in MEMBER_LOOPS:
+    raise UserError(f"config.member_loop={setting!r}: choose one of "
+                    f"{', '.join(MEMBER_LOOPS)}")
+  if setting != "auto":
+    return setting
+  return "unroll" if backend == "cpu" else "vmap"
+
+
+def map_members(fn: Callable, num_members: int, loop: str,
+                in_axes: tuple[int | None, ...] | int = 0) -> Callable:
+  """`fn` mapped over the leading member axis of its arguments (those of
+  `in_axes` 0; None: shared), by `jax.vmap` or written out member by member."""
+  if loop == "vmap":
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def unrolled(*args):
+    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+    outs = [fn(*(arg if axis is None else select(arg, k)
+                 for arg, axis in zip(args, axes)))
+            for k in range(num_members)]
+    return stack(outs)
+  return unrolled

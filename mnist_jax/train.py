@@ -10,7 +10,8 @@ on-device permutation, so an epoch needs no host input at all, and the host
 only waits for the device at the end of an epoch.
 
 A run of several members (`num_seeds`, `sweep`: see members.py) stacks their
-states on a leading axis M and maps the same steps over it with `jax.vmap`.
+states on a leading axis M and maps the same steps over it
+(`members.map_members`: `jax.vmap`, or written out member by member on CPU).
 """
 
 import contextlib
@@ -116,6 +117,7 @@ class Model:
   # it when > 1), and seeds per sweep point: their ensembles are evaluated.
   members: int = 1
   seeds_per_point: int = 1
+  member_loop: str = "vmap"  # members.map_members: "vmap" or "unroll".
 
 
 def create_model_and_state(config, num_classes: int,
@@ -138,7 +140,9 @@ def create_model_and_state(config, num_classes: int,
                 augment.make_mix(names, config.get("mix_alpha", 1.0)),
                 augment.parse_tta(config.get("tta", ""), config.dataset),
                 DTYPES[config.get("dtype", "float32")],
-                config.get("ema_decay", 0.0), members.count, len(members.seeds))
+                config.get("ema_decay", 0.0), members.count, len(members.seeds),
+                members_lib.member_loop(config.get("member_loop", "auto"),
+                                        jax.default_backend()))
   return model, state, tx
 
 
@@ -310,7 +314,8 @@ def make_train_chunk(model: Model, tx, mesh, num_steps: int) -> Callable:
   """
   step = functools.partial(train_step, model, tx)
   if model.members > 1:
-    step = jax.vmap(step)  # Over the members' states, images and labels.
+    # Over the members' states, images and labels.
+    step = members_lib.map_members(step, model.members, model.member_loop)
   batch_sharding = sharding.batch_sharded(mesh, member_axis=model.members > 1)
 
   def one_step(carry, _):
@@ -357,7 +362,10 @@ def make_evaluate(model: Model, mesh, eval_batch_size: int,
   of each sweep point's seeds' averaged predictions, [P], when points have
   several seeds; else None.
   """
-  member_logits = jax.vmap(functools.partial(eval_logits, model), in_axes=(0, None))
+  member_logits = members_lib.map_members(functools.partial(eval_logits, model),
+                                          model.members, model.member_loop,
+                                          in_axes=(0, None))
+  # Cheap (no convolutions): always vmapped.
   member_metrics = jax.vmap(loss_and_metrics, in_axes=(0, None, None))
 
   def add_batch(sums, state, images_BHW, labels_B, mask_B):
@@ -505,6 +513,7 @@ def validate(config: ml_collections.ConfigDict):
   augment.parse(config.augment, config.dataset)
   augment.parse_tta(config.tta, config.dataset)
   members_lib.Members.from_config(config)
+  members_lib.member_loop(config.member_loop, "cpu")
   if config.dtype not in DTYPES:
     raise UserError(f"config.dtype={config.dtype!r}: choose one of "
                     f"{', '.join(DTYPES)}")
@@ -655,8 +664,10 @@ def _log_start(config, dataset: data_lib.Dataset, mesh, plan: Plan, state,
                len(dataset.test_labels), dataset.num_classes, config.model,
                f"{models.num_params(state.params) // members.count:,}")
   if members.count > 1:
-    logging.info("%d members in one compiled program: seeds %s%s",
-                 members.count, list(members.seeds),
+    logging.info("%d members in one compiled program (%s): seeds %s%s",
+                 members.count,
+                 members_lib.member_loop(config.member_loop, plan.backend),
+                 list(members.seeds),
                  f" at each of {len(members.points)} sweep points of "
                  f"{', '.join(members.swept)}" if members.swept else "")
   dropped = plan.num_train - plan.steps_per_epoch * plan.batch_size

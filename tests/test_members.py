@@ -22,8 +22,9 @@ def _assert_close(member_tree, single_tree):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("loop", ["vmap", "unroll"])
 def test_each_member_matches_the_single_run_of_its_seed_and_hyperparameters(
-    synthetic_data, tmp_path):
+    synthetic_data, tmp_path, loop):
   # A batch-normalised convolutional model with augmentation and dropout:
   # vmap must carry each member's own initialisation, data order,
   # augmentation and dropout keys, batch statistics and learning rate. Two steps: vmapped convolutions round
@@ -31,7 +32,7 @@ def test_each_member_matches_the_single_run_of_its_seed_and_hyperparameters(
   # visible differences (measured: 1e-5 relative after 2 steps, 1e-2 after 4).
   common = dict(model="bn_cnn", width=0.25, optimizer="momentum", num_epochs=1,
                 augment="translate", dropout=0.3, batch_size=128)
-  config = toy_config(synthetic_data, num_seeds=2, **common)
+  config = toy_config(synthetic_data, num_seeds=2, member_loop=loop, **common)
   config.sweep.learning_rate = "0.01,0.03"
   vectorised = train.train_and_evaluate(config, tmp_path / "vectorised")
   assert jax.tree.leaves(vectorised.state.params)[0].shape[0] == 4
@@ -133,6 +134,7 @@ def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
     ({}, {"learning_rate": "0.1,-0.1"}, "learning rates must be positive"),
     ({"optimizer": "adam"}, {"weight_decay": "0,1e-4"}, "has no weight decay"),
     ({"optimizer": "adamw"}, {"momentum": "0.8,0.9"}, "only sgd, momentum and nesterov"),
+    ({"member_loop": "pmap"}, {}, "member_loop='pmap': choose one of auto, vmap, unroll"),
 ])
 def test_bad_members_are_user_errors(synthetic_data, tmp_path, overrides, sweep,
                                      message):
