@@ -29,6 +29,12 @@ Sections (`--sections`, all by default):
   scaling           throughput over 1, 2 and 8 devices: on CPU, virtual
                     devices (`--xla_force_host_platform_device_count`), one
                     child process per count; elsewhere, the devices present.
+  members           N models trained at once (config.num_seeds=N, one
+                    program) against one, with each `--member_loops` way of
+                    running them (config.member_loop: vmap, unroll):
+                    images/s summed over the members, so the ratio to N=1 is
+                    the speed-up over N sequential runs (1.0: no gain). On
+                    CPU in a child process on mnist_jax's default devices.
 
 All timings wait for the device (`block_until_ready`) and exclude loading the
 data and compiling. A difference within the min..max spreads is reported as
@@ -46,7 +52,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("throughput", "strategies", "time_to_accuracy", "scaling")
+SECTIONS = ("throughput", "strategies", "time_to_accuracy", "scaling", "members")
 # (config file, target test accuracy) of each speedrun.
 SPEEDRUNS = {"mnist_speedrun": 0.99, "fashion_speedrun": 0.925}
 
@@ -77,6 +83,14 @@ def parse_args(argv=None):
   parser.add_argument("--device_counts", default="1,2,8")
   parser.add_argument("--scaling_models", default="speedrun,cnn")
   parser.add_argument("--scaling_batch_size", type=int, default=256)
+  parser.add_argument("--members", default="1",
+                      help="members (config.num_seeds) of each throughput row")
+  parser.add_argument("--members_counts", default="1,2,4,8",
+                      help="the members section's counts")
+  parser.add_argument("--members_models", default="speedrun,cnn")
+  parser.add_argument("--member_loops", default="vmap,unroll",
+                      help="config.member_loop values of the members section")
+  parser.add_argument("--members_batch_size", type=int, default=128)
   parser.add_argument("--dataset", default="mnist",
                       help="dataset of the throughput, strategies and scaling sections")
   parser.add_argument("--devices", type=int, default=None,
@@ -112,20 +126,22 @@ def _names(text: str) -> list[str]:
 
 
 def _trainer(model_name: str, batch: int, window_steps: int,
-             dataset: data.Dataset, device_data, mesh, dtype: str = "float32"):
+             dataset: data.Dataset, device_data, mesh, dtype: str = "float32",
+             members: int = 1, member_loop: str = "auto"):
   """(run_window, compile seconds of train step, of evaluation, steps per call)."""
   config = default.get_config()
   config.model, config.batch_size, config.dtype = model_name, batch, dtype
+  config.num_seeds, config.member_loop = members, member_loop
   backend = jax.default_backend()
   model, state, tx = train.create_model_and_state(
       config, dataset.num_classes, len(dataset.train_labels) // batch)
   state = jax.device_put(state, sharding.replicated(mesh))
   steps_per_call = train.default_steps_per_call(backend, window_steps)
-  perm_SB = train.epoch_permutation(jax.random.key_data(jax.random.key(0)), 0,
-                                    len(dataset.train_labels), window_steps, batch)
+  perm = train.epoch_permutation(train.data_keys(config), 0,
+                                 len(dataset.train_labels), window_steps, batch)
   chunk, train_compile = timing.timed(
       lambda: train.make_train_chunk(model, tx, mesh, steps_per_call).lower(
-          state, train.Totals.zeros(), device_data, perm_SB).compile())
+          state, train.Totals.zeros(state.step.shape), device_data, perm).compile())
   eval_batch = train.evaluation_batch_size(config, len(dataset.test_labels),
                                            mesh.devices.size)
   _, eval_compile = timing.timed(
@@ -138,7 +154,7 @@ def _trainer(model_name: str, batch: int, window_steps: int,
 
   def run_window():
     holder["state"], totals = train.run_epoch(calls, holder["state"], device_data,
-                                              perm_SB, max_in_flight)
+                                              perm, max_in_flight)
     return totals
 
   return run_window, train_compile, eval_compile, steps_per_call
@@ -146,30 +162,40 @@ def _trainer(model_name: str, batch: int, window_steps: int,
 
 def throughput(dataset: data.Dataset, models: list[str], batch_sizes: list[int],
                window_images: int, repeats: int,
-               dtypes: tuple[str, ...] = ("float32",)) -> list[dict]:
+               dtypes: tuple[str, ...] = ("float32",),
+               member_counts: tuple[int, ...] = (1,),
+               member_loops: tuple[str, ...] = ("auto",)) -> list[dict]:
+  """Rows of training images/s, summed over the members of vectorised runs."""
   mesh = sharding.make_mesh()
   device_data = train.place_data(dataset, mesh, default.get_config().eval_batch_size)
   prepared, rows = {}, []
   for dtype in dtypes:
     for model_name in models:
       for batch in batch_sizes:
-        if batch % mesh.devices.size:
-          continue
-        window_steps = max(1, window_images // batch)
-        run_window, train_compile, eval_compile, steps_per_call = _trainer(
-            model_name, batch, window_steps, dataset, device_data, mesh, dtype)
-        prepared[(model_name, batch, dtype)] = run_window
-        rows.append({"model": model_name, "batch_size": batch, "dtype": dtype,
-                     "window_steps": window_steps, "steps_per_call": steps_per_call,
-                     "compile_train_seconds": train_compile,
-                     "compile_eval_seconds": eval_compile})
+        for members, loop in [(1, "auto")] * (1 in member_counts) + [
+            (m, loop) for m in member_counts if m > 1 for loop in member_loops]:
+          if batch % mesh.devices.size:
+            continue
+          window_steps = max(1, window_images // batch)
+          run_window, train_compile, eval_compile, steps_per_call = _trainer(
+              model_name, batch, window_steps, dataset, device_data, mesh, dtype,
+              members, loop)
+          prepared[(model_name, batch, dtype, members, loop)] = run_window
+          rows.append({"model": model_name, "batch_size": batch, "dtype": dtype,
+                       "members": members, "member_loop": loop,
+                       "window_steps": window_steps,
+                       "steps_per_call": steps_per_call,
+                       "compile_train_seconds": train_compile,
+                       "compile_eval_seconds": eval_compile})
   seconds = timing.interleaved_windows(prepared, repeats)
   for row in rows:
-    key = (row["model"], row["batch_size"], row["dtype"])
+    key = (row["model"], row["batch_size"], row["dtype"], row["members"],
+           row["member_loop"])
     row["images_per_sec"] = timing.rate_stats(
-        row["window_steps"] * row["batch_size"], seconds[key])
+        row["window_steps"] * row["batch_size"] * row["members"], seconds[key])
     stats = row["images_per_sec"]
-    print(f"  {row['model']:>9} batch {row['batch_size']:>5} {row['dtype']:>8}: "
+    print(f"  {row['model']:>9} batch {row['batch_size']:>5} {row['dtype']:>8}"
+          f" x{row['members']} {row['member_loop']:>6}: "
           f"{stats['median']:>10,.0f} img/s ({stats['min']:,.0f}..{stats['max']:,.0f}); "
           f"compile train {row['compile_train_seconds']:.2f} s, "
           f"eval {row['compile_eval_seconds']:.2f} s", flush=True)
@@ -234,12 +260,14 @@ def time_to_accuracy(data_dir: str | None, speedruns: list[str], seeds: int,
   return rows
 
 
-def _child_throughput(args, models: str, batch: int, devices: int) -> list[dict]:
+def _child_throughput(args, models: str, batch: int, devices: int,
+                      members: str = "1", loops: str = "auto") -> list[dict]:
   """The throughput section in a fresh process on `devices` virtual CPU devices."""
   with tempfile.TemporaryDirectory() as tmp:
     out = Path(tmp) / "child.json"
     command = [sys.executable, __file__, "--sections=throughput",
-               f"--devices={devices}", f"--models={models}",
+               f"--devices={devices}", f"--models={models}", f"--members={members}",
+               f"--member_loops={loops}",
                f"--batch_sizes={batch}", f"--window_images={_window_images(args)}",
                f"--dtypes={','.join(_dtypes(args))}",
                f"--repeats={args.repeats}", f"--dataset={args.dataset}",
@@ -259,7 +287,8 @@ def default_throughput(args, dataset, batch_sizes: list[int]) -> list[dict]:
   process each; elsewhere all the devices, in this process."""
   if jax.default_backend() != "cpu" or args.devices:
     rows = throughput(dataset, _names(args.models), batch_sizes,
-                      _window_images(args), args.repeats, _dtypes(args))
+                      _window_images(args), args.repeats, _dtypes(args),
+                      tuple(_ints(args.members)), tuple(_names(args.member_loops)))
     return [{**row, "device_count": jax.device_count()} for row in rows]
   cores = len(os.sched_getaffinity(0))
   rows = []
@@ -297,6 +326,33 @@ def scaling(args) -> list[dict]:
         r["speedup_over_1_device"] = (r["images_per_sec"]["median"]
                                       / base["images_per_sec"]["median"])
         r["differs_from_1_device"] = not timing.overlap(r["images_per_sec"],
+                                                        base["images_per_sec"])
+  return rows
+
+
+def members_section(args) -> list[dict]:
+  """Vectorised members against one: each model at the members batch size
+  (on CPU in a child process on its default devices)."""
+  batch, counts = args.members_batch_size, args.members_counts
+  if jax.default_backend() != "cpu":
+    dataset = data.load(args.dataset, args.data_dir)
+    rows = throughput(dataset, _names(args.members_models), [batch],
+                      _window_images(args), args.repeats,
+                      member_counts=tuple(_ints(counts)),
+                      member_loops=tuple(_names(args.member_loops)))
+    rows = [{**row, "device_count": jax.device_count()} for row in rows]
+  else:
+    cores = len(os.sched_getaffinity(0))
+    rows = []
+    for model in _names(args.members_models):
+      rows += _child_throughput(args, model, batch,
+                                sharding.auto_cpu_devices(batch, cores, model), counts,
+                                args.member_loops)
+  for row in rows:
+    base = next(r for r in rows if r["model"] == row["model"] and r["members"] == 1)
+    row["speedup_over_sequential"] = (row["images_per_sec"]["median"]
+                                      / base["images_per_sec"]["median"])
+    row["differs_from_sequential"] = not timing.overlap(row["images_per_sec"],
                                                         base["images_per_sec"])
   return rows
 
@@ -351,6 +407,9 @@ def main(args):
   if "scaling" in sections:
     print("scaling", flush=True)
     record["scaling"] = scaling(args)
+  if "members" in sections:
+    print("members", flush=True)
+    record["members"] = members_section(args)
   record["harness_seconds"] = time.perf_counter() - started
   machine = record["machine"]
   stamp = machine["date"].replace(":", "").replace("-", "")[:13]

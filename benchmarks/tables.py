@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
 # Sections shown from the newest record that has them; time to accuracy is
 # shown per speedrun config instead.
-HARNESS_SECTIONS = ("throughput", "strategies", "scaling")
+HARNESS_SECTIONS = ("throughput", "strategies", "scaling", "members")
 
 
 def load_records(results_dir: Path = RESULTS) -> dict[str, list[tuple[str, dict]]]:
@@ -79,6 +79,18 @@ def _harness(name: str, record: dict, sections: list[str]) -> list[str]:
           f"{r['speedup_over_1_device']:.2f}x"
           + ("" if r["differs_from_1_device"] or r["device_count"] == 1
              else " (no difference)")] for r in record["scaling"]])
+  if "members" in record:
+    lines += ["N models at once (config.num_seeds=N, one program; loop: "
+              "config.member_loop) against N sequential runs: training "
+              "images/s summed over the members.", ""]
+    lines += _table(
+        ["model", "batch", "devices", "members", "loop", "images/s", "vs sequential"],
+        [[r["model"], str(r["batch_size"]), str(r["device_count"]),
+          str(r["members"]), r.get("member_loop", "vmap") if r["members"] > 1 else "",
+          _rate(r["images_per_sec"]),
+          f"{r['speedup_over_sequential']:.2f}x"
+          + ("" if r["differs_from_sequential"] or r["members"] == 1
+             else " (no difference)")] for r in record["members"]])
   return lines
 
 

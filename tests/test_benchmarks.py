@@ -46,7 +46,8 @@ def test_harness_writes_a_record_and_the_tables(shared_data, tmp_path):
        "--speedruns=mnist_speedrun", "--seeds=1",
        "--override=dataset=mnist160", "--override=batch_size=16",
        "--override=num_epochs=1", "--device_counts=1,2", "--scaling_models=mlp",
-       "--scaling_batch_size=16", f"--out={out}", "--no_tables")
+       "--scaling_batch_size=16", "--members_models=mlp", "--members_counts=1,2",
+       "--members_batch_size=16", f"--out={out}", "--no_tables")
   record = json.loads(out.read_text())
   assert [(r["model"], r["batch_size"]) for r in record["throughput"]] == [("mlp", 16)]
   assert record["throughput"][0]["compile_train_seconds"] > 0
@@ -56,6 +57,9 @@ def test_harness_writes_a_record_and_the_tables(shared_data, tmp_path):
   assert 0 < speedrun["final_test_accuracy"]["mean"] <= 1
   assert [r["device_count"] for r in record["scaling"]] == [1, 2]
   assert record["scaling"][0]["speedup_over_1_device"] == 1.0
+  assert [(r["members"], r["member_loop"]) for r in record["members"]] == [
+      (1, "auto"), (2, "vmap"), (2, "unroll")]
+  assert record["members"][0]["speedup_over_sequential"] == 1.0
 
   import sys  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(REPO / "benchmarks"))
@@ -67,3 +71,4 @@ def test_harness_writes_a_record_and_the_tables(shared_data, tmp_path):
   assert text.startswith("intro\n") and text.endswith("outro\n")
   assert "stale" not in text and "### cpu-cpu" in text
   assert "| mlp | 16 |" in text and "| mnist_speedrun | 99.0% | " in text
+  assert "| mlp | 16 | 1 | 2 | unroll |" in text
