@@ -513,7 +513,9 @@ def validate(config: ml_collections.ConfigDict):
   augment.parse(config.augment, config.dataset)
   augment.parse_tta(config.tta, config.dataset)
   members_lib.Members.from_config(config)
-  members_lib.member_loop(config.member_loop, "cpu")
+  # Checks the name only: asking JAX for the backend here would start it
+  # before configure_cpu_devices.
+  members_lib.member_loop(config.member_loop, backend="cpu")
   if config.dtype not in DTYPES:
     raise UserError(f"config.dtype={config.dtype!r}: choose one of "
                     f"{', '.join(DTYPES)}")

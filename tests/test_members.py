@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -144,3 +145,27 @@ def test_bad_members_are_user_errors(synthetic_data, tmp_path, overrides, sweep,
   with pytest.raises(UserError, match=message):
     train.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam",
+                                       "adamw", "lion", "muon"])
+def test_injected_hyperparameters_give_the_same_updates(optimizer):
+  from mnist_jax import optim  # pylint: disable=g-import-not-at-top
+  config = toy_config("unused", optimizer=optimizer, learning_rate=0.01,
+                      weight_decay=1e-3, lr_schedule="onecycle", num_epochs=1)
+  swept = [f for f in members.SWEEPABLE
+           if optimizer in ("sgd", "momentum", "nesterov") or f != "momentum"]
+  params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(3)}
+  grads = {"w": jnp.full((4, 3), 0.5), "b": jnp.ones(3)}
+  plain, injected = optim.create(config, 5), optim.create(config, 5, tuple(swept))
+  states = [plain.init(params), injected.init(params)]
+  for _ in range(3):
+    (a, states[0]), (b, states[1]) = (
+        plain.update(grads, states[0], params), injected.update(grads, states[1], params))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-9)
+  # And another value in the state gives other updates.
+  other = optim.set_hyperparameters(injected.init(params), {"learning_rate": 0.02})
+  c, _ = injected.update(grads, other, params)
+  first, _ = injected.update(grads, injected.init(params), params)
+  np.testing.assert_allclose(c["w"], 2 * first["w"], rtol=1e-5)
