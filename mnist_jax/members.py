@@ -1,9 +1,10 @@
 """Many models in one compiled run: `num_seeds` seeds times a `sweep`.
 
 A run of M > 1 members stacks M training states along a new leading axis and
-maps the training and evaluation steps over it with `jax.vmap`: one compiled
-program and one dispatch per step for all of them, its batches split over
-the devices as a single run's are. Each member derives its initialisation,
+maps the training and evaluation steps over it (`map_members`: `jax.vmap`, or
+each member's step written out, on CPU): one compiled program and one
+dispatch per step for all of them, its batches split over the devices as a
+single run's are. Each member derives its initialisation,
 data order, augmentation and dropout keys from its own seed exactly as a
 single run with that seed does, and keeps its own optimizer hyperparameters
 as arrays in its optimizer state (`optax.inject_hyperparams`).

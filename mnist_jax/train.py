@@ -381,9 +381,8 @@ def make_evaluate(model: Model, mesh, eval_batch_size: int,
     return totals, ensembles
 
   def evaluate(state, data):
-    members = model.members
-    zeros = (Totals.zeros(() if members == 1 else (members,)),
-             Totals.zeros((members // model.seeds_per_point,))
+    zeros = (Totals.zeros(state.step.shape),
+             Totals.zeros((model.members // model.seeds_per_point,))
              if model.seeds_per_point > 1 else None)
     return scan_test_set(lambda sums, *batch: add_batch(sums, state, *batch),
                          zeros, data, mesh, eval_batch_size, num_batches)
