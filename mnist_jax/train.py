@@ -113,6 +113,7 @@ class Model:
   # Computation dtype; parameters, optimizer state and loss stay float32.
   dtype: Any = jnp.float32
   ema_decay: float = 0.0
+  dropout: float = 0.0  # The rate; > 0: the model's call takes a dropout_key.
   # Members of the run (states stacked on a leading axis, steps vmapped over
   # it when > 1), and seeds per sweep point: their ensembles are evaluated.
   members: int = 1
@@ -140,7 +141,8 @@ def create_model_and_state(config, num_classes: int,
                 augment.make_mix(names, config.get("mix_alpha", 1.0)),
                 augment.parse_tta(config.get("tta", ""), config.dataset),
                 DTYPES[config.get("dtype", "float32")],
-                config.get("ema_decay", 0.0), members.count, len(members.seeds),
+                config.get("ema_decay", 0.0), config.get("dropout", 0.0),
+                members.count, len(members.seeds),
                 members_lib.member_loop(config.get("member_loop", "auto"),
                                         jax.default_backend()))
   return model, state, tx
@@ -222,8 +224,9 @@ def train_step(model: Model, tx: optax.GradientTransformation,
     # that update their state (batch norm's statistics) may then do so.
     module = nnx.merge(model.train_graph, _in_dtype(params, model.dtype), rest,
                        copy=True)
-    logits_BK = module(x_BHWC.astype(model.dtype),
-                       dropout_key=jax.random.fold_in(step_key, 2)).astype(jnp.float32)
+    # Only models built with dropout take its key (a user's model may not).
+    dropout = {"dropout_key": jax.random.fold_in(step_key, 2)} if model.dropout else {}
+    logits_BK = module(x_BHWC.astype(model.dtype), **dropout).astype(jnp.float32)
     loss_sum, correct, count = loss_and_metrics(
         logits_BK, labels_B, label_smoothing=model.label_smoothing)
     if lam is not None:  # Mixed images: their partners' labels weigh 1 - lam.
