@@ -12,6 +12,16 @@ Result:   94.23% test accuracy after epoch 12 (seed 0; best 94.31% after
           ResNets (WRN-28-10: 95.9%) trained for hundreds of epochs: work for
           a GPU (`--config.model=resnet --config.depth=28 --config.width=10`
           is the starting point), not measured here.
+
+Ensemble of three seeds in one run:
+Command:  python -m mnist_jax.main --config=configs/fashion_best.py
+            --config.num_seeds=3
+Time:     2,928 s of training (epochs 1-4 took 335 to 356 s while a test
+          suite shared the 2 cores, epochs 5-12 188 to 202 s); compilation
+          9.6 s.
+Result:   seeds 0, 1, 2: 94.56%, 94.42%, 94.29% (mean 94.42%, std 0.14);
+          the ensemble of the three, 94.69%: higher than each, still below
+          95.5%. Their moving averages 94.47%, 94.36%, 94.17%.
 """
 
 from configs import default
