@@ -98,15 +98,16 @@ def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
   """
   clip = (optax.clip_by_global_norm(config.grad_clip_norm)
           if config.grad_clip_norm else optax.identity())
+  config_schedule = schedule(config, steps_per_epoch)
   if not injected:
-    return optax.chain(clip, _base(config, schedule(config, steps_per_epoch),
-                                   config.weight_decay, config.momentum))
+    return optax.chain(clip, _base(config, config_schedule, config.weight_decay,
+                                   config.momentum))
   unit_schedule = schedule(config, steps_per_epoch, learning_rate=1.0)
 
   # inject_hyperparams reads the names from the signature; those not
   # injected stay None and come from the config.
   def factory(learning_rate=None, weight_decay=None, momentum=None):
-    lr = (schedule(config, steps_per_epoch) if learning_rate is None
+    lr = (config_schedule if learning_rate is None
           else lambda count: learning_rate * unit_schedule(count))
     return optax.chain(clip, _base(
         config, lr, config.weight_decay if weight_decay is None else weight_decay,

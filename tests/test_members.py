@@ -127,6 +127,10 @@ def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
   _assert_close(trained.state.params, members.select(result.state.params, 1))
   with pytest.raises(UserError, match="members 0 to 1"):
     load_trained(tmp_path / "run", member=2)
+  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
+                           tmp_path / "single")
+  with pytest.raises(UserError, match="this run trained one model; drop --member"):
+    load_trained(tmp_path / "single", member=1)
 
 
 @pytest.mark.parametrize("overrides, sweep, message", [
