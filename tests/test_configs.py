@@ -1,0 +1,55 @@
+"""Every config file in configs/ loads as the command line loads it, and is valid.
+
+The list is whatever configs/ holds when the test runs, so a config added
+(or changed) later is checked without editing this file.
+"""
+
+import jax
+import numpy as np
+import pytest
+from absl import flags
+from conftest import REPO
+from ml_collections import config_flags
+
+from mnist_jax import data, models, optim, train
+
+CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*.py")
+                      if p.name != "__init__.py")
+
+
+def load_like_the_cli(path):
+  """The config `mnist-jax train --config=<path>` trains (mnist_jax/main.py's flag)."""
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values,
+                                  lock_config=True)
+  flag_values(["mnist-jax train", f"--config={path}"])
+  return flag_values.config
+
+
+def test_the_configs_named_in_the_readme_are_all_found():
+  names = {p.stem for p in CONFIG_FILES}
+  assert {"default", "mnist", "mnist160", "fashion", "mnist_best", "fashion_best",
+          "mnist_speedrun", "fashion_speedrun"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_config_loads_validates_and_builds_its_model_and_optimizer(path):
+  config = load_like_the_cli(path)
+  from configs import default  # pylint: disable=g-import-not-at-top
+  # Every field is one of default.py's: a misspelled field would be ignored.
+  assert set(config.to_dict()) <= set(default.get_config().to_dict()), (
+      set(config.to_dict()) - set(default.get_config().to_dict()))
+  train.validate(config)
+  assert config.dataset in {*data.BUILTIN, *data.SLICES}
+  assert config.model in models.MODELS and config.optimizer in optim.OPTIMIZERS
+  # What validate cannot see without data: the model and the optimizer build
+  # (initialisers, optimizer state), with MNIST's 60,000 images and 10
+  # classes; traced only (jax.eval_shape), not run, which would compile.
+  steps_per_epoch = 60_000 // config.batch_size
+  state = jax.eval_shape(
+      lambda: train.create_model_and_state(config, 10, steps_per_epoch)[1])
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
+  lr = optim.schedule(config, steps_per_epoch)
+  total_steps = config.num_epochs * steps_per_epoch
+  lrs = [float(lr(s)) for s in range(0, total_steps, total_steps // 8)]
+  assert all(0 <= x < float("inf") for x in lrs) and max(lrs) > 0
