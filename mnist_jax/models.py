@@ -19,8 +19,8 @@ def avg_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
   """2x2 average pooling, stride 2, as a reshape and a mean.
 
   Same result as `nnx.avg_pool(x, (2, 2), (2, 2))` for even H and W, but its
-  gradient is a broadcast, where `reduce_window`'s backward pass is several
-  times slower on XLA:CPU.
+  gradient is a broadcast, where `reduce_window`'s backward pass is slower on
+  XLA:CPU (as measured for max pooling: benchmarks/README.md, item 3).
   """
   b, h, w, c = x_BHWC.shape
   return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
@@ -30,7 +30,8 @@ def max_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
   """2x2 max pooling, stride 2, as a reshape and a max (even H and W).
 
   Same values as `nnx.max_pool(x, (2, 2), (2, 2))`; on XLA:CPU its backward
-  pass is several times cheaper than `reduce_window`'s.
+  pass is cheaper than `reduce_window`'s (measured before the first commit,
+  not recorded: benchmarks/README.md, item 3).
   """
   b, h, w, c = x_BHWC.shape
   return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
@@ -221,8 +222,10 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 
 # Models without convolutions. XLA:CPU's matrix products already use every
 # core, so splitting their batches over virtual CPU devices only adds
-# all-reduces (measured, mlp at batch 128 on 2 cores: 44,100 images/s on one
-# device, 27,100 on two); sharding.configure_cpu_devices keeps them on one.
+# all-reduces (measured, mlp at batch 128 on 2 cores: 40,277 images/s on one
+# device, 26,483 on two: benchmarks/results/cpu-cpu/harness-1dev-20261121T0520.json
+# and harness-1dev-20261121T0448.json); sharding.configure_cpu_devices keeps
+# them on one.
 DENSE_ONLY = ("mlp",)
 
 

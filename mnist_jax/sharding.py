@@ -23,9 +23,10 @@ def auto_cpu_devices(batch_size: int, cores: int, model: str = "cnn") -> int:
 
   XLA:CPU runs one device's step on barely more than one core, and its
   convolution gradients slow down sharply above about 64 images per device
-  (measured on 2 cores, speedrun model: 1 device at batch 64/128/256 gave
-  7,800/7,000/3,700 images/s; 2 devices at 128/256 and 4 at 256 gave
-  8,900/7,700/8,700). So: at least one device per core, and enough that each
+  (measured on 2 cores, speedrun model, benchmarks/results/cpu-cpu/: 1 device
+  at batch 128 and 256 gave 7,207 and 3,872 images/s, 2 devices 8,302 and
+  7,456, 4 devices at 256 8,699; records cpu-variants-b128-1dev-flags-baseline,
+  harness-1dev-20261121T0448 (scaling) and harness-1dev-20261121T0520). So: at least one device per core, and enough that each
   takes about 64 images, but never more than 4 per core; then the largest
   count at most that which divides the batch. Models without convolutions
   (models.DENSE_ONLY) stay on one device.

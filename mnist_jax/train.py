@@ -340,8 +340,9 @@ def scan_test_set(add_batch: Callable, zeros, data: DeviceData, mesh,
                   eval_batch_size: int, num_batches: int):
   """Folds `add_batch(sums, images_BHW, labels_B, mask_B)` over the test batches.
 
-  Forward-only convolutions do not hit XLA:CPU's slow loop path (measured on
-  the CNN, 10,000 MNIST test images: scan 1.00 s, per-batch calls 1.00 s), so
+  Forward-only convolutions do not hit XLA:CPU's slow loop path (the CNN over
+  the 10,000 MNIST test images took the same time as one scan as in per-batch
+  calls, in a measurement that was not recorded), so
   the whole test set is one scan, inside one call, on every backend. Each
   batch is split over the `data` axis.
   """
@@ -419,8 +420,11 @@ def epoch_permutation(data_key, epoch, num_examples: int, num_steps: int,
 def default_steps_per_call(backend: str, steps_per_epoch: int) -> int:
   """One step per call on CPU, the whole epoch per call elsewhere.
 
-  Measured: XLA:CPU runs convolution gradients inside a loop about 20x slower
-  than straight-line code (jax-ml/jax#12868), so CPU dispatches each step from
+  Measured: XLA:CPU runs convolution gradients inside a loop about 11x slower
+  than straight-line code (jax-ml/jax#12868; the CNN at batch 128 trained 186
+  images/s with 8 steps per call, 1,999 with one step per call:
+  benchmarks/results/cpu-cpu/harness-1dev-20261121T0448.json, strategies),
+  so CPU dispatches each step from
   Python (async dispatch keeps the device busy). GPU and TPU run the epoch as
   one scan so the host is never between steps.
   """
