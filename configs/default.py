@@ -29,10 +29,21 @@ def get_config() -> ml_collections.ConfigDict:
   # Dropout rate: before the classifier (cnn, speedrun, bn_cnn), after each
   # hidden layer (mlp), between the convolutions of each block (resnet).
   config.dropout = 0.0
+  # Weights of convolutions and dense layers: "flax" (LeCun normal, zero
+  # biases) or "torch" (PyTorch's defaults: weights and biases uniform in
+  # +-1/sqrt(fan_in)), to reproduce a PyTorch recipe.
+  config.init = "flax"
+  # Inputs fed to the model: (pixel / 255 - pixel_mean) / pixel_std. The
+  # defaults keep [0, 1]; MNIST's own statistics are 0.1307 and 0.3081.
+  config.pixel_mean = 0.0
+  config.pixel_std = 1.0
   config.optimizer = "sgd"       # sgd, momentum, nesterov, adam, adamw, lion, muon.
   config.learning_rate = 0.1
   config.momentum = 0.9          # sgd only; 0 for plain SGD.
   config.nesterov = False        # sgd only.
+  config.adam_b1 = 0.9           # adam, adamw: the moments' decay rates
+  config.adam_b2 = 0.999         # (PyTorch's betas) and the denominator's
+  config.adam_eps = 1e-8         # epsilon.
   # sgd, momentum, nesterov: L2 added to the gradient; adamw, lion, muon: decoupled.
   config.weight_decay = 0.0
   config.grad_clip_norm = 0.0    # Clip gradients to this global norm; 0: off.
@@ -45,7 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_step_epochs = "5,8"  # step only: epochs at which the lr is multiplied
   config.lr_step_factor = 0.1    # by this factor.
   config.warmup_epochs = 0.0     # cosine only.
-  config.onecycle_pct_start = 0.3  # onecycle only: the rising part of training.
+  # onecycle only, as PyTorch's OneCycleLR: the rising part of training, from
+  # learning_rate / div_factor, then down to that / final_div_factor.
+  config.onecycle_pct_start = 0.3
+  config.onecycle_div_factor = 25.0
+  config.onecycle_final_div_factor = 1e4
   # On-device augmentation of each training batch, comma-separated: "flip"
   # (left-right, never for digits), "translate" (up to translate_pixels),
   # "erase" (random erasing), "mixup" and/or "cutmix" (with partners' labels;

@@ -6,6 +6,7 @@ above 0; evaluation mode (`module.eval()`) drops nothing.
 """
 
 import inspect
+import math
 from typing import Callable
 
 import jax
@@ -229,15 +230,25 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 DENSE_ONLY = ("mlp",)
 
 
+# Weight initialisations (config.init): each framework's defaults.
+INITS = ("flax", "torch")
+
+
 def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
-           depth: int | None = None, dropout: float = 0.0) -> nnx.Module:
+           depth: int | None = None, dropout: float = 0.0,
+           init: str = "flax") -> nnx.Module:
   """Model `name`; `width` multiplies the features of every hidden layer,
-  `depth` (resnet only) sets the number of layers, `dropout` is the rate."""
+  `depth` (resnet only) sets the number of layers, `dropout` is the rate,
+  `init` the initialisation of its convolutions and dense layers: "flax"
+  (the layers' own: LeCun normal weights, zero biases) or "torch" (see
+  `torch_init`)."""
   if name not in MODELS:
     raise UserError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
+  if init not in INITS:
+    raise UserError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
   factory = MODELS[name]
-  init = factory.__init__ if isinstance(factory, type) else factory
-  accepted = inspect.signature(init).parameters
+  constructor = factory.__init__ if isinstance(factory, type) else factory
+  accepted = inspect.signature(constructor).parameters
   kwargs = {}
   # Models of one size need not take these.
   for field, value, default in (("width", width, 1.0), ("depth", depth, None),
@@ -247,13 +258,46 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
     if field not in accepted:
       raise UserError(f"model '{name}' has no {field} to set; drop config.{field}")
     kwargs[field] = value
-  return factory(num_classes, rngs=rngs, **kwargs)
+  module = factory(num_classes, rngs=rngs, **kwargs)
+  if init == "torch":
+    torch_init(module, rngs.params())
+  return module
+
+
+def torch_init(module: nnx.Module, key: jax.Array):
+  """Redraws every nnx.Conv and nnx.Linear in `module` as PyTorch's
+  Conv2d and Linear draw theirs by default: weights and biases both uniform
+  in +-1/sqrt(fan_in) (kaiming_uniform_ with a=sqrt(5) gives that bound for
+  the weights), fan_in = input features x kernel area. Other layers (batch
+  norm: scale 1, bias 0) already match.
+
+  Each layer takes its own key, folded from `key` by its place in the graph.
+  """
+  layers = [node for _, node in nnx.iter_graph(module)
+            if isinstance(node, (nnx.Conv, nnx.Linear))]
+  for i, layer in enumerate(layers):
+    kernel = layer.kernel.get_value()
+    # Flax kernels are [..., in, out]: every axis but the last feeds a unit.
+    bound = 1.0 / math.sqrt(math.prod(kernel.shape[:-1]))
+    kernel_key, bias_key = jax.random.split(jax.random.fold_in(key, i))
+    layer.kernel.set_value(jax.random.uniform(
+        kernel_key, kernel.shape, kernel.dtype, -bound, bound))
+    if layer.bias is not None:
+      bias = layer.bias.get_value()
+      layer.bias.set_value(jax.random.uniform(
+          bias_key, bias.shape, bias.dtype, -bound, bound))
 
 
 def num_params(params: nnx.State) -> int:
   return sum(p.size for p in jax.tree.leaves(params))
 
 
-def normalize(images_BHW: jax.Array) -> jax.Array:
-  """uint8 [B, H, W] -> float32 [B, H, W, 1] in [0, 1]; runs inside the step."""
-  return (images_BHW.astype(jnp.float32) * (1.0 / 255.0))[..., None]
+def normalize(images_BHW: jax.Array, mean: float = 0.0,
+              std: float = 1.0) -> jax.Array:
+  """uint8 [B, H, W] -> float32 [B, H, W, 1]: (pixel / 255 - mean) / std,
+  in [0, 1] by default (config.pixel_mean, config.pixel_std); runs inside the
+  step."""
+  x = images_BHW.astype(jnp.float32) * (1.0 / 255.0)
+  if mean or std != 1.0:
+    x = (x - mean) * (1.0 / std)
+  return x[..., None]

@@ -16,8 +16,9 @@ def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
              learning_rate: float | None = None) -> optax.Schedule:
   """`constant`; `step`: times `lr_step_factor` at each of `lr_step_epochs`;
   `cosine` decay to zero after `warmup_epochs` of linear warm-up; or
-  `onecycle`: cosine up from lr/25 to lr over the first `onecycle_pct_start`
-  of training, then down to lr/25e4.
+  `onecycle`: PyTorch's OneCycleLR (see `onecycle_schedule`), cosine up from
+  lr / `onecycle_div_factor` to lr over the first `onecycle_pct_start` of
+  training, then down to that start over `onecycle_final_div_factor`.
 
   lr is `learning_rate`, by default `config.learning_rate`. Every schedule
   here is proportional to it.
@@ -33,9 +34,9 @@ def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
         {round(epoch * steps_per_epoch): config.lr_step_factor
          for epoch in _epochs(config.lr_step_epochs)})
   if config.lr_schedule == "onecycle":
-    return optax.cosine_onecycle_schedule(
-        max(total_steps, 1), lr,
-        pct_start=config.onecycle_pct_start)
+    return onecycle_schedule(max(total_steps, 1), lr, config.onecycle_pct_start,
+                             config.get("onecycle_div_factor", 25.0),
+                             config.get("onecycle_final_div_factor", 1e4))
   if config.lr_schedule == "cosine" and not warmup_steps:
     return optax.cosine_decay_schedule(lr, total_steps)
   if config.lr_schedule == "cosine":
@@ -45,6 +46,38 @@ def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
         decay_steps=max(total_steps, warmup_steps + 1))
   raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one of "
                   f"{', '.join(SCHEDULES)}")
+
+
+def onecycle_schedule(total_steps: int, peak: float, pct_start: float = 0.3,
+                      div_factor: float = 25.0,
+                      final_div_factor: float = 1e4) -> optax.Schedule:
+  """`torch.optim.lr_scheduler.OneCycleLR` (two phases, cosine annealing),
+  step for step: update k (from 0) takes the rate PyTorch's scheduler gives
+  after k calls of `scheduler.step()`.
+
+  The rate rises from peak / div_factor at step 0 to `peak` at step
+  pct_start * total_steps - 1 (a float, as PyTorch keeps it), then falls to
+  peak / div_factor / final_div_factor at step total_steps - 1. (optax's
+  cosine_onecycle_schedule peaks and bottoms out one step later.)
+  """
+  initial = peak / div_factor
+  final = initial / final_div_factor
+  rise_end = float(pct_start * total_steps) - 1.0
+  fall_end = float(total_steps - 1)
+
+  def anneal(start, end, pct):
+    # PyTorch's end + (start - end) / 2 * (cos(pi pct) + 1), written with
+    # (cos(pi pct) + 1) / 2 = cos(pi pct / 2)^2 so that float32 keeps its
+    # relative precision near either end (the tail falls to peak / 25e4).
+    weight = jnp.cos(jnp.pi / 2 * pct) ** 2
+    return start * weight + end * (1.0 - weight)
+
+  def rate(count):
+    step = jnp.asarray(count, jnp.float32)
+    rising = anneal(initial, peak, step / rise_end) if rise_end > 0 else peak
+    falling = anneal(peak, final, (step - rise_end) / max(fall_end - rise_end, 1e-12))
+    return jnp.where(step <= rise_end, rising, falling)
+  return rate
 
 
 def _epochs(text: str) -> list[float]:
@@ -70,10 +103,13 @@ def _base(config: ml_collections.ConfigDict, lr, weight_decay,
     # Classic SGD weight decay: an L2 term added to the gradient.
     return optax.chain(optax.add_decayed_weights(wd),
                        optax.sgd(lr, momentum=momentum, nesterov=nesterov))
+  # .get: configs saved before these fields existed lack them.
+  betas = dict(b1=config.get("adam_b1", 0.9), b2=config.get("adam_b2", 0.999),
+               eps=config.get("adam_eps", 1e-8))
   if config.optimizer == "adam":
-    return optax.adam(lr)
+    return optax.adam(lr, **betas)
   if config.optimizer == "adamw":
-    return optax.adamw(lr, weight_decay=wd)
+    return optax.adamw(lr, weight_decay=wd, **betas)
   if config.optimizer == "lion":
     return optax.lion(lr, weight_decay=wd)
   if config.optimizer == "muon":

@@ -120,6 +120,9 @@ class Model:
   seeds_per_point: int = 1
   member_loop: str = "vmap"  # members.map_members: "vmap" or "unroll".
 
+  # Inputs are (pixel / 255 - pixel_mean) / pixel_std (models.normalize).
+  pixel_mean: float = 0.0
+  pixel_std: float = 1.0
 
 def create_model_and_state(config, num_classes: int,
                            steps_per_epoch: int) -> tuple[Model, TrainState,
@@ -144,7 +147,8 @@ def create_model_and_state(config, num_classes: int,
                 config.get("ema_decay", 0.0), config.get("dropout", 0.0),
                 members.count, len(members.seeds),
                 members_lib.member_loop(config.get("member_loop", "auto"),
-                                        jax.default_backend()))
+                                        jax.default_backend()),
+                config.get("pixel_mean", 0.0), config.get("pixel_std", 1.0))
   return model, state, tx
 
 
@@ -156,7 +160,8 @@ def _init_member(config, num_classes: int, tx, description: dict[str, Any]):
   module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
                          width=config.get("width", 1.0),
                          depth=config.get("depth", 0) or None,
-                         dropout=config.get("dropout", 0.0))
+                         dropout=config.get("dropout", 0.0),
+                         init=config.get("init", "flax"))
   module.eval()
   eval_graph, *_ = nnx.split(module, nnx.Param, ...)
   module.train()
@@ -215,7 +220,7 @@ def train_step(model: Model, tx: optax.GradientTransformation,
   step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   if model.augment:
     images_BHW = model.augment(step_key, images_BHW)
-  x_BHWC, lam = models.normalize(images_BHW), None
+  x_BHWC, lam = models.normalize(images_BHW, model.pixel_mean, model.pixel_std), None
   if model.mix:
     x_BHWC, lam = model.mix(jax.random.fold_in(step_key, 1), x_BHWC)
 
@@ -278,7 +283,8 @@ def eval_logits(model: Model, state: TrainState, images_BHW):
   """
   module = nnx.merge(model.eval_graph, _in_dtype(state.params, model.dtype),
                      state.rest)
-  logits = lambda v: module(models.normalize(v).astype(model.dtype)).astype(jnp.float32)
+  normalize = lambda v: models.normalize(v, model.pixel_mean, model.pixel_std)
+  logits = lambda v: module(normalize(v).astype(model.dtype)).astype(jnp.float32)
   if not model.tta:
     return logits(images_BHW)
   views = augment.test_time_views(model.tta, images_BHW)
@@ -548,6 +554,23 @@ def validate(config: ml_collections.ConfigDict):
     raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one "
                     f"of {', '.join(optim.SCHEDULES)}")
 
+  if config.init not in models.INITS:
+    raise UserError(f"unknown init '{config.init}'; choose one of "
+                    f"{', '.join(models.INITS)}")
+  if not config.pixel_std > 0:
+    raise UserError(f"config.pixel_std must be positive, got {config.pixel_std!r}")
+  if not (0 <= config.adam_b1 < 1 and 0 <= config.adam_b2 < 1):
+    raise UserError(f"config.adam_b1 and config.adam_b2 must be in [0, 1), got "
+                    f"{config.adam_b1!r} and {config.adam_b2!r}")
+  if not config.adam_eps > 0:
+    raise UserError(f"config.adam_eps must be positive, got {config.adam_eps!r}")
+  if not (0 < config.onecycle_pct_start < 1 and config.onecycle_div_factor > 0
+          and config.onecycle_final_div_factor > 0):
+    raise UserError("config.onecycle_pct_start must be in (0, 1) and the "
+                    "onecycle_div_factor and onecycle_final_div_factor positive, "
+                    f"got {config.onecycle_pct_start!r}, "
+                    f"{config.onecycle_div_factor!r}, "
+                    f"{config.onecycle_final_div_factor!r}")
 
 def enable_compilation_cache(config: ml_collections.ConfigDict):
   """JAX's persistent compilation cache: a second start skips XLA compilation.
