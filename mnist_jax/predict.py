@@ -40,8 +40,12 @@ def _read_grayscale(path: Path) -> np.ndarray:
     image.load()
   except FileNotFoundError:
     raise UserError(f"{path} does not exist") from None
-  except (UnidentifiedImageError, OSError) as e:
-    raise UserError(f"{path} is not an image that can be read ({e})") from None
+  # A corrupt file fails as any of these, some only when decoded (load).
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+          Image.DecompressionBombError) as e:
+    raise UserError(f"{path} is not an image that can be read "
+                    f"({' '.join(str(e).split())}); check that it opens in an "
+                    f"image viewer, or save it again as PNG") from None
   if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
     image = image.convert("RGBA")
     image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
