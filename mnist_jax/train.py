@@ -38,6 +38,7 @@ from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
 from mnist_jax import augment, distributed, models, optim, sharding, signals
 from mnist_jax import members as members_lib
+from mnist_jax import metrics_file
 from mnist_jax import progress as progress_lib
 from mnist_jax import report, tensorboard, timing
 from mnist_jax.errors import Interrupted, UserError
@@ -614,32 +615,8 @@ def _prepare_workdir(workdir: Path) -> Path:
   return workdir
 
 
-def read_metrics(workdir: Path, up_to_epoch: int | None = None) -> list[dict[str, Any]]:
-  """The per-epoch records in `<workdir>/metrics.jsonl` (of epochs <= up_to_epoch)."""
-  history = []
-  path = Path(workdir) / "metrics.jsonl"
-  for line in path.read_text().splitlines() if path.exists() else ():
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:
-      break  # A line cut off by a kill.
-    if up_to_epoch is None or record["epoch"] <= up_to_epoch:
-      history.append(record)
-  return history
-
-
-def _metrics_history(path: Path, up_to_epoch: int,
-                     rewrite: bool = True) -> list[dict[str, Any]]:
-  """The records of epochs 1..up_to_epoch in metrics.jsonl, rewriting it to just those.
-
-  After a resume the file continues from the checkpoint's epoch: records of
-  epochs trained after that checkpoint were lost with the run and are
-  trained, and written, again.
-  """
-  history = read_metrics(path.parent, up_to_epoch) if up_to_epoch else []
-  if rewrite:
-    path.write_text("".join(json.dumps(r) + "\n" for r in history))
-  return history
+# For the callers of train.read_metrics (evaluate, compare, benchmarks).
+read_metrics = metrics_file.read_metrics
 
 
 _runs_started = 0  # Runs started in this process.
@@ -790,8 +767,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     logging.info("resuming from the checkpoint of epoch %d in %s%s", done_epochs,
                  checkpoints.directory, f"; changed fields: {changed}" if changed else "")
   main_process = distributed.is_main_process()
-  history = _metrics_history(workdir / "metrics.jsonl", done_epochs,
-                             rewrite=main_process)
+  history = metrics_file.resume_metrics(workdir, done_epochs,
+                                        rewrite=main_process)
 
   device_data = place_data(dataset, mesh, plan.eval_batch_size)
   data_key = distributed.put_global(data_keys(config), replicated)
