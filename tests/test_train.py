@@ -165,7 +165,7 @@ def test_every_optimizer_learns(synthetic_data, tmp_path, optimizer):
   assert result.summary["final_test_accuracy"] > 0.5
 
 
-def test_clipping_and_label_smoothing_change_training_and_keep_evaluation(
+def test_clipping_changes_training_and_keeps_the_optimizer_state(
     synthetic_data, tmp_path):
   from mnist_jax import optim
   base = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
@@ -175,16 +175,89 @@ def test_clipping_and_label_smoothing_change_training_and_keep_evaluation(
       tmp_path / "clipped").summary
   # Steps of at most 1e-3 in norm barely move the model.
   assert clipped["final_test_loss"] > base["final_test_loss"]
-  smoothed = train.train_and_evaluate(
-      toy_config(synthetic_data, num_epochs=1, label_smoothing=0.2),
-      tmp_path / "smoothed")
-  # The smoothed training loss is bounded below by the targets' entropy.
-  assert train.read_metrics(tmp_path / "smoothed")[0]["train_loss"] > 0.4
   # Clipping on or off keeps the optimizer state's structure (safe to resume).
   states = [optim.create(toy_config("unused", grad_clip_norm=c), 10).init(
       {"w": jnp.zeros(3)}) for c in (0.0, 1.0)]
   assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
-  assert smoothed.summary["final_test_accuracy"] > 0
+
+
+def _hand_computed_step(config, mix=None):
+  """One training step of `config`'s model (SGD, no momentum) on a fixed
+  batch, and the same step computed here from the textbook formulas: the
+  cross-entropy against (1 - a) one_hot + a / K for label smoothing a, and
+  for mixed images lam times the loss on the own label plus 1 - lam times
+  the loss on the partner's (example B-1-i).
+
+  Returns ((step's mean loss, hand's), (step's new params, hand's)).
+  """
+  model, state, tx = train.create_model_and_state(config, 10, 8)
+  if mix is not None:
+    model = dataclasses.replace(model, mix=mix)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (16, 28, 28)), jnp.uint8)
+  labels = jnp.asarray(rng.permutation(16) % 10, jnp.int32)
+  new_state, (loss_sum, _, count) = jax.jit(
+      lambda s: train.train_step(model, tx, s, images, labels))(state)
+
+  a = config.label_smoothing
+  def hand_loss(params):
+    x, lam = models.normalize(images), 1.0
+    if mix is not None:
+      x, lam = mix(None, x)
+    log_p = jax.nn.log_softmax(nnx.merge(model.train_graph, params, state.rest,
+                                         copy=True)(x))
+    cross_entropy = lambda y: -jnp.sum(
+        ((1 - a) * jax.nn.one_hot(y, 10) + a / 10) * log_p, axis=-1)
+    return jnp.mean(lam * cross_entropy(labels) + (1 - lam) * cross_entropy(labels[::-1]))
+
+  loss, grads = jax.value_and_grad(hand_loss)(state.params)
+  hand_params = jax.tree.map(lambda p, g: p - config.learning_rate * g,
+                             state.params, grads)
+  return (float(loss_sum / count), float(loss)), (new_state.params, hand_params)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("mix", [None, "mixup", "cutmix"])
+def test_the_training_loss_smooths_labels_and_weighs_the_partners_labels(
+    smoothing, mix):
+  from mnist_jax import augment  # pylint: disable=g-import-not-at-top
+  config = toy_config("unused", optimizer="sgd", momentum=0.0, learning_rate=0.5,
+                      lr_schedule="constant", width=0.1, label_smoothing=smoothing)
+  mixes = {"mixup": lambda key, x: (augment.mixup(jnp.float32(0.3), x), 0.3),
+           # A fixed box: the kept fraction of area is the own label's weight.
+           "cutmix": lambda key, x: augment.cutmix(jax.random.key(1),
+                                                   jnp.float32(0.6), x)}
+  (step_loss, hand_loss), (step_params, hand_params) = _hand_computed_step(
+      config, mixes.get(mix))
+  assert step_loss == pytest.approx(hand_loss, rel=1e-5)
+  for got, want in zip(jax.tree.leaves(step_params), jax.tree.leaves(hand_params),
+                       strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  if smoothing or mix:  # Not the plain step: by the same tolerance, the twin differs.
+    plain = toy_config("unused", optimizer="sgd", momentum=0.0, learning_rate=0.5,
+                       lr_schedule="constant", width=0.1)
+    _, (plain_params, _) = _hand_computed_step(plain)
+    assert not all(np.allclose(got, want, rtol=1e-5, atol=1e-6) for got, want in zip(
+        jax.tree.leaves(step_params), jax.tree.leaves(plain_params), strict=True))
+
+
+def test_label_smoothing_trains_differently_and_evaluates_unsmoothed(
+    synthetic_data, tmp_path):
+  base = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
+                                  tmp_path / "base")
+  smoothed = train.train_and_evaluate(
+      toy_config(synthetic_data, num_epochs=1, label_smoothing=0.2),
+      tmp_path / "smoothed")
+  # Same seed and data order: only the loss differs.
+  assert (train.read_metrics(tmp_path / "smoothed")[0]["train_loss"]
+          != train.read_metrics(tmp_path / "base")[0]["train_loss"])
+  # The reported test loss is the plain cross-entropy of the model's logits.
+  ds = data.load("toy", synthetic_data)
+  logits = train.eval_logits(smoothed.model, smoothed.state, jnp.asarray(ds.test_images))
+  plain = float(jnp.mean(-jnp.take_along_axis(
+      jax.nn.log_softmax(logits), jnp.asarray(ds.test_labels)[:, None], -1)))
+  assert smoothed.summary["final_test_loss"] == pytest.approx(plain, rel=1e-5)
+  assert base.summary["final_test_loss"] != smoothed.summary["final_test_loss"]
 
 
 def test_update_ema_warms_up_then_averages_weights_and_statistics():
