@@ -1,60 +1,54 @@
-"""PyTorch and mnist_jax side by side on CPU: one recipe, process and data set.
+"""Time to accuracy on CPU: the published PyTorch recipe against mnist_jax's
+configs/mnist_speedrun.py, in one process, alternating, seed by seed.
 
-What is measured: the training time of the speedrun recipe (configs/
-mnist_speedrun.py: conv 24 5x5, max-pool, conv 32 3x3, max-pool, dense 256,
-dense out; Adam with mnist_jax's one-cycle schedule) at `--batch_size` for
-`--epochs`, in PyTorch (eager, a conventional per-batch loop over the whole
-data set held as a uint8 tensor) and in mnist_jax's own training path (the
-chunks of `train.make_train_chunk`, compiled ahead of time, dispatched by
-`train.run_epoch` over `train.epoch_permutation`); then each one's test
-accuracy.
+The peer (tuomaso/train_mnist_fast, `train_mnist_fast.py`) as published:
+conv 24 5x5, max-pool, ReLU, conv 32 3x3, max-pool, ReLU, dense 256, ReLU,
+dense 10; PyTorch's default initialisation (weights and biases uniform in
++-1/sqrt(fan_in)); inputs standardised with MNIST's mean 0.1307 and std
+0.3081; Adam(lr=1e-2, betas=(0.7, 0.9)); OneCycleLR(max_lr=1e-2,
+total_steps=ceil(60000 / 256), cycle_momentum=False), stepped after every
+batch; batch 256 including the last partial batch (96 images); one epoch
+over the training set in one shuffled order; eager PyTorch, no
+torch.compile. Only the data order's source differs: the recipe shuffles
+once while preparing its files, here each run draws torch.randperm from its
+seed.
 
-How: both frameworks train on the same arrays in the same process (JAX on its
-CPU backend: the script sets JAX_PLATFORMS=cpu) with the same number of
-threads: `torch.set_num_threads(--threads)`, and for XLA, which sizes its
-thread pool from the CPUs the process may run on, the process is pinned to
-the first `--threads` of its CPUs (before JAX starts) when that is fewer
-than it has. The `--repeats` runs alternate torch, jax, torch, jax,
-... so that a drift in the machine's speed affects both alike. Every run
-starts from the same fresh initial weights (`--seed`) and trains all the
-epochs; its time runs (time.perf_counter) from the first epoch's shuffle to
-the end of the last step: PyTorch on CPU is synchronous, JAX's epochs are
-waited for with `block_until_ready`. Each epoch drops its last partial
-batch, as mnist_jax does. Printed per framework: the median training seconds
-(min..max over the runs), images/s and test accuracy, then the ratio
-jax seconds / torch seconds ("no measurable difference" when the min..max
-ranges overlap).
+mnist_jax: configs/mnist_speedrun.py as shipped, with `seed` set per run,
+trained by the same pieces as train.train_and_evaluate (chunks compiled
+ahead of time, run_epoch over epoch_permutation, make_evaluate), less its
+files, checkpoints and progress line.
 
-Excluded from the training time: data loading, model construction and
-initialisation, JAX compilation (ahead of time, without the persistent
-compilation cache, reported apart), `--warmup_steps` steps of each framework
-on a throwaway copy before the first run (first-call allocations, oneDNN
-primitive creation), and evaluation (timed apart).
+How it is timed: both frameworks train on the same uint8 arrays, in this one
+process, with the same number of threads (`torch.set_num_threads`; XLA sizes
+its pool from the CPUs the process may run on, so the process is pinned to
+the first `--threads` of them before JAX starts). Seeds 0..N-1: for each
+seed, PyTorch trains and evaluates, then mnist_jax does, so that a drift in
+the machine's speed affects both alike. A run's training time runs
+(time.perf_counter) from its first step to the end of its last (PyTorch on
+CPU is synchronous; JAX's epochs are waited for). Outside the clock:
+loading, model construction, initialisation, JAX's ahead-of-time
+compilation (reported apart, as airbench reports it) and `--warmup_steps`
+of each framework on throwaway copies, and evaluation.
 
-Where the PyTorch side differs from mnist_jax (none changes the recipe):
-  - initialisation: the same family as Flax's defaults (weights LeCun normal,
-    truncated at 2 standard deviations; biases zero), but torch's own random
-    draws; and its own shuffle order (torch.randperm, seeded).
-  - layout: NCHW, so the flatten before dense 256 orders its inputs (c, h, w)
-    where mnist_jax's NHWC orders them (h, w, c): a fixed permutation of that
-    layer's inputs, the same family of functions.
-  - schedule: a LambdaLR over the values of mnist_jax's own optax schedule
-    (optim.schedule), because torch's OneCycleLR peaks and reaches its floor
-    one step earlier than optax.cosine_onecycle_schedule (and ends at lr/25e4
-    where optax ends just above it).
-  - Adam: torch.optim.Adam's defaults, the same as optax.adam's (b1 0.9, b2
-    0.999, eps 1e-8, no weight decay); no torch.compile, no channels_last.
+Time to 99%: the recipe evaluates once, after its last epoch, so a run's
+time to 99% is its training time when its test accuracy is at least
+`--target`, and the run did not reach it otherwise. Reported per framework:
+training seconds (median, min..max), images/s, test accuracy (mean, std,
+min, max and every seed), how many runs fell below the target, and the ratio
+of mnist_jax's median training seconds to PyTorch's.
 
-Command (CPU, this repo's checkout, data in ../shared/datasets; needs the
-`benchmark` extra, `pip install -e .[benchmark]`):
+`--members=N` (10 by default; 0: off) goes further: after the alternating
+runs, mnist_jax trains seeds 0..N-1 at once, in one run of
+`--config.num_seeds=N`, timed against the sum of N sequential PyTorch runs
+(the first N of the alternating ones). `--skip_compare` measures only that.
+
+Command (CPU, data in ../shared/datasets; `pip install -e '.[benchmark]'`):
   python benchmarks/pytorch_cpu.py --data_dir=../shared/datasets
-writes benchmarks/results/<backend>-<device kind>/pytorch-vs-jax-b256-<N>dev.json.
-JAX runs on mnist_jax's default number of virtual CPU devices for the batch
-(sharding.auto_cpu_devices: 4 for batch 256 on 2 cores); `--jax_devices=1`
-measures the plain single-device path.
+writes benchmarks/results/<backend>-<device kind>/pytorch-recipe-vs-speedrun-<N>dev.json.
 """
 
 import argparse
+import math
 import os
 import re
 import statistics
@@ -77,28 +71,36 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--dataset", default="mnist")
   parser.add_argument("--data_dir", default=None)
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--epochs", type=int, default=1)
+  parser.add_argument("--seeds", type=int, default=10,
+                      help="runs per framework, seeds 0..N-1, alternating")
+  parser.add_argument("--members", type=int, default=10,
+                      help="mnist_jax's num_seeds=N run against N sequential "
+                      "PyTorch runs; 0: off")
+  parser.add_argument("--target", type=float, default=0.99,
+                      help="test accuracy whose time is reported")
   parser.add_argument("--threads", type=int, default=len(_available_cpus()),
                       help="threads of both frameworks; default: every CPU "
                       "this process may run on")
-  parser.add_argument("--repeats", type=int, default=3,
-                      help="full trainings per framework, alternating")
   parser.add_argument("--warmup_steps", type=int, default=5,
                       help="untimed steps of each framework before the runs")
-  parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--jax_devices", type=int, default=None,
-                      help="virtual XLA CPU devices (sets XLA_FLAGS' "
-                      "--xla_force_host_platform_device_count); default: "
-                      "mnist_jax's own choice, sharding.auto_cpu_devices")
+                      help="virtual XLA CPU devices; default: mnist_jax's own "
+                      "choice for the config (sharding.auto_cpu_devices)")
+  parser.add_argument("--override", action="append", default=[],
+                      metavar="FIELD=VALUE", help="a change to "
+                      "configs/mnist_speedrun.py, e.g. batch_size=128 "
+                      "(repeatable); the record names them")
   parser.add_argument("--out", default=None, help="JSON path; default "
                       "benchmarks/results/<backend>-<device kind>/...")
   args = parser.parse_args(argv)
-  for name in ("batch_size", "epochs", "threads", "repeats"):
+  for name in ("seeds", "threads"):
     if getattr(args, name) <= 0:
       parser.error(f"--{name} must be positive")
-  if args.warmup_steps < 0:
-    parser.error("--warmup_steps must be 0 or more")
+  if args.warmup_steps < 0 or args.members < 0:
+    parser.error("--warmup_steps and --members must be 0 or more")
+  if args.members > args.seeds:
+    parser.error(f"--members={args.members} needs as many PyTorch runs: "
+                 f"raise --seeds to {args.members}")
   if args.jax_devices is not None and args.jax_devices <= 0:
     parser.error("--jax_devices must be positive")
   if args.threads > len(_available_cpus()):
@@ -119,8 +121,9 @@ def configure_process(args: argparse.Namespace):
       not in os.environ.get("XLA_FLAGS", "")):
     # mnist_jax's own default on this CPU (importing it starts no backend).
     from mnist_jax import sharding  # pylint: disable=g-import-not-at-top
-    args.jax_devices = sharding.auto_cpu_devices(args.batch_size, args.threads,
-                                                 "speedrun")
+    config = speedrun_config(0, args.override)
+    args.jax_devices = sharding.auto_cpu_devices(config.batch_size, args.threads,
+                                                 config.model)
   if args.jax_devices is not None:
     flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "",
                    os.environ.get("XLA_FLAGS", ""))
@@ -132,239 +135,204 @@ def configure_process(args: argparse.Namespace):
     os.sched_setaffinity(0, cpus[:args.threads])
 
 
+def speedrun_config(seed: int, overrides: list[str] = (), num_seeds: int = 1):
+  """configs/mnist_speedrun.py as shipped, at `seed`, with `overrides`
+  ("field=value", typed as the field's default)."""
+  from configs import mnist_speedrun  # pylint: disable=g-import-not-at-top
+  config = mnist_speedrun.get_config()
+  for item in overrides:
+    field, _, value = item.partition("=")
+    if field not in config:
+      sys.exit(f"--override {item}: configs/mnist_speedrun.py has no field '{field}'")
+    kind = type(config[field])
+    config[field] = (value.lower() in ("1", "true") if kind is bool
+                     else kind(value) if kind in (int, float, str) else value)
+  config.seed, config.num_seeds = seed, num_seeds
+  return config
+
+
 if __name__ == "__main__":
   configure_process(parse_args())
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 try:
   import torch
   import torch.nn.functional as F
 except ImportError:
-  sys.exit("PyTorch is not installed; pip install -e '.[benchmark]'")
+  sys.exit("error: PyTorch is not installed; pip install -e '.[benchmark]'")
 
-from configs import mnist_speedrun
-from mnist_jax import data, models, optim, sharding, timing, train
+from mnist_jax import data, models, sharding, timing, train
 from mnist_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-
-def speedrun_config(batch_size: int, epochs: int,
-                    seed: int) -> ml_collections.ConfigDict:
-  """configs/mnist_speedrun.py at this batch size, epoch count and seed."""
-  config = mnist_speedrun.get_config()
-  config.batch_size, config.num_epochs, config.seed = batch_size, epochs, seed
-  return config
+# The published recipe's constants.
+RECIPE = {"batch_size": 256, "epochs": 1, "learning_rate": 1e-2,
+          "betas": (0.7, 0.9), "mean": 0.1307, "std": 0.3081}
 
 
-def onecycle_lrs(config: ml_collections.ConfigDict,
-                 steps_per_epoch: int) -> np.ndarray:
-  """mnist_jax's learning rate at each training step: float64 [total steps].
-
-  optax's Adam takes step k's rate from schedule(k), k counted from 0.
-  """
-  schedule = optim.schedule(config, steps_per_epoch)
-  steps = jnp.arange(config.num_epochs * steps_per_epoch)
-  return np.asarray(jax.vmap(schedule)(steps), np.float64)
-
-
-# PyTorch.
+# PyTorch: the published recipe.
 
 
 class TorchSpeedrun(torch.nn.Module):
-  """models.Speedrun in PyTorch (valid convolutions: 28, 24, 12, 10, 5)."""
+  """The recipe's network (valid convolutions: 28, 24, 12, 10, 5); PyTorch's
+  default initialisation."""
 
   def __init__(self, num_classes: int):
     super().__init__()
     self.conv1 = torch.nn.Conv2d(1, 24, kernel_size=5)
     self.conv2 = torch.nn.Conv2d(24, 32, kernel_size=3)
-    self.dense1 = torch.nn.Linear(5 * 5 * 32, 256)
-    self.dense2 = torch.nn.Linear(256, num_classes)
+    self.fc1 = torch.nn.Linear(5 * 5 * 32, 256)
+    self.fc2 = torch.nn.Linear(256, num_classes)
 
   def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-    x = F.max_pool2d(F.relu(self.conv1(x_BCHW)), 2)
-    x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-    x = x.flatten(1)
-    return self.dense2(F.relu(self.dense1(x)))
-
-
-def lecun_normal_(weight: torch.Tensor, generator: torch.Generator):
-  """Flax's default kernel init: variance 1/fan_in, truncated normal at +-2 std.
-
-  As jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"):
-  the 0.8796... corrects the standard deviation for the truncation.
-  """
-  fan_in = weight[0].numel()  # in * kh * kw (conv), in (linear).
-  std = (1.0 / fan_in) ** 0.5 / .87962566103423978
-  torch.nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std,
-                              generator=generator)
+    x = F.relu(F.max_pool2d(self.conv1(x_BCHW), 2))
+    x = F.relu(F.max_pool2d(self.conv2(x), 2))
+    x = F.relu(self.fc1(torch.flatten(x, 1)))
+    return F.log_softmax(self.fc2(x), dim=1)
 
 
 def make_torch_model(num_classes: int, seed: int) -> TorchSpeedrun:
-  model = TorchSpeedrun(num_classes)
-  generator = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for layer in (model.conv1, model.conv2, model.dense1, model.dense2):
-      lecun_normal_(layer.weight, generator)
-      layer.bias.zero_()
-  return model
+  torch.manual_seed(seed)  # PyTorch's default init draws from the global generator.
+  return TorchSpeedrun(num_classes)
 
 
-def make_torch_optimizer(model: torch.nn.Module,
-                         config: ml_collections.ConfigDict,
-                         steps_per_epoch: int):
-  """(Adam, LambdaLR) following mnist_jax's schedule step by step."""
-  lrs = onecycle_lrs(config, steps_per_epoch)
-  peak = config.learning_rate
-  optimizer = torch.optim.Adam(model.parameters(), lr=peak)
-  # The scheduler steps once more after the last training step.
-  scheduler = torch.optim.lr_scheduler.LambdaLR(
-      optimizer, lambda k: lrs[min(k, len(lrs) - 1)] / peak)
+def make_torch_optimizer(model: torch.nn.Module, total_steps: int):
+  """The recipe's Adam and OneCycleLR."""
+  optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE["learning_rate"],
+                               betas=RECIPE["betas"])
+  scheduler = torch.optim.lr_scheduler.OneCycleLR(
+      optimizer, max_lr=RECIPE["learning_rate"], total_steps=total_steps,
+      cycle_momentum=False)
   return optimizer, scheduler
 
 
 def torch_normalize(images_BHW: torch.Tensor) -> torch.Tensor:
-  """uint8 [B, H, W] -> float32 [B, 1, H, W] in [0, 1], as models.normalize."""
-  return images_BHW.unsqueeze(1).to(torch.float32).mul_(1.0 / 255.0)
+  """uint8 [B, H, W] -> float32 [B, 1, H, W], standardised as the recipe's files."""
+  x = images_BHW.unsqueeze(1).to(torch.float32).mul_(1.0 / 255.0)
+  return x.sub_(RECIPE["mean"]).div_(RECIPE["std"])
 
 
-def prepare_torch(dataset: data.Dataset, config: ml_collections.ConfigDict,
-                  warmup_steps: int) -> tuple[Callable[[], dict], dict]:
-  """Returns (run, info): `run()` trains a fresh model and evaluates it."""
-  # Copies: the loaded arrays may be read-only, which torch warns about.
-  train_images = torch.from_numpy(np.array(dataset.train_images))
-  train_labels = torch.from_numpy(dataset.train_labels.astype(np.int64))
-  test_images = torch.from_numpy(np.array(dataset.test_images))
-  test_labels = torch.from_numpy(dataset.test_labels.astype(np.int64))
-  num_train, batch = len(train_labels), config.batch_size
-  steps_per_epoch = num_train // batch
+def prepare_torch(dataset: data.Dataset,
+                  warmup_steps: int) -> tuple[Callable[[int], dict], dict]:
+  """Returns (run, info): `run(seed)` trains a fresh model and evaluates it."""
+  # Standardised once, outside the clock, as the recipe's files are.
+  train_x = torch_normalize(torch.from_numpy(np.array(dataset.train_images)))
+  train_y = torch.from_numpy(dataset.train_labels.astype(np.int64))
+  test_x = torch_normalize(torch.from_numpy(np.array(dataset.test_images)))
+  test_y = torch.from_numpy(dataset.test_labels.astype(np.int64))
+  batch = RECIPE["batch_size"]
+  steps_per_epoch = math.ceil(len(train_y) / batch)  # The last batch is partial.
 
-  def train_steps(model, optimizer, scheduler, perm_SB):
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
-    for idx_B in perm_SB:
-      labels_B = train_labels[idx_B]
-      logits_BK = model(torch_normalize(train_images[idx_B]))
-      loss = F.cross_entropy(logits_BK, labels_B)
-      optimizer.zero_grad(set_to_none=True)
+  def train_epochs(model, optimizer, scheduler, order, max_steps=None):
+    model.train()
+    for i, start in enumerate(range(0, len(order), batch)):
+      if max_steps is not None and i >= max_steps:
+        break
+      idx = order[start:start + batch]
+      loss = F.nll_loss(model(train_x[idx]), train_y[idx])
+      optimizer.zero_grad()
       loss.backward()
       optimizer.step()
       scheduler.step()
-      with torch.no_grad():
-        loss_sum += loss.detach() * len(idx_B)
-        correct += (logits_BK.argmax(-1) == labels_B).sum()
-    return loss_sum, correct
 
   def evaluate(model):
     model.eval()
-    loss_sum, correct = 0.0, 0
+    correct = 0
     with torch.no_grad():
-      for start in range(0, len(test_labels), config.eval_batch_size):
-        labels_B = test_labels[start:start + config.eval_batch_size]
-        logits_BK = model(torch_normalize(
-            test_images[start:start + config.eval_batch_size]))
-        loss_sum += F.cross_entropy(logits_BK, labels_B, reduction="sum").item()
-        correct += (logits_BK.argmax(-1) == labels_B).sum().item()
-    return loss_sum / len(test_labels), correct / len(test_labels)
+      for start in range(0, len(test_y), 2000):
+        out = model(test_x[start:start + 2000])
+        correct += (out.argmax(1) == test_y[start:start + 2000]).sum().item()
+    return correct / len(test_y)
 
-  def run() -> dict:
-    model = make_torch_model(dataset.num_classes, config.seed)
-    optimizer, scheduler = make_torch_optimizer(model, config, steps_per_epoch)
-    shuffle = torch.Generator().manual_seed(config.seed)
+  def run(seed: int) -> dict:
+    model = make_torch_model(dataset.num_classes, seed)
+    optimizer, scheduler = make_torch_optimizer(
+        model, steps_per_epoch * RECIPE["epochs"])
+    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
 
-    def train_epochs():
-      model.train()
-      epochs = []
-      for _ in range(config.num_epochs):
-        perm_SB = torch.randperm(num_train, generator=shuffle)[
-            :steps_per_epoch * batch].view(steps_per_epoch, batch)
-        epochs.append(train_steps(model, optimizer, scheduler, perm_SB))
-      return epochs
+    def train_all():
+      for _ in range(RECIPE["epochs"]):
+        train_epochs(model, optimizer, scheduler, order)
+    _, train_seconds = timing.timed(train_all)
+    accuracy, eval_seconds = timing.timed(lambda: evaluate(model))
+    return {"seed": seed, "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds, "test_accuracy": accuracy}
 
-    epochs, train_seconds = timing.timed(train_epochs)
-    (test_loss, test_accuracy), eval_seconds = timing.timed(
-        lambda: evaluate(model))
-    loss_sum, correct = epochs[-1]
-    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
-            "train_loss": loss_sum.item() / (steps_per_epoch * batch),
-            "train_accuracy": correct.item() / (steps_per_epoch * batch),
-            "test_loss": test_loss, "test_accuracy": test_accuracy}
-
-  if warmup_steps:
-    model = make_torch_model(dataset.num_classes, config.seed)
-    optimizer, scheduler = make_torch_optimizer(model, config, steps_per_epoch)
-    steps = min(warmup_steps, steps_per_epoch)
-    train_steps(model, optimizer, scheduler,
-                torch.arange(steps * batch).view(steps, batch))
-  params = make_torch_model(dataset.num_classes, 0).parameters()
-  info = {"num_params": sum(p.numel() for p in params),
-          "steps_per_epoch": steps_per_epoch}
+  if warmup_steps:  # First-call allocations, oneDNN primitive creation.
+    model = make_torch_model(dataset.num_classes, 0)
+    optimizer, scheduler = make_torch_optimizer(model, steps_per_epoch)
+    train_epochs(model, optimizer, scheduler, torch.arange(len(train_y)),
+                 max_steps=warmup_steps)
+  num_params = sum(p.numel() for p in make_torch_model(10, 0).parameters())
+  info = {"num_params": num_params, "steps_per_epoch": steps_per_epoch,
+          "images_per_epoch": len(train_y), "recipe": RECIPE,
+          "version": torch.__version__, "num_threads": torch.get_num_threads(),
+          "mkldnn": torch.backends.mkldnn.is_available()}
   return run, info
 
 
-# mnist_jax.
+# mnist_jax: configs/mnist_speedrun.py as shipped.
 
 
-def prepare_jax(dataset: data.Dataset, config: ml_collections.ConfigDict,
-                warmup_steps: int) -> tuple[Callable[[], dict], dict]:
-  """Returns (run, info): `run()` trains fresh state as train_and_evaluate does.
-
-  The same pieces as train.train_and_evaluate, less its checkpoints, files
-  and progress line: the state, the data on device, the chunks compiled ahead
-  of time, an epoch permutation and run_epoch per epoch, make_evaluate.
-  """
+def prepare_jax(dataset: data.Dataset, config,
+                warmup_steps: int) -> tuple[Callable[[int], dict], dict]:
+  """Returns (run, info): `run(seed)` trains fresh state from `seed` (all of
+  `config.num_seeds` members at once) as train_and_evaluate does, and
+  evaluates it."""
   mesh = sharding.make_mesh()
   plan = train.Plan.make(config, dataset, mesh)
-  model, state0, tx = train.create_model_and_state(
-      config, dataset.num_classes, plan.steps_per_epoch)
   replicated = sharding.replicated(mesh)
-  state0 = jax.device_put(state0, replicated)
+
+  def initial(seed: int):
+    seeded = config.copy_and_resolve_references()
+    seeded.seed = seed
+    model, state, tx = train.create_model_and_state(
+        seeded, dataset.num_classes, plan.steps_per_epoch)
+    data_key = jax.device_put(train.data_keys(seeded), replicated)
+    return model, jax.device_put(state, replicated), tx, data_key
+
+  model, state0, tx, key0 = initial(0)
   device_data = train.place_data(dataset, mesh, plan.eval_batch_size)
-  data_key = jax.device_put(
-      jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)),
-      replicated)
-  permutation = lambda epoch: train.epoch_permutation(
-      data_key, epoch, plan.num_train, plan.steps_per_epoch, plan.batch_size)
+  permutation = lambda key, epoch: train.epoch_permutation(
+      key, epoch, plan.num_train, plan.steps_per_epoch, plan.batch_size)
 
   def compile_all():
-    perm_SB = permutation(0)
+    perm = permutation(key0, 0)
     chunks = {n: train.Chunk(train.make_train_chunk(model, tx, mesh, n).lower(
-        state0, train.Totals.zeros(), device_data, perm_SB).compile(), n)
+        state0, train.Totals.zeros(state0.step.shape), device_data, perm).compile(), n)
               for n in set(plan.calls)}
     num_eval_batches = len(device_data.test_labels) // plan.eval_batch_size
-    evaluate = train.make_evaluate(
-        model, mesh, plan.eval_batch_size, num_eval_batches).lower(
-            state0, device_data).compile()
+    evaluate = train.make_evaluate(model, mesh, plan.eval_batch_size,
+                                   num_eval_batches).lower(state0, device_data).compile()
     return [chunks[n] for n in plan.calls], evaluate
 
   (calls, evaluate), compile_seconds = timing.timed(compile_all)
   max_in_flight = train.max_calls_in_flight(plan.backend, plan.num_devices)
-  fresh_state = lambda: jax.block_until_ready(jax.tree.map(jnp.copy, state0))
 
-  def run() -> dict:
-    holder = {"state": fresh_state()}  # The calls donate (consume) it.
+  def run(seed: int) -> dict:
+    _, state, _, data_key = initial(seed)
+    jax.block_until_ready((state, data_key))
 
-    def train_epochs():
-      epochs = []
+    def train_all():
+      nonlocal state
       for epoch in range(1, config.num_epochs + 1):
-        holder["state"], totals = train.run_epoch(
-            calls, holder["state"], device_data, permutation(epoch),
-            max_in_flight)
+        state, totals = train.run_epoch(calls, state, device_data,
+                                        permutation(data_key, epoch), max_in_flight)
         totals.steps.block_until_ready()  # As train_and_evaluate, each epoch.
-        epochs.append(totals)
-      return jax.block_until_ready(epochs)
+      return jax.block_until_ready(state)
 
-    epochs, train_seconds = timing.timed(train_epochs)
-    (test_loss, test_accuracy), eval_seconds = timing.timed(
-        lambda: evaluate(holder["state"], device_data)[0].means())
-    train_loss, train_accuracy = epochs[-1].means()
-    return {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
-            "train_loss": train_loss, "train_accuracy": train_accuracy,
-            "test_loss": test_loss, "test_accuracy": test_accuracy}
+    _, train_seconds = timing.timed(train_all)
+    (totals, _), eval_seconds = timing.timed(
+        lambda: jax.block_until_ready(evaluate(state, device_data)))
+    accuracy = np.asarray(totals.correct) / np.asarray(totals.count)
+    return {"seed": seed, "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+            "test_accuracy": (float(accuracy) if accuracy.ndim == 0
+                              else [float(a) for a in accuracy])}
 
   if warmup_steps:
     warmup_calls, steps = [], 0
@@ -373,29 +341,37 @@ def prepare_jax(dataset: data.Dataset, config: ml_collections.ConfigDict,
         break
       warmup_calls.append(call)
       steps += call.num_steps
-    state, _ = train.run_epoch(warmup_calls, fresh_state(), device_data,
-                               permutation(0), max_in_flight)
+    state, _ = train.run_epoch(warmup_calls, jax.tree.map(jnp.copy, state0),
+                               device_data, permutation(key0, 0), max_in_flight)
     jax.block_until_ready(state)
-  info = {"num_params": models.num_params(state0.params),
+  info = {"num_params": models.num_params(state0.params) // config.num_seeds,
           "compile_seconds": compile_seconds,
           "steps_per_epoch": plan.steps_per_epoch,
+          "images_per_epoch": plan.steps_per_epoch * plan.batch_size,
           "steps_per_call": plan.steps_per_call,
-          "device_count": plan.num_devices}
+          "device_count": plan.num_devices, "members": config.num_seeds,
+          "config": config.to_dict()}
   return run, info
 
 
 # The comparison.
 
 
-def summarize(runs: list[dict], images_per_run: int) -> dict:
+def summarize(runs: list[dict], epochs: int, images_per_epoch: int,
+              target: float) -> dict:
+  """Training seconds, images/s, accuracy spread and time to `target`."""
   seconds = [r["train_seconds"] for r in runs]
-  summary = {"train_seconds": {"median": statistics.median(seconds),
-                               "min": min(seconds), "max": max(seconds)},
-             "images_per_sec": timing.rate_stats(images_per_run, seconds),
-             "test_accuracy_mean": statistics.mean(
-                 r["test_accuracy"] for r in runs)}
-  summary["runs"] = runs
-  return summary
+  accuracies = [r["test_accuracy"] for r in runs]
+  reached = [r["train_seconds"] for r in runs if r["test_accuracy"] >= target]
+  return {
+      "train_seconds": {"median": statistics.median(seconds), "min": min(seconds),
+                        "max": max(seconds), "mean": statistics.fmean(seconds)},
+      "images_per_sec": timing.rate_stats(epochs * images_per_epoch, seconds),
+      "test_accuracy": timing.spread(accuracies),
+      "below_target": sum(a < target for a in accuracies),
+      "time_to_target": (timing.spread(reached) if reached else None),
+      "runs": runs,
+  }
 
 
 def compare(torch_summary: dict, jax_summary: dict) -> dict:
@@ -405,78 +381,89 @@ def compare(torch_summary: dict, jax_summary: dict) -> dict:
           "differs": not timing.overlap(j, t)}
 
 
-def _describe(name: str, summary: dict, repeats: int) -> str:
-  s, rate = summary["train_seconds"], summary["images_per_sec"]
-  accuracies = [r["test_accuracy"] for r in summary["runs"]]
-  accuracy = f"{100 * statistics.mean(accuracies):.2f}%"
-  if max(accuracies) > min(accuracies):
-    accuracy += f" ({100 * min(accuracies):.2f}..{100 * max(accuracies):.2f}%)"
-  return (f"{name:>10}: {s['median']:6.2f} s median training (min "
-          f"{s['min']:.2f}, max {s['max']:.2f}; {repeats} run(s)), "
-          f"{rate['median']:,.0f} img/s, test accuracy {accuracy}")
+def describe(name: str, summary: dict, target: float) -> str:
+  s, a = summary["train_seconds"], summary["test_accuracy"]
+  n = len(summary["runs"])
+  return (f"{name:>10}: {s['median']:6.2f} s median training (min {s['min']:.2f}, "
+          f"max {s['max']:.2f}), {summary['images_per_sec']['median']:,.0f} img/s; "
+          f"test accuracy {100 * a['mean']:.2f}% mean (std {100 * a['std']:.2f}, "
+          f"{100 * a['min']:.2f}..{100 * a['max']:.2f}%), "
+          f"{summary['below_target']} of {n} below {100 * target:g}%")
 
 
 def main(args: argparse.Namespace):
   torch.set_num_threads(args.threads)
   if jax.default_backend() != "cpu":
-    sys.exit(f"JAX runs on {jax.default_backend()}, not the CPU")
+    sys.exit(f"error: JAX runs on {jax.default_backend()}, not the CPU")
   dataset = data.load(args.dataset, args.data_dir)
-  config = speedrun_config(args.batch_size, args.epochs, args.seed)
+  config = speedrun_config(0, args.override)
   jax_run, jax_info = prepare_jax(dataset, config, args.warmup_steps)
-  torch_run, torch_info = prepare_torch(dataset, config, args.warmup_steps)
+  torch_run, torch_info = prepare_torch(dataset, args.warmup_steps)
   if torch_info["num_params"] != jax_info["num_params"]:
-    sys.exit(f"parameter counts differ: torch {torch_info['num_params']}, "
+    sys.exit(f"error: parameter counts differ: torch {torch_info['num_params']}, "
              f"jax {jax_info['num_params']}")
-  steps_per_epoch = jax_info["steps_per_epoch"]
-  images_per_run = steps_per_epoch * args.batch_size * args.epochs
-  print(f"{dataset.name}: speedrun model ({jax_info['num_params']:,} "
-        f"parameters), batch {args.batch_size}, {args.epochs} epoch(s) of "
-        f"{steps_per_epoch} steps; {args.threads} thread(s), "
-        f"{jax_info['device_count']} JAX device(s); jax compiled in "
-        f"{jax_info['compile_seconds']:.2f} s", flush=True)
+  print(f"{dataset.name}: speedrun model ({jax_info['num_params']:,} parameters); "
+        f"PyTorch's recipe: batch {RECIPE['batch_size']}, {RECIPE['epochs']} "
+        f"epoch(s) of {torch_info['steps_per_epoch']} steps; mnist_jax: batch "
+        f"{config.batch_size}, {config.num_epochs} epoch(s) of "
+        f"{jax_info['steps_per_epoch']} steps on {jax_info['device_count']} "
+        f"device(s), compiled in {jax_info['compile_seconds']:.2f} s; "
+        f"{args.threads} thread(s)", flush=True)
 
   runs = {"torch": [], "jax": []}
-  for repeat in range(args.repeats):
+  for seed in range(args.seeds):
     for name, run in (("torch", torch_run), ("jax", jax_run)):
-      runs[name].append(run())
+      runs[name].append(run(seed))
       r = runs[name][-1]
-      print(f"  run {repeat + 1}/{args.repeats} {name:>5}: "
-            f"{r['train_seconds']:.2f} s, test accuracy "
+      print(f"  seed {seed} {name:>5}: {r['train_seconds']:.2f} s, test accuracy "
             f"{100 * r['test_accuracy']:.2f}%", flush=True)
-
-  torch_summary = summarize(runs["torch"], images_per_run)
-  jax_summary = summarize(runs["jax"], images_per_run)
-  torch_summary.update(torch_info)
-  jax_summary.update(jax_info)
-  comparison = compare(torch_summary, jax_summary)
-  print(_describe("pytorch", torch_summary, args.repeats))
-  print(_describe("mnist_jax", jax_summary, args.repeats))
-  verdict = ("a single run each: no spread to judge by" if args.repeats == 1
-             else "the ranges are apart" if comparison["differs"]
+  summaries = {
+      "torch": summarize(runs["torch"], RECIPE["epochs"],
+                         torch_info["images_per_epoch"], args.target),
+      "jax": summarize(runs["jax"], config.num_epochs,
+                       jax_info["images_per_epoch"], args.target)}
+  comparison = compare(summaries["torch"], summaries["jax"])
+  print(describe("pytorch", summaries["torch"], args.target))
+  print(describe("mnist_jax", summaries["jax"], args.target))
+  verdict = ("the ranges are apart" if comparison["differs"]
              else "no measurable difference: the ranges overlap")
-  print(f"jax / torch training seconds: "
-        f"{comparison['jax_over_torch_seconds']:.2f} ({verdict})")
+  print(f"mnist_jax / PyTorch training seconds: "
+        f"{comparison['jax_over_torch_seconds']:.2f} ({verdict})", flush=True)
+
+  members = None
+  if args.members:
+    members_config = speedrun_config(0, args.override, num_seeds=args.members)
+    members_run, members_info = prepare_jax(dataset, members_config,
+                                            args.warmup_steps)
+    result = members_run(0)
+    sequential = sum(r["train_seconds"] for r in runs["torch"][:args.members])
+    accuracies = result["test_accuracy"]
+    members = {
+        "members": args.members, "member_loop": members_config.member_loop,
+        "compile_seconds": members_info["compile_seconds"],
+        "train_seconds": result["train_seconds"],
+        "torch_sequential_train_seconds": sequential,
+        "jax_over_torch_seconds": result["train_seconds"] / sequential,
+        "test_accuracy": timing.spread(accuracies),
+        "below_target": sum(a < args.target for a in accuracies),
+        "test_accuracies": accuracies}
+    print(f"{args.members} seeds in one mnist_jax run: {result['train_seconds']:.2f} s "
+          f"against {sequential:.2f} s for {args.members} sequential PyTorch runs "
+          f"({members['jax_over_torch_seconds']:.2f}); test accuracy "
+          f"{100 * members['test_accuracy']['mean']:.2f}% mean, "
+          f"{members['below_target']} below {100 * args.target:g}%")
 
   machine = timing.machine_info()
   record = {
-      "benchmark": "pytorch_vs_jax", "dataset": dataset.name,
-      "model": config.model, "batch_size": args.batch_size,
-      "epochs": args.epochs, "steps_per_epoch": steps_per_epoch,
-      "seed": args.seed, "repeats": args.repeats,
-      "warmup_steps": args.warmup_steps, "threads": args.threads,
-      "cpu_affinity": _available_cpus(),
-      "config": config.to_dict(),
-      "torch": {"version": torch.__version__,
-                "num_threads": torch.get_num_threads(),
-                "num_interop_threads": torch.get_num_interop_threads(),
-                "mkldnn": torch.backends.mkldnn.is_available()},
-      "machine": machine,
-      "results": {"torch": torch_summary, "jax": jax_summary},
-      **comparison,
+      "benchmark": "pytorch_recipe_vs_speedrun", "dataset": dataset.name,
+      "seeds": args.seeds, "target": args.target, "threads": args.threads,
+      "warmup_steps": args.warmup_steps, "cpu_affinity": _available_cpus(),
+      "overrides": args.override, "machine": machine,
+      "torch": torch_info, "jax": jax_info,
+      "results": summaries, "members": members, **comparison,
   }
-  timing.write_record(
-      record, f"pytorch-vs-jax-b{args.batch_size}-{machine['device_count']}dev",
-      out=args.out, results_dir=ROOT / "benchmarks" / "results")
+  timing.write_record(record, f"pytorch-recipe-vs-speedrun-{machine['device_count']}dev",
+                      out=args.out, results_dir=ROOT / "benchmarks" / "results")
 
 
 if __name__ == "__main__":
