@@ -5,6 +5,7 @@ import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import toy_config
 from flax import nnx
@@ -163,6 +164,65 @@ def test_every_optimizer_learns(synthetic_data, tmp_path, optimizer):
   history = train.read_metrics(tmp_path / "run")
   assert history[-1]["train_loss"] < history[0]["train_loss"]
   assert result.summary["final_test_accuracy"] > 0.5
+
+
+def _two_updates(optimizer, **overrides):
+  """The first two updates of `optimizer` (lr 0.1, weight decay 0.01, constant
+  schedule) on params of ones, for gradients G1 then G2; and G1, G2.
+
+  G1 is a 16x8 matrix of singular values 10 down to 0.5 (its polar factor
+  U V^T is what Muon steps along) and a bias gradient.
+  """
+  from mnist_jax import optim  # pylint: disable=g-import-not-at-top
+  config = toy_config("unused", optimizer=optimizer, learning_rate=0.1,
+                      weight_decay=0.01, lr_schedule="constant", **overrides)
+  rng = np.random.default_rng(0)
+  u, _ = np.linalg.qr(rng.normal(size=(16, 8)))
+  v, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+  g1 = {"b": jnp.asarray(rng.normal(size=8), jnp.float32),
+        "w": jnp.asarray(u @ np.diag(np.geomspace(10, 0.5, 8)) @ v.T, jnp.float32)}
+  g2 = jax.tree.map(lambda g: jnp.asarray(rng.normal(size=g.shape), jnp.float32), g1)
+  params = jax.tree.map(jnp.ones_like, g1)
+  tx = optim.create(config, steps_per_epoch=10)
+  state = tx.init(params)
+  first, state = tx.update(g1, state, params)
+  params = optax.apply_updates(params, first)
+  second, _ = tx.update(g2, state, params)
+  as_np = lambda tree: {k: np.asarray(x, np.float64) for k, x in tree.items()}
+  return as_np(first), as_np(second), as_np(g1), as_np(g2), u @ v.T
+
+
+def test_each_optimizer_takes_its_own_first_steps():
+  lr, wd = 0.1, 0.01
+  close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # SGD: the decayed gradient; momentum adds 0.9 of the last step's.
+  first, second, g1, g2, _ = _two_updates("sgd", momentum=0.0)
+  close(first["w"], -lr * (g1["w"] + wd))
+  close(second["w"], -lr * (g2["w"] + wd * (1 + first["w"])))
+  momentum, momentum2, *_ = _two_updates("momentum")
+  close(momentum["w"], first["w"])
+  close(momentum2["w"], -lr * (g2["w"] + wd * (1 + first["w"]) + 0.9 * (g1["w"] + wd)))
+  # Nesterov looks ahead: its first step is (1 + 0.9) times momentum's.
+  for nesterov in (_two_updates("nesterov")[0], _two_updates("sgd", nesterov=True)[0]):
+    close(nesterov["w"], 1.9 * momentum["w"])
+  # Adam's first step is lr times the gradient's sign; adamw adds decoupled decay.
+  adam, adam2, *_ = _two_updates("adam")
+  close(adam["w"], -lr * np.sign(g1["w"]))
+  close(_two_updates("adamw")[0]["w"], -lr * (np.sign(g1["w"]) + wd))
+  # Lion steps by the sign every time; Adam's second step is not a sign.
+  lion, lion2, *_ = _two_updates("lion")
+  close(lion["w"], -lr * (np.sign(g1["w"]) + wd))
+  close(np.abs(lion2["w"] + lr * wd * (1 + lion["w"])), lr)
+  assert np.ptp(np.abs(adam2["w"])) > 0.1 * lr
+  # Muon orthogonalises the matrix's step: along the polar factor U V^T of
+  # the gradient, with its singular values (10 to 0.5) nearly equalised.
+  # Adam's sign and SGD's gradient point elsewhere.
+  muon, *_, polar = _two_updates("muon")
+  cosine = lambda step: float(np.sum(-step * polar) / np.linalg.norm(step)
+                              / np.linalg.norm(polar))
+  singular = np.linalg.svd(muon["w"], compute_uv=False)
+  assert cosine(muon["w"]) > 0.95 and singular.min() > 0.4 * singular.max()
+  assert cosine(adam["w"]) < 0.9 and cosine(first["w"]) < 0.9
 
 
 def test_clipping_changes_training_and_keeps_the_optimizer_state(
