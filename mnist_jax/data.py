@@ -275,10 +275,12 @@ def _load_tfds(name: str, data_dir: Path) -> Dataset:
     raise UserError(f"data_source='tfds' supports {', '.join(BUILTIN)}; "
                     f"load '{name}' with data_source='idx'")
   try:
+    # TensorFlow first: tensorflow_datasets imports without it, then has no load().
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError("data_source='tfds' needs tensorflow-datasets and "
-                    "TensorFlow: pip install 'mnist_jax[tfds]'") from None
+  except ImportError as e:
+    raise UserError(f"data_source='tfds' needs the tfds extra ({e.name or e} is "
+                    "not installed): pip install -e '.[tfds]'") from None
   manual_dir = data_dir / name
   download_config = tfds.download.DownloadConfig(
       manual_dir=str(manual_dir) if manual_dir.is_dir() else None)

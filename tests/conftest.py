@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic IDX datasets, the real data, configs."""
 
 import gzip
+import importlib.util
 import os
 import struct
 import subprocess
@@ -18,6 +19,38 @@ REPO = Path(__file__).resolve().parents[1]
 # one choosing a count for all the others (sharding.configure_cpu_devices).
 # Runs in subprocesses choose as a user's would.
 jax.devices()
+
+
+# Tests that need an install extra carry its marker (registered in
+# pyproject.toml). A core install (the README's test command) skips them,
+# naming the extra; CI's second environment sets MNIST_JAX_REQUIRE_EXTRAS=1,
+# where any skip of a marked test is a failure, so an extra that did not
+# install, or a test that skips for another reason, cannot pass unnoticed.
+EXTRAS = {  # marker: (extra, the modules it installs)
+    "tfds": ("tfds", ("tensorflow", "tensorflow_datasets")),
+    "torch": ("benchmark", ("torch",)),
+}
+
+
+def pytest_runtest_setup(item):
+  for marker, (extra, modules) in EXTRAS.items():
+    if item.get_closest_marker(marker) is None:
+      continue
+    # find_spec, not import: importing TensorFlow takes seconds.
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+      pytest.skip(f"needs the {extra} extra ({', '.join(missing)} not installed): "
+                  f"pip install -e '.[{extra}]'")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+  report = (yield).get_result()
+  if (report.skipped and os.environ.get("MNIST_JAX_REQUIRE_EXTRAS") == "1"
+      and any(item.get_closest_marker(m) for m in EXTRAS)):
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+    report.outcome = "failed"
+    report.longrepr = f"MNIST_JAX_REQUIRE_EXTRAS=1, yet this test skipped: {reason}"
 
 
 def real_data_dir() -> Path | None:
