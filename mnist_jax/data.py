@@ -4,8 +4,9 @@ A dataset is the four standard IDX gzip files in `<data_dir>/<name>/`. Built-in
 names know their class names and where to download the files (checked against
 TFDS's registered sha256 checksums); any other folder name holding the four
 files is loaded as a custom dataset. `mnist160` is a fixed 160-image slice of
-MNIST for smoke tests. `source='tfds'` loads the same data through
-tensorflow-datasets instead (an install extra).
+MNIST for smoke tests, shipped inside the package: it loads offline, with no
+data folder. `source='tfds'` loads the same data through tensorflow-datasets
+instead (an install extra).
 
 Everything here runs once on the host; `train.py` puts the arrays on device.
 """
@@ -13,6 +14,7 @@ Everything here runs once on the host; `train.py` puts the arrays on device.
 import dataclasses
 import gzip
 import hashlib
+import io
 import os
 import struct
 import tempfile
@@ -91,6 +93,10 @@ BUILTIN = {
 # mnist160: the first 8 images of each class of the train split and the first
 # 8 of each class of the test split, in file order.
 SLICES = {"mnist160": ("mnist", 8)}
+# Slices shipped inside the package, made by `write_packaged` from the
+# parent's files: name -> sha256 of `PACKAGED_DIR/<name>.npz`.
+PACKAGED = {"mnist160": "27025eaf9ef9faa0120d38441b48270a1d3ec7ce65f21d09903d76b608193660"}
+PACKAGED_DIR = Path(__file__).resolve().parent / "datasets"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,11 +127,13 @@ def load(name: str, data_dir: str | os.PathLike | None = None,
   """Loads dataset `name` from `data_dir` (downloading built-ins if missing)."""
   data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
   if name in SLICES:
-    parent, per_class = SLICES[name]
     if source != "idx":
       raise UserError(
           f"dataset '{name}' is defined on the official file order, which "
           f"data_source='{source}' does not keep; use data_source='idx'")
+    if name in PACKAGED:
+      return _load_packaged(name)
+    parent, per_class = SLICES[name]
     return _class_slice(load(parent, data_dir, source), name, per_class)
   if source == "idx":
     return _load_idx(name, data_dir)
@@ -262,6 +270,38 @@ def _class_slice(parent: Dataset, name: str, per_class: int) -> Dataset:
   return Dataset(name, parent.class_names,
                  parent.train_images[train], parent.train_labels[train],
                  parent.test_images[test], parent.test_labels[test])
+
+
+def _load_packaged(name: str) -> Dataset:
+  """A slice shipped inside the package, checked against its sha256."""
+  path = PACKAGED_DIR / f"{name}.npz"
+  reinstall = "reinstall mnist_jax (pip install --force-reinstall ...)"
+  try:
+    raw = path.read_bytes()
+  except OSError as e:
+    raise UserError(f"the packaged dataset {path} cannot be read "
+                    f"({e.strerror}); {reinstall}") from None
+  if hashlib.sha256(raw).hexdigest() != PACKAGED[name]:
+    raise UserError(f"the packaged dataset {path} does not match its sha256 "
+                    f"checksum: it is damaged; {reinstall}")
+  with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+    return _checked(name, PACKAGED_DIR, BUILTIN[SLICES[name][0]].class_names,
+                    arrays["train_images"], arrays["train_labels"],
+                    arrays["test_images"], arrays["test_labels"])
+
+
+def write_packaged(name: str, data_dir: str | os.PathLike,
+                   out_dir: Path = PACKAGED_DIR) -> str:
+  """Makes `<out_dir>/<name>.npz` from the parent's files in `data_dir`;
+  returns its sha256, for `PACKAGED` (the same bytes every time)."""
+  parent, per_class = SLICES[name]
+  sliced = _class_slice(_load_idx(parent, Path(data_dir)), name, per_class)
+  path = Path(out_dir) / f"{name}.npz"
+  np.savez_compressed(path, train_images=sliced.train_images,
+                      train_labels=sliced.train_labels.astype(np.uint8),
+                      test_images=sliced.test_images,
+                      test_labels=sliced.test_labels.astype(np.uint8))
+  return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _load_tfds(name: str, data_dir: Path) -> Dataset:
