@@ -3,10 +3,14 @@
 A checkpoint is numbered by the epoch it ends. orbax writes each one into a
 temporary folder and renames it only when complete, so a save cut off by a
 kill is never mistaken for a checkpoint; a complete one that still fails to
-load is skipped in favour of the one before it.
+load (its JSON record carries its own sha256) is skipped in favour of the one
+before it. Where none loads, reading stops with a one-line error rather than
+training over them from scratch.
 """
 
 import errno
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +37,28 @@ class Checkpoints:
       raise UserError(f"no checkpoints in {self.directory}; train first: "
                       f"python -m mnist_jax.main --config=... "
                       f"--workdir={self.directory.parent}")
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=not read_only, read_only=read_only,
-            # What a save cut off by a kill left behind goes at the next start.
-            cleanup_tmp_directories=not read_only),
-        item_names=("state", "meta"))
+    try:  # It reads each checkpoint's _CHECKPOINT_METADATA.
+      self._manager = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=keep, create=not read_only, read_only=read_only,
+              # What a save cut off by a kill left behind goes at the next start.
+              cleanup_tmp_directories=not read_only),
+          item_names=("state", "meta"))
+    except (ValueError, TypeError, KeyError) as e:
+      raise UserError(
+          f"the checkpoints in {self.directory} cannot be opened: one's "
+          f"metadata is corrupt ({type(e).__name__}: {_one_line(e)}); move "
+          f"that folder away to train from scratch, or use another --workdir"
+      ) from None
 
   def epochs(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
   def save(self, epoch: int, state, meta: dict[str, Any]):
     """Starts saving; returns once the arrays are copied off the device."""
+    meta = json.loads(json.dumps(meta))  # As it will read back.
+    meta["sha256"] = _digest(meta)
     try:
       self._manager.save(epoch, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
@@ -70,44 +83,102 @@ class Checkpoints:
         f"({reason}); {kept}: fix that and run the same command to resume"
     ) from None
 
+  def _meta(self, epoch: int) -> dict[str, Any]:
+    """The JSON record of checkpoint `epoch`; ValueError where it is corrupt."""
+    meta = self._manager.restore(epoch, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore())).meta
+    check_meta(meta, epoch)
+    return meta
+
   def latest_meta(self) -> dict[str, Any] | None:
     """The JSON record of the newest readable checkpoint, or None if there is none."""
+    errors = []
     for epoch in reversed(self.epochs()):
       try:
-        return self._manager.restore(epoch, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore())).meta
+        return self._meta(epoch)
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning("skipping unreadable checkpoint %s/%d (%s: %s)",
-                        self.directory, epoch, type(e).__name__, e)
+        errors.append(self._skipped(epoch, e))
+    self._raise_if_unreadable(errors)
     return None
 
   def restore_latest(self, like_state, config,
                      num_classes: int) -> tuple[Any, dict[str, Any]] | None:
-    """(state, meta) of the newest checkpoint that loads, or None if none does.
+    """(state, meta) of the newest checkpoint that loads, or None if there is none.
 
     `like_state` gives the structure, shapes, dtypes and shardings to restore
-    into. A checkpoint made by an incompatible config is refused, not skipped.
+    into. A checkpoint made by an incompatible config is refused, not skipped,
+    and so are checkpoints none of which can be read.
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    errors = []
     for epoch in reversed(self.epochs()):
       try:
         # The JSON record first: it says whether the state can fit at all.
-        meta = self._manager.restore(epoch, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore())).meta
+        meta = self._meta(epoch)
         check_compatible(meta, config, num_classes, self.directory)
         state = self._manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract))).state
       except UserError:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning("skipping unreadable checkpoint %s/%d (%s: %s)",
-                        self.directory, epoch, type(e).__name__, e)
+        errors.append(self._skipped(epoch, e))
         continue
       return state, meta
+    self._raise_if_unreadable(errors)
     return None
+
+  def _skipped(self, epoch: int, error: Exception) -> str:
+    """Logs that checkpoint `epoch` cannot be read; returns why, on one line."""
+    reason = f"epoch {epoch}: {type(error).__name__}: {_one_line(error)}"
+    logging.warning("skipping unreadable checkpoint %s/%d (%s)", self.directory,
+                    epoch, reason)
+    return reason
+
+  def _raise_if_unreadable(self, errors: list[str]):
+    if errors:  # Starting over would discard them: the user decides.
+      raise UserError(
+          f"none of the checkpoints in {self.directory} can be restored "
+          f"(newest, {errors[0]}); if they are corrupt, move that folder "
+          f"away to train from scratch, or use another --workdir")
 
   def close(self):
     self._manager.close()
+
+
+# The keys of a checkpoint's JSON record, besides its sha256.
+_KEYS = {"config", "num_classes", "class_names", "epoch"}
+
+
+def _digest(meta: dict[str, Any]) -> str:
+  return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def _one_line(error: Exception, limit: int = 200) -> str:
+  text = " ".join(str(error).split())  # orbax's messages span lines.
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_meta(meta, epoch: int):
+  """Raises ValueError where checkpoint `epoch`'s JSON record is corrupt.
+
+  Its sha256 catches any changed byte, so a flipped bit in a field that
+  still parses (pixel_std, tta, ...) cannot silently change the model.
+  """
+  if not isinstance(meta, dict):
+    raise ValueError("the JSON record is not an object")
+  body = {k: v for k, v in meta.items() if k != "sha256"}
+  if "sha256" in meta and meta["sha256"] != _digest(body):
+    raise ValueError("the JSON record does not match its sha256")
+  # Without a sha256 (made before they had one), other keys are corrupt ones.
+  if not (set(body) >= _KEYS if "sha256" in meta else set(body) == _KEYS):
+    raise ValueError(f"the JSON record has keys {sorted(meta)}, expected "
+                     f"{sorted(_KEYS)} and sha256")
+  class_names = meta["class_names"]
+  if not (isinstance(meta["config"], dict) and meta["epoch"] == epoch
+          and type(meta["num_classes"]) is int and isinstance(class_names, list)
+          and len(class_names) == meta["num_classes"]
+          and all(isinstance(n, str) for n in class_names)):
+    raise ValueError("the JSON record's config, epoch or classes are malformed")
 
 
 def check_compatible(meta: dict[str, Any], config, num_classes: int,
