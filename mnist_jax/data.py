@@ -200,8 +200,9 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
       raw = f.read()
   except (OSError, EOFError, zlib.error) as e:
     raise UserError(
-        f"{path} is not a readable gzip file ({e}); delete it and download "
-        f"it again") from None
+        f"{path} is not a readable gzip file ({e}); replace it with an intact "
+        f"copy (a built-in dataset's file is downloaded again once deleted)"
+    ) from None
   header_bytes = 4 + 4 * ndim
   if len(raw) < header_bytes:
     raise UserError(f"{path} is too short to be an IDX file; replace it")
