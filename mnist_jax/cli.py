@@ -1,12 +1,18 @@
 """Shared command-line plumbing: user mistakes become one line, bugs keep tracebacks."""
 
+import difflib
+import functools
 import logging as std_logging
 import os
 import signal
 import sys
+import sysconfig
+import textwrap
 import traceback
+import types
 from typing import Callable, NoReturn
 
+import ml_collections
 from absl import app, flags, logging
 
 from mnist_jax.errors import Interrupted, UserError
@@ -51,12 +57,10 @@ def _config_flag_error(error: Exception, argv: list[str]) -> str | None:
     return f"config file {path} does not exist; pass --config=configs/<name>.py"
   if isinstance(error, AttributeError) and "get_config" in str(error):
     return f"config file {path} does not define get_config()"
-  if isinstance(error, AttributeError):  # An override names no config field.
-    field = str(error).strip("\"'")
-    override = next((a.split("=", 1)[0] for a in argv
-                     if a.split("=", 1)[0].endswith(f".{field}")), field)
-    return (f"{override}: the config has no field '{field}'; see the config "
-            f"reference in README.md for the fields there are")
+  if isinstance(error, (AttributeError, KeyError)):
+    message = _unknown_field(config_file, argv)
+    if message:
+      return message
   # Any other failure inside the user's config file: point at its line.
   frames = [f for f in traceback.extract_tb(error.__traceback__)
             if os.path.abspath(f.filename) == os.path.abspath(path)]
@@ -66,7 +70,68 @@ def _config_flag_error(error: Exception, argv: list[str]) -> str | None:
   return None
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def _unknown_field(config_file: str, argv: list[str]) -> str | None:
+  """`--config.<path>: no such field; did you mean ...?` for the first
+  override that names no field of the config, else None.
+
+  Found by walking the config rather than by reading ml_collections'
+  exception text, which differs with the depth of the path.
+  """
+  try:
+    config = flags.FLAGS["config"].parser.parse(config_file)
+  except Exception:  # pylint: disable=broad-except
+    return None  # The caller reports the original error.
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg.split("=", 1)[0][len("--config."):]
+    node, names = config, path.split(".")
+    for i, name in enumerate(names):
+      if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        fields = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        close = difflib.get_close_matches(name, fields, n=1)
+        hint = (f"did you mean {'.'.join([*names[:i], close[0], *names[i + 1:]])}?"
+                if close else "list the fields with --show_config")
+        return f"--config.{path}: no such field; {hint}"
+      node = node[name]
+  return None
+
+
+def command_help(module: types.ModuleType) -> str:
+  """`--help`: the command's docstring and the flags the command itself holds."""
+  spec = getattr(module, "__spec__", None)
+  command = (sys.argv[0] if sys.argv[0].startswith("mnist-jax") or spec is None
+             else f"python -m {spec.name}")
+  lines = [f"usage: {command} [flags]", "",
+           (module.__doc__ or "").strip(), "", "flags:"]
+  for holder in vars(module).values():
+    if isinstance(holder, flags.FlagHolder):
+      flag = flags.FLAGS[holder.name]
+      default = flag.default
+      if isinstance(default, list):
+        default = ",".join(default) or None
+      default = (f" (default: {default!r})" if isinstance(default, str) else
+                 "" if default in (None, False) else f" (default: {default})")
+      lines.append(textwrap.fill(f"--{flag.name}: {flag.help}{default}",
+                                 width=79, initial_indent="  ",
+                                 subsequent_indent="      "))
+  lines += ["", "--verbosity=1 also shows the libraries' log lines; --helpfull",
+            "lists every flag, JAX's and absl's too."]
+  return "\n".join(lines)
+
+
+_HELP_ARGS = ("-h", "-?", "--help", "--helpshort")
+
+
+def _parse_flags(module: types.ModuleType, argv: list[str]) -> list[str]:
+  # absl's --help prints only the flags of __main__ (none, under the
+  # mnist-jax dispatcher) and exits 1.
+  if any(a in _HELP_ARGS for a in argv[1:]):
+    try:
+      print(command_help(module), flush=True)
+    except BrokenPipeError:  # `--help | head`: the reader has what it wanted.
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
   try:
     remaining = flags.FLAGS(argv)
     # config_flags defers a missing file's error to the config's first use.
@@ -88,18 +153,39 @@ def _parse_flags(argv: list[str]) -> list[str]:
     fail(message)
 
 
-def _not_library_info(record: std_logging.LogRecord) -> bool:
-  """Drops orbax's INFO records (several long lines per save); keeps warnings."""
-  return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+# Library directories: records from code there are the libraries' own.
+_LIBRARY_DIRS = tuple(sorted({os.path.realpath(sysconfig.get_path(key)) + os.sep
+                              for key in ("purelib", "platlib", "stdlib")}))
+_OWN_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
+# Warnings orbax gives whenever a checkpoint is opened read-only, which
+# evaluate, predict and export do on purpose.
+_EXPECTED_WARNINGS = ("Given directory is read only",
+                      "CheckpointManagerOptions.read_only=True")
+
+
+@functools.lru_cache(maxsize=None)
+def _is_library(pathname: str) -> bool:
+  path = os.path.realpath(pathname)
+  return path.startswith(_LIBRARY_DIRS) and not path.startswith(_OWN_DIR)
+
+
+def _shown(record: std_logging.LogRecord) -> bool:
+  """Our records; libraries' warnings and errors, less the expected ones.
+
+  `--verbosity=1` (or more) shows every record.
+  """
+  if flags.FLAGS["verbosity"].value >= 1 or not _is_library(record.pathname):
+    return True
+  return (record.levelno >= std_logging.WARNING
+          and not record.getMessage().startswith(_EXPECTED_WARNINGS))
 
 
 def _quiet_logging():
-  """Time-stamped one-line messages; no library chatter at INFO level."""
+  """Time-stamped one-line messages; no library chatter."""
   handler = logging.get_absl_handler()
   handler.setFormatter(
       std_logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-  handler.addFilter(_not_library_info)
-  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+  handler.addFilter(_shown)
 
 
 def run(main: Callable[[list[str]], None]):
@@ -118,4 +204,5 @@ def run(main: Callable[[list[str]], None]):
       logging.flush()
       print("interrupted", file=sys.stderr)
       sys.exit(128 + signal.SIGINT)
-  app.run(wrapped, flags_parser=_parse_flags)
+  module = sys.modules[main.__module__]
+  app.run(wrapped, flags_parser=functools.partial(_parse_flags, module))

@@ -1,7 +1,13 @@
-"""Trains and evaluates a model: `python -m mnist_jax.main --config=configs/fashion.py`.
+"""Trains and evaluates a model: `mnist-jax train --config=configs/fashion.py`.
 
-Any config field can be overridden, e.g. `--config.num_epochs=3`. The workdir
-(default `runs/<config file stem>`) receives `metrics.jsonl` and `summary.json`.
+Any config field can be overridden, e.g. `--config.num_epochs=3`. Every field
+with its value, default and meaning:
+
+  mnist-jax train --config=configs/mnist.py --show_config
+
+The workdir (default `runs/<config file stem>`) receives `metrics.jsonl`,
+`summary.json` and `checkpoints/`; rerunning the command resumes. The same
+as `python -m mnist_jax.main ...`.
 """
 
 from pathlib import Path
@@ -9,20 +15,27 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
-from mnist_jax import cli, train
+from mnist_jax import cli, config_reference, train
 from mnist_jax.errors import UserError
 
-_WORKDIR = cli.workdir_flag()
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training config file, e.g. configs/mnist.py.",
-    lock_config=True)
+    "config", None, "Training config file, e.g. configs/mnist.py (required); "
+    "--config.<field>=<value> overrides a field.", lock_config=True)
 flags.mark_flag_as_required("config")
+_WORKDIR = cli.workdir_flag()
+_SHOW_CONFIG = flags.DEFINE_bool(
+    "show_config", False, "Print every config field: its value with this "
+    "--config and overrides, its default and its meaning; then exit without "
+    "training.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}; config "
                     f"fields are set as --config.<field>=<value>")
+  if _SHOW_CONFIG.value:
+    print(config_reference.describe(_CONFIG.value))
+    return
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or str(Path("runs") / Path(config_file).stem)
   train.train_and_evaluate(_CONFIG.value, workdir)
