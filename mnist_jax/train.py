@@ -762,8 +762,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if restored:
     state, meta = restored
     done_epochs = meta["epoch"]
-    changed = {k: (v, config[k]) for k, v in meta["config"].items()
-               if k in config and config[k] != v}
+    # As saved (plain dicts through JSON), not ConfigDicts: those never equal.
+    now = json.loads(json.dumps(config.to_dict()))
+    changed = {k: (v, now[k]) for k, v in meta["config"].items()
+               if k in now and now[k] != v}
     logging.info("resuming from the checkpoint of epoch %d in %s%s", done_epochs,
                  checkpoints.directory, f"; changed fields: {changed}" if changed else "")
   main_process = distributed.is_main_process()
