@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
 # Sections shown from the newest record that has them; time to accuracy is
 # shown per speedrun config instead.
-HARNESS_SECTIONS = ("throughput", "strategies", "scaling", "members")
+HARNESS_SECTIONS = ("throughput", "strategies", "scaling", "members", "memory")
 
 
 def load_records(results_dir: Path = RESULTS) -> dict[str, list[tuple[str, dict]]]:
@@ -90,8 +90,33 @@ def _harness(name: str, record: dict, sections: list[str]) -> list[str]:
           _rate(r["images_per_sec"]),
           f"{r['speedup_over_sequential']:.2f}x"
           + ("" if r["differs_from_sequential"] or r["members"] == 1
-             else " (no difference)")] for r in record["members"]])
+             else " (no difference)")] for r in record["members"]
+         if "speedup_over_sequential" in r])
+  if "memory" in record:
+    lines += ["Device memory while training one window (mnist_jax's own loop): "
+              "the device's peak bytes in use (`memory_stats()`), and XLA's "
+              "compile-time sizes of the training call's arguments and "
+              "temporaries (`memory_analysis()`), MiB.", ""]
+    lines += _table(
+        ["model", "batch", "dtype", "steps/call", "peak in use", "arguments",
+         "temporaries"],
+        [[r["model"], str(r["batch_size"]), r["dtype"], str(r["steps_per_call"]),
+          _mib(r["peak_bytes_in_use"]),
+          _mib((r["compiled_train_bytes"] or {}).get("argument_size_in_bytes")),
+          _mib((r["compiled_train_bytes"] or {}).get("temp_size_in_bytes"))]
+         for r in record["memory"]])
+  skipped = {s: v for s, v in record.get("skipped", {}).items() if s in sections}
+  for section, left_out in skipped.items():
+    lines += [f"Left out of {section} by its {record['budgets'][section]:.0f} s "
+              f"budget: {', '.join(left_out)}.", ""]
   return lines
+
+
+def _mib(value) -> str:
+  """Bytes as MiB; a backend's own words where it gave no number."""
+  if value is None:
+    return ""
+  return f"{value / 2**20:,.1f}" if isinstance(value, (int, float)) else value
 
 
 def _time_to_accuracy(rows: list[tuple[str, dict, dict]]) -> list[str]:
@@ -105,11 +130,14 @@ def _time_to_accuracy(rows: list[tuple[str, dict, dict]]) -> list[str]:
     t, acc = r["seconds_to_target"], r["final_test_accuracy"]
     table.append([
         r["config"], f"{100 * r['target']:.1f}%",
-        f"{round(r['fraction_reached'] * r['seeds'])}/{r['seeds']}",
+        f"{round(r['fraction_reached'] * r['seeds'])}/{r['seeds']}"
+        + (f" (of {r['seeds_requested']} asked)"
+           if r.get("seeds_requested", r["seeds"]) != r["seeds"] else ""),
         (f"{t['mean']:.2f} ± {t['std']:.2f} ({t['min']:.2f}..{t['max']:.2f})"
          if t else "not reached"),
         f"{100 * acc['mean']:.2f}% ({100 * acc['min']:.2f}..{100 * acc['max']:.2f})",
-        f"{r['num_epochs']} x batch {r['batch_size']} on {r['device_count']} device(s)",
+        f"{r['num_epochs']} x batch {r['batch_size']} on {r['device_count']} device(s)"
+        + (", seeds in one process" if r.get("in_process") else ""),
         f"{r['compile_seconds']:.2f}", f"`{name}`"])
   lines += _table(["config", "target", "seeds reached", "seconds to target",
                    "final accuracy", "epochs", "compile s", "record"], table)
