@@ -109,7 +109,7 @@ else
   members=32
   batch=$("$PYTHON" -c "from configs import mnist_speedrun; print(mnist_speedrun.get_config().batch_size)")
   sizes=(--data_dir="$data_dir" --dataset=mnist --models=speedrun,cnn,mlp,bn_cnn,resnet
-         --batch_sizes=128,512,2048,4096 --repeats=3
+         --batch_sizes=128,512,2048,4096 --repeats=3 --seeds=10
          --strategies_batch_size="$batch" --strategies_window_images=60000
          --memory_models=speedrun,cnn,mlp,bn_cnn,resnet
          --memory_batch_sizes=128,512,2048,4096
