@@ -1,10 +1,13 @@
-"""`mnist-jax COMMAND [flags]`, the same as `python -m mnist_jax.COMMAND [flags]`.
+"""`mnist-jax COMMAND [flags]`, the same as `python -m mnist_jax COMMAND [flags]`.
 
   mnist-jax train --config=configs/mnist.py
   mnist-jax evaluate --workdir=runs/mnist
   mnist-jax predict --workdir=runs/mnist digit.png
   mnist-jax export --workdir=runs/mnist
   mnist-jax compare configs/mnist.py configs/fashion.py --seeds=3
+
+`mnist-jax COMMAND --help` lists the command's flags;
+`mnist-jax train --config=configs/mnist.py --show_config` every config field.
 """
 
 import importlib
