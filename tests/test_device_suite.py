@@ -12,7 +12,8 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "benchmarks"))
 import run as harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import mnist_speedrun as speedrun_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import data, models  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SECTIONS = ["throughput", "time_to_accuracy", "members", "strategies", "memory"]
 
@@ -84,3 +85,38 @@ def test_a_budget_leaves_out_the_variants_that_would_overrun_it():
   assert [r["batch_size"] for r in rows] == [16]  # The first always runs.
   assert budget.skipped == ["mlp 32 float32 1 auto"]
   assert harness.Budget(None).fits(1e9) and not harness.Budget(0.0).fits(1.0)
+
+
+def test_the_gpu_run_asks_for_what_the_readme_rows_need(tmp_path):
+  """The full (GPU) suite's arguments to run.py, caught by a stand-in
+  interpreter: nothing is measured."""
+  args_file = tmp_path / "args.json"
+  stand_in = tmp_path / "python"
+  stand_in.write_text(f"""#!{sys.executable}
+import json, os, sys
+if sys.argv[1:2] == ["benchmarks/run.py"]:
+  json.dump(sys.argv[2:], open({str(args_file)!r}, "w"))
+else:
+  os.execv({sys.executable!r}, [{sys.executable!r}] + sys.argv[1:])
+""")
+  stand_in.chmod(0o755)
+  (tmp_path / "data" / "mnist").mkdir(parents=True)
+  env = {**os.environ, "PYTHON": str(stand_in), "DEVICE_SUITE_RESULTS": str(tmp_path),
+         "DEVICE_SUITE_DATA_DIR": str(tmp_path / "data")}
+  done = subprocess.run(["bash", "benchmarks/device_suite.sh"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+  parsed = harness.parse_args(json.loads(args_file.read_text()))
+  every_model = set(models.MODELS)
+  assert parsed.sections.split(",") == SECTIONS
+  assert set(parsed.models.split(",")) == set(parsed.memory_models.split(",")) == every_model
+  assert parsed.dtypes.split(",") == ["float32", "bfloat16"]
+  sizes = [int(b) for b in parsed.batch_sizes.split(",")]
+  assert min(sizes) == 128 and max(sizes) == 4096 and parsed.window_images is None
+  assert parsed.speedruns == "mnist_speedrun" and parsed.seeds == 10
+  assert parsed.speedruns_in_process and not parsed.override  # The config as shipped.
+  assert parsed.members_counts == "1,32" and parsed.member_loops == "vmap"
+  speedrun_batch = speedrun_config.get_config().batch_size
+  assert parsed.members_batch_size == parsed.strategies_batch_size == speedrun_batch
+  assert parsed.strategies_window_images >= 60_000  # Whole-epoch scan vs per-step calls.
+  assert sum(harness._budgets(parsed.budgets).values()) < 420  # pylint: disable=protected-access
