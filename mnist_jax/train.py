@@ -40,7 +40,7 @@ from mnist_jax import augment, distributed, models, optim, sharding, signals
 from mnist_jax import members as members_lib
 from mnist_jax import metrics_file
 from mnist_jax import progress as progress_lib
-from mnist_jax import report, tensorboard, timing
+from mnist_jax import report, tensorboard, timing, workdir_lock
 from mnist_jax.errors import Interrupted, UserError
 
 
@@ -732,8 +732,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains to `config.num_epochs`, evaluating after each epoch.
 
   A workdir with checkpoints is resumed from the newest one. SIGTERM and
-  Ctrl-C stop the run after saving the last finished epoch.
+  Ctrl-C stop the run after saving the last finished epoch. A workdir in use
+  by another run is refused (workdir_lock.py).
   """
+  # Releases the workdir's lock however the run ends.
+  with contextlib.ExitStack() as run_scope:
+    return _train_and_evaluate(config, workdir, run_scope)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir,
+                        run_scope: contextlib.ExitStack) -> TrainResult:
   # A process's first run starts at its import; later ones (compare, tests)
   # at their own call.
   global _runs_started
@@ -755,6 +763,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # Only once the config and data are known good: a refused run leaves
   # nothing behind. A refused resume leaves the workdir as it was.
   workdir = _prepare_workdir(Path(workdir))
+  run_scope.enter_context(workdir_lock.for_run(workdir))  # Before any write.
   checkpoints = checkpoint_lib.Checkpoints(workdir / "checkpoints",
                                            config.checkpoints_to_keep)
   restored = checkpoints.restore_latest(state, config, dataset.num_classes)
