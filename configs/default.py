@@ -98,6 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
   # times faster on XLA:CPU; see sharding.auto_cpu_devices). Results differ
   # between device counts by float rounding: fix it to compare machines.
   config.cpu_devices = 0
+  # "gpu", "tpu" or "cpu": stop at start-up unless JAX's backend is that one
+  # (a benchmark never runs on the CPU because jaxlib lacks CUDA). "": any.
+  config.require_backend = ""
   # PNG plots in <workdir>/plots at the end: curves, confusion matrix, samples.
   config.plots = True
   # JAX's persistent compilation cache, for a fast second start. The folder

@@ -529,6 +529,9 @@ def validate(config: ml_collections.ConfigDict):
   # Checks the name only: asking JAX for the backend here would start it
   # before configure_cpu_devices.
   members_lib.member_loop(config.member_loop, backend="cpu")
+  if config.require_backend not in BACKEND_FIXES:
+    raise UserError(f"config.require_backend={config.require_backend!r}: choose "
+                    f"gpu, tpu, cpu, or '' for any backend")
   if config.dtype not in DTYPES:
     raise UserError(f"config.dtype={config.dtype!r}: choose one of "
                     f"{', '.join(DTYPES)}")
@@ -572,6 +575,23 @@ def validate(config: ml_collections.ConfigDict):
                     f"got {config.onecycle_pct_start!r}, "
                     f"{config.onecycle_div_factor!r}, "
                     f"{config.onecycle_final_div_factor!r}")
+
+# config.require_backend: how to get each backend.
+BACKEND_FIXES = {
+    "": "", "gpu": "install JAX's CUDA build (pip install -e '.[cuda12]' or '.[cuda13]')",
+    "tpu": "install JAX's TPU build on a TPU VM (pip install -e '.[tpu]')",
+    "cpu": "hide the accelerators (JAX_PLATFORMS=cpu)"}
+
+
+def check_backend(config: ml_collections.ConfigDict):
+  """Refuses a run whose backend is not the one config.require_backend names:
+  a benchmark must not silently run on the CPU. Starts JAX's backend."""
+  backend = jax.default_backend()
+  if config.require_backend and config.require_backend != backend:
+    raise UserError(f"config.require_backend={config.require_backend} but JAX's "
+                    f"backend is {backend}: {BACKEND_FIXES[config.require_backend]} "
+                    f"or drop require_backend")
+
 
 def enable_compilation_cache(config: ml_collections.ConfigDict):
   """JAX's persistent compilation cache: a second start skips XLA compilation.
@@ -752,6 +772,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   sharding.configure_cpu_devices(config, multi_process=distributed.requested(config))
   distributed.initialize(config)
   enable_compilation_cache(config)
+  check_backend(config)  # Before loading data or compiling anything.
   dataset = data_lib.load(config.dataset, config.data_dir, config.data_source)
   mesh = sharding.make_mesh()
   plan = Plan.make(config, dataset, mesh)
