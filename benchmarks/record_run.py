@@ -100,14 +100,17 @@ def read_run(workdir: Path) -> tuple[dict, list[dict]]:
   return summary, metrics
 
 
-def changed_files() -> list[str] | None:
-  """Tracked files that differ from the recorded commit: the code that ran is
-  that commit plus these changes."""
+def code_version() -> dict[str, object]:
+  """The commit checked out and the tracked files that differ from it, taken
+  before training: the code that ran is that commit plus those changes."""
+  def git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
   try:
-    return subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True, check=True).stdout.split()
+    return {"git_commit": git("rev-parse", "HEAD").strip(),
+            "git_changed_files": git("diff", "--name-only", "HEAD").split()}
   except (OSError, subprocess.CalledProcessError):
-    return None
+    return {"git_commit": None, "git_changed_files": None}
 
 
 def train(config: str, overrides: list[str], workdir: Path) -> float:
@@ -127,6 +130,7 @@ def train(config: str, overrides: list[str], workdir: Path) -> float:
 
 def record_run(args: argparse.Namespace, overrides: list[str]) -> Path:
   load_before = os.getloadavg()
+  code = code_version()
   wall_seconds = None
   if args.from_workdir:
     workdir = Path(args.from_workdir)
@@ -153,7 +157,7 @@ def record_run(args: argparse.Namespace, overrides: list[str]) -> Path:
       raise UserError(f"{workdir}/summary.json has no '{key}' (an older "
                       f"mnist_jax wrote it); rerun its command to record it")
     machine[key] = summary[key]
-  machine["git_changed_files"] = changed_files()
+  machine.update(code)
   machine["cpu_affinity"] = len(os.sched_getaffinity(0))
   record = {
       "benchmark": "run",
@@ -161,7 +165,8 @@ def record_run(args: argparse.Namespace, overrides: list[str]) -> Path:
       "overrides": overrides,
       # As a user would type it; the workdir was the recorder's.
       "command": (None if args.from_workdir else shlex.join(
-          ["python", "-m", "mnist_jax.main", f"--config={args.config}", *overrides])),
+          ([f"XLA_FLAGS={os.environ['XLA_FLAGS']}"] if os.environ.get("XLA_FLAGS") else [])
+          + ["python", "-m", "mnist_jax.main", f"--config={args.config}", *overrides])),
       "record_command": shlex.join(["python", "benchmarks/record_run.py", *args.argv]),
       "from_workdir": args.from_workdir,
       "note": args.note,

@@ -28,7 +28,8 @@ def test_records_a_training_run_with_its_overrides(synthetic_data, tmp_path):
        "--config=configs/mnist160.py", *overrides, "--tag=t", "--note=shared",
        f"--results_dir={results}"],
       cwd=REPO, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "PYTHONPATH": str(REPO)})
+      env={**os.environ, "PYTHONPATH": str(REPO),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
   assert result.returncode == 0, result.stderr[-2000:]
   [path] = _records(results)
   assert path.name == "run-mnist160-t.json"
@@ -37,15 +38,15 @@ def test_records_a_training_run_with_its_overrides(synthetic_data, tmp_path):
   summary, metrics = record["summary"], record["metrics"]
   # The overrides reached the run, and the command that reproduces it.
   assert (summary["dataset"], summary["model"], summary["num_epochs"]) == ("toy", "mlp", 2)
-  assert record["command"] == ("python -m mnist_jax.main --config=configs/mnist160.py "
-                               + " ".join(overrides))
+  assert record["command"] == (
+      "XLA_FLAGS=--xla_force_host_platform_device_count=1 python -m mnist_jax.main "
+      "--config=configs/mnist160.py " + " ".join(overrides))
   # Every epoch, and the summary of the same run.
   assert [m["epoch"] for m in metrics] == [1, 2]
   assert summary["final_test_accuracy"] == metrics[-1]["test_accuracy"]
   assert summary["train_seconds"] == pytest.approx(sum(m["epoch_seconds"] for m in metrics))
-  # The run's devices (mnist_jax's choice in its own process), not this one's.
   machine = record["machine"]
-  assert machine["device_count"] == summary["device_count"]
+  assert machine["device_count"] == summary["device_count"] == 1
   assert machine["cpu_count"] == os.cpu_count() and machine["cpu"]
   assert record["versions"]["jax"] == jax.__version__
   assert record["versions"]["optax"] and record["versions"]["flax"]
@@ -72,6 +73,7 @@ def test_records_a_finished_workdir_as_it_is(tmp_path):
   record = json.loads(path.read_text())
   assert path.name == "run-mnist-x.json"
   assert (record["summary"], record["metrics"]) == (summary, metrics)
+  # The run's devices (mnist_jax's choice in its own process), not this one's.
   assert record["machine"]["device_count"] == 3
   assert record["command"] is None
 
