@@ -9,6 +9,13 @@ is made into a 28x28 grayscale image the way the datasets' images were made:
   fit 20x20, placed so that its centre of mass is at the centre of 28x28.
   `--fit=whole` scales the whole image to fit 28x28 (Fashion-MNIST's items
   fill their frame). `auto` picks `digit` for mnist, mnist160 and kmnist.
+- depth: 16-bit grayscale is scaled to 8 bits (0..65535 to 0..255), not
+  clipped as Pillow's own conversion to 8 bits does.
+- transparency becomes the paper the image is drawn on. Mostly transparent
+  (strokes drawn on a transparent sheet, as drawing apps export): the paper
+  is the shade that contrasts with the strokes, white behind dark ink, black
+  behind light ink. Mostly opaque (a scan with transparent margins): the
+  margins take the opaque part's typical (median) shade.
 """
 
 from pathlib import Path
@@ -34,7 +41,7 @@ DIGIT_DATASETS = ("mnist", "mnist160", "kmnist")
 
 
 def _read_grayscale(path: Path) -> np.ndarray:
-  """float32 [H, W] in 0..255; transparency composited onto white."""
+  """float32 [H, W] in 0..255: 16-bit scaled, transparency made paper."""
   try:
     image = Image.open(path)
     image.load()
@@ -46,10 +53,27 @@ def _read_grayscale(path: Path) -> np.ndarray:
     raise UserError(f"{path} is not an image that can be read "
                     f"({' '.join(str(e).split())}); check that it opens in an "
                     f"image viewer, or save it again as PNG") from None
+  if image.mode.startswith("I"):  # 16-bit ("I;16", "I;16B", ...) or 32-bit integers.
+    return np.asarray(image, np.float32).clip(0, 65535) / 257
   if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-    image = image.convert("RGBA")
-    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
+    return _on_paper(image.convert("RGBA"))
   return np.asarray(image.convert("L"), np.float32)
+
+
+def _on_paper(image: Image.Image) -> np.ndarray:
+  """An RGBA image's gray levels with its transparent pixels made paper
+  (see the module's docstring): float32 [H, W] in 0..255."""
+  gray = np.asarray(image.convert("L"), np.float32)  # Ignores alpha.
+  alpha = np.asarray(image.getchannel("A"), np.float32) / 255
+  opaque = alpha >= 0.5
+  if not opaque.any():
+    return np.zeros_like(gray)  # Nothing drawn: blank.
+  if opaque.mean() < 0.5:  # Drawn on a transparent sheet.
+    ink = np.average(gray, weights=alpha)
+    paper = 255.0 if ink < 128 else 0.0
+  else:  # Transparent margins of opaque paper.
+    paper = float(np.median(gray[opaque]))
+  return alpha * gray + (1 - alpha) * paper
 
 
 def _resized(pixels: np.ndarray, box: int) -> np.ndarray:
@@ -86,9 +110,11 @@ def to_mnist_format(path: Path, invert: str = "auto", fit: str = "whole") -> np.
   return np.round(canvas * (255 / canvas.max())).astype(np.uint8)
 
 
-def predict(workdir, paths: list[str], invert="auto", fit="auto", top=1):
-  """[(path, [(class name, probability), ...]), ...], best first."""
-  trained = load_trained(workdir, _MEMBER.value)
+def predict(workdir, paths: list[str], invert="auto", fit="auto", top=1,
+            member: int | None = None):
+  """[(path, [(class name, probability), ...]), ...], best first, by the
+  run's model (member `member` of a run of several)."""
+  trained = load_trained(workdir, member)
   if fit == "auto":
     fit = "digit" if trained.config.dataset in DIGIT_DATASETS else "whole"
   images_NHW = np.stack([to_mnist_format(Path(p), invert, fit) for p in paths])
@@ -111,7 +137,7 @@ def main(argv):
   if _TOP.value < 1:
     raise UserError(f"--top must be at least 1, got {_TOP.value}")
   for path, ranked in predict(_WORKDIR.value, paths, _INVERT.value, _FIT.value,
-                              _TOP.value):
+                              _TOP.value, _MEMBER.value):
     print(f"{path}\t" + "\t".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
 
 

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -364,22 +365,73 @@ def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
   assert "kept no moving average" in refused.stderr
 
 
-def test_bfloat16_computes_in_bf16_and_keeps_float32_state(synthetic_data, tmp_path):
-  result = train.train_and_evaluate(
-      toy_config(synthetic_data, model="cnn", width=0.25, dtype="bfloat16"),
-      tmp_path / "run")
+def matmul_dtypes(stablehlo: str) -> set[str]:
+  """The element types of the operands of a program's convolutions and
+  matrix products (StableHLO text): where a model spends its arithmetic."""
+  return set(re.findall(
+      r"stablehlo\.(?:convolution|dot_general).*: \(tensor<[^>]*x(\w+)>, tensor<[^>]*x\w+>\)",
+      stablehlo))
+
+
+def test_bfloat16_trains_checkpoints_evaluates_predicts_and_exports_in_bf16(
+    synthetic_data, tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from mnist_jax import evaluate, export, predict  # pylint: disable=g-import-not-at-top
+  from mnist_jax.trained import load_trained  # pylint: disable=g-import-not-at-top
+  config = toy_config(synthetic_data, model="cnn", width=0.25, dtype="bfloat16")
+  in_f32 = lambda model: dataclasses.replace(model, dtype=jnp.float32)
+  ds = data.load("toy", synthetic_data)
+
+  # A training step: every convolution and matrix product (forward and
+  # backward) in bf16; the loss close to float32's but not the same bits.
+  model, state, tx = train.create_model_and_state(config, 10, 8)
+  images, labels = jnp.asarray(ds.train_images[:32]), jnp.asarray(ds.train_labels[:32])
+  step = lambda m: jax.jit(lambda s: train.train_step(m, tx, s, images, labels))
+  assert matmul_dtypes(step(model).lower(state).as_text()) == {"bf16"}
+  assert matmul_dtypes(step(in_f32(model)).lower(state).as_text()) == {"f32"}
+  (new_state, (loss, _, _)), (_, (loss_f32, _, _)) = (step(model)(state),
+                                                      step(in_f32(model))(state))
+  assert float(loss) != float(loss_f32)
+  assert float(loss) == pytest.approx(float(loss_f32), rel=1e-3)
+  assert {x.dtype for x in jax.tree.leaves(new_state.params)} == {np.dtype("float32")}
+
+  # A run: float32 state, checkpointed with its dtype.
+  workdir = tmp_path / "run"
+  result = train.train_and_evaluate(config, workdir)
   assert result.summary["final_test_accuracy"] > 0.5
   assert {x.dtype for x in jax.tree.leaves(result.state.params)} == {np.dtype("float32")}
   assert {x.dtype for x in jax.tree.leaves(result.state.opt_state)
           if jnp.issubdtype(x.dtype, jnp.floating)} == {np.dtype("float32")}
-  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 28, 28)), jnp.uint8)
-  in_bf16 = train.eval_logits(result.model, result.state, images)
-  in_f32 = train.eval_logits(dataclasses.replace(result.model, dtype=jnp.float32),
-                             result.state, images)
-  assert in_bf16.dtype == jnp.float32
-  # The same function up to bf16 rounding (8 bits of mantissa), not the same bits.
-  assert not np.array_equal(in_bf16, in_f32)
-  np.testing.assert_allclose(in_bf16, in_f32, atol=0.1 * float(jnp.abs(in_f32).max()))
+  trained = load_trained(workdir)
+  assert trained.model.dtype == jnp.bfloat16
+
+  # Evaluate: the numbers training reported (in bf16), which float32 misses.
+  report = evaluate.evaluate_trained(trained, ds)
+  assert report["test_loss"] == pytest.approx(result.summary["final_test_loss"], rel=1e-6)
+  f32_report = evaluate.evaluate_trained(
+      dataclasses.replace(trained, model=in_f32(trained.model)), ds)
+  assert f32_report["test_loss"] != pytest.approx(report["test_loss"], rel=1e-6)
+
+  # Predict: the probabilities of the bf16 logits.
+  paths = []
+  for i in range(3):
+    paths.append(tmp_path / f"{i}.png")
+    Image.fromarray(ds.test_images[i]).save(paths[-1])
+  predicted = np.array([[dict(ranked)[name] for name in trained.class_names]
+                        for _, ranked in predict.predict(workdir, paths, fit="whole",
+                                                         top=10)])
+  inputs = np.stack([predict.to_mnist_format(p, "auto", "whole") for p in paths])
+  for m, close in ((trained.model, True), (in_f32(trained.model), False)):
+    expected = jax.nn.softmax(train.make_logits_fn(m)(trained.state, inputs))
+    assert np.allclose(predicted, expected, rtol=1e-6, atol=1e-9) == close
+
+  # Export: a module whose arithmetic is bf16, computing the same logits.
+  path = export.export(trained, tmp_path / "model.jax_export", ["cpu"])
+  exported = jax.export.deserialize(bytearray(path.read_bytes()))
+  assert matmul_dtypes(exported.mlir_module()) == {"bf16"}
+  in_bf16 = train.eval_logits(trained.model, trained.state, inputs)
+  np.testing.assert_allclose(exported.call(inputs), in_bf16,
+                             atol=0.05 * float(jnp.abs(in_bf16).max()))
 
 
 def test_dropout_changes_training_repeats_exactly_and_resumes_exactly(
