@@ -47,7 +47,10 @@ class _Processes:
                      f"--config.coordinator_bind_address=127.0.0.1:{port}",
                      f"--config.num_processes={num_processes}",
                      f"--config.process_id={i}",
-                     "--config.heartbeat_timeout_seconds=10"),
+                     "--config.heartbeat_timeout_seconds=10",
+                     # JAX's INFO log names the coordinator's bind address;
+                     # library INFO lines show only with --verbosity=1.
+                     "--verbosity=1"),
             env=_env(2), cwd=REPO, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         for i in range(num_processes)]
