@@ -11,6 +11,8 @@ training over them from scratch.
 import errno
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ class Checkpoints:
   def __init__(self, directory: Path, keep: int | None = None,
                read_only: bool = False):
     self.directory = Path(directory).absolute()
+    self._saving: int | None = None  # The epoch whose save may be in flight.
     if read_only and not self.directory.is_dir():
       raise UserError(f"no checkpoints in {self.directory}; train first: "
                       f"python -m mnist_jax.main --config=... "
@@ -56,28 +59,39 @@ class Checkpoints:
     return sorted(self._manager.all_steps())
 
   def save(self, epoch: int, state, meta: dict[str, Any]):
-    """Starts saving; returns once the arrays are copied off the device."""
+    """Starts saving; returns once the arrays are copied off the device.
+
+    The files are written in the background; first this waits for the
+    previous save (orbax would too), so that its failure is reported as
+    that epoch's.
+    """
+    self.wait()
+    # orbax logs a failed background write with tracebacks; wait() says it in one line.
+    logging.get_absl_logger().addFilter(_not_a_write_failure)
     meta = json.loads(json.dumps(meta))  # As it will read back.
     meta["sha256"] = _digest(meta)
+    self._saving = epoch
     try:
       self._manager.save(epoch, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     except OSError as e:
-      self._raise_save_error(epoch, e)
+      self._raise_save_error(epoch, _write_failure(e))
 
   def wait(self):
-    """Waits for the last save to be on disk."""
+    """Waits for the last save to be on disk; a failed write is a UserError."""
+    epoch, self._saving = self._saving, None
     try:
       self._manager.wait_until_finished()
-    except OSError as e:
-      self._raise_save_error(self._manager.latest_step(), e)
+    except Exception as e:  # pylint: disable=broad-except
+      reason = _write_failure(e)
+      if reason is None:
+        raise  # Not the file system's refusal: a bug, with its traceback.
+      self._raise_save_error(epoch, reason)
 
-  def _raise_save_error(self, epoch, error: OSError):
+  def _raise_save_error(self, epoch, reason: str):
     previous = [e for e in self.epochs() if epoch is None or e < epoch]
     kept = (f"the checkpoint of epoch {previous[-1]} is intact"
             if previous else "no earlier checkpoint exists")
-    reason = ("the disk is full" if error.errno == errno.ENOSPC
-              else error.strerror or str(error))
     raise UserError(
         f"saving the checkpoint of epoch {epoch} in {self.directory} failed "
         f"({reason}); {kept}: fix that and run the same command to resume"
@@ -179,6 +193,28 @@ def check_meta(meta, epoch: int):
           and len(class_names) == meta["num_classes"]
           and all(isinstance(n, str) for n in class_names)):
     raise ValueError("the JSON record's config, epoch or classes are malformed")
+
+
+def _write_failure(error: Exception) -> str | None:
+  """Why the file system refused a checkpoint's write, or None if `error` is
+  not such a refusal. orbax raises the OSError of a file it writes itself;
+  tensorstore (the arrays) a ValueError naming the OS error code."""
+  code = error.errno if isinstance(error, OSError) else None
+  if not isinstance(error, OSError):
+    found = re.search(r"os_error_code='?(\d+)", str(error))
+    if found is None:
+      return None
+    code = int(found.group(1))
+  if code == errno.ENOSPC:
+    return "the disk is full"
+  return os.strerror(code) if code else getattr(error, "strerror", None) or str(error)
+
+
+def _not_a_write_failure(record) -> bool:
+  """A logging filter: False for orbax's records of a failed checkpoint write."""
+  error = record.exc_info[1] if record.exc_info else None
+  return not ("/orbax/" in record.pathname.replace("\\", "/") and error is not None
+              and _write_failure(error) is not None)
 
 
 def check_compatible(meta: dict[str, Any], config, num_classes: int,
