@@ -2,6 +2,9 @@
 
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,10 +12,22 @@ import pytest
 from conftest import REPO, synthetic_split
 from mnist_jax import data, optim
 
-# Skipped without the benchmark extra; CI's second environment runs them.
-pytestmark = pytest.mark.torch
+
+def test_without_torch_the_benchmark_is_one_line_naming_the_extra():
+  # Runs in the core environment (no torch mark): torch is hidden from a
+  # fresh process, as if the benchmark extra were not installed.
+  script = ("import runpy, sys; sys.modules['torch'] = None; "
+            "sys.argv = ['pytorch_cpu.py', '--seeds=1', '--members=0']; "
+            "runpy.run_path('benchmarks/pytorch_cpu.py', run_name='__main__')")
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+  assert result.stderr.strip() == (
+      "error: PyTorch is not installed; pip install -e '.[benchmark]'")
 
 
+# The rest need the benchmark extra (torch); CI's second environment runs them.
 @pytest.fixture(scope="module")
 def bench():
   spec = importlib.util.spec_from_file_location(
@@ -30,6 +45,7 @@ def _tiny_dataset() -> data.Dataset:
                       test_labels.astype(np.int32))
 
 
+@pytest.mark.torch
 def test_the_peer_recipe_is_the_one_mnist_speedrun_reproduces(bench):
   # Catches the shipped config drifting from the recipe it claims to be:
   # its schedule (OneCycleLR), init bound, betas and input statistics.
@@ -55,6 +71,7 @@ def test_the_peer_recipe_is_the_one_mnist_speedrun_reproduces(bench):
       bound / math.sqrt(3), rel=0.05)
 
 
+@pytest.mark.torch
 def test_both_sides_train_and_the_record_summarises_them(bench):
   dataset = _tiny_dataset()
   config = bench.speedrun_config(seed=0, overrides=["batch_size=64"])
@@ -75,6 +92,7 @@ def test_both_sides_train_and_the_record_summarises_them(bench):
   assert summary["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
 
 
+@pytest.mark.torch
 def test_summary_counts_runs_below_target_and_times_only_those_reaching_it(bench):
   runs = [{"train_seconds": 10.0, "test_accuracy": 0.991},
           {"train_seconds": 12.0, "test_accuracy": 0.989},
@@ -88,6 +106,7 @@ def test_summary_counts_runs_below_target_and_times_only_those_reaching_it(bench
   assert bench.compare(summary, slower)["jax_over_torch_seconds"] == pytest.approx(2.0)
 
 
+@pytest.mark.torch
 def test_members_mode_trains_every_seed_in_one_run(bench):
   dataset = _tiny_dataset()
   config = bench.speedrun_config(seed=0, overrides=["batch_size=64"], num_seeds=3)
