@@ -229,8 +229,45 @@ def _xla_flags(runs: list[tuple[str, dict]]) -> list[str]:
   return lines
 
 
+def _recipe(name: str, record: dict) -> list[str]:
+  """benchmarks/pytorch_cpu.py: the PyTorch recipe against the speedrun config."""
+  target = 100 * record["target"]
+  lines = [f"#### Time to {target:g}%: PyTorch's published recipe against "
+           f"configs/mnist_speedrun.py, seeds 0-{record['seeds'] - 1}, "
+           f"{record['threads']} thread(s), torch {record['torch']['version']}", "",
+           _machine_line(name, record), ""]
+  rows = []
+  for framework, label in (("torch", "PyTorch recipe"), ("jax", "mnist_jax")):
+    r = record["results"][framework]
+    s, a = r["train_seconds"], r["test_accuracy"]
+    reached = r["time_to_target"]
+    rows.append([label, f"{s['median']:.2f} ({s['min']:.2f}..{s['max']:.2f})",
+                 f"{r['images_per_sec']['median']:,.0f}",
+                 f"{100 * a['mean']:.2f}% ± {100 * a['std']:.2f} "
+                 f"({100 * a['min']:.2f}..{100 * a['max']:.2f})",
+                 f"{r['below_target']} of {len(r['runs'])}",
+                 f"{reached['mean']:.2f}" if reached else "never"])
+  lines += _table(["", "training seconds", "images/s", "test accuracy",
+                   f"below {target:g}%", f"mean s to {target:g}%"], rows)
+  verdict = "" if record["differs"] else " (the ranges overlap: no measurable difference)"
+  lines += [f"mnist_jax seconds / PyTorch seconds: "
+            f"{record['jax_over_torch_seconds']:.2f}{verdict}; medians of runs "
+            f"alternating seed by seed.", ""]
+  m = record.get("members")
+  if m:
+    a = m["test_accuracy"]
+    lines += [f"{m['members']} seeds in one mnist_jax run (num_seeds={m['members']}, "
+              f"member_loop {m['member_loop']}): {m['train_seconds']:.2f} s against "
+              f"{m['torch_sequential_train_seconds']:.2f} s for {m['members']} "
+              f"sequential PyTorch runs ({m['jax_over_torch_seconds']:.2f}); test "
+              f"accuracy {100 * a['mean']:.2f}% mean ({100 * a['min']:.2f}.."
+              f"{100 * a['max']:.2f}), {m['below_target']} below {target:g}%.", ""]
+  return lines
+
+
 RENDERERS = {"strategies": _strategies, "startup": _startup,
-             "pytorch_vs_jax": _pytorch, "cpu_variants": _cpu_variants}
+             "pytorch_vs_jax": _pytorch, "cpu_variants": _cpu_variants,
+             "pytorch_recipe_vs_speedrun": _recipe}
 
 
 def render(found: dict[str, list[tuple[str, dict]]]) -> str:

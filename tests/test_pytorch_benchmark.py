@@ -113,3 +113,36 @@ def test_members_mode_trains_every_seed_in_one_run(bench):
   run, info = bench.prepare_jax(dataset, config, warmup_steps=0)
   result = run(0)
   assert info["members"] == 3 and len(result["test_accuracy"]) == 3
+
+
+def test_the_tables_show_the_recipe_record():
+  # Catches a renderer that shows the wrong framework's row, drops the runs
+  # below the target or the num_seeds comparison.
+  import importlib
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  tables = importlib.import_module("tables")
+  framework = lambda seconds, accuracies: {
+      "train_seconds": {"median": seconds, "min": seconds - 1, "max": seconds + 1},
+      "images_per_sec": {"median": 60000 / seconds},
+      "test_accuracy": {"mean": sum(accuracies) / 2, "std": 0.001,
+                        "min": min(accuracies), "max": max(accuracies)},
+      "below_target": sum(a < 0.99 for a in accuracies),
+      "time_to_target": {"mean": seconds}, "runs": [{}, {}]}
+  record = {
+      "benchmark": "pytorch_recipe_vs_speedrun", "target": 0.99, "seeds": 2,
+      "threads": 2, "torch": {"version": "2.13.0"},
+      "machine": {"backend": "cpu", "device_kind": "cpu", "device_count": 4,
+                  "cpu": "Xeon", "cpu_count": 2, "jax": "0.10.2", "flax": "0.12.8",
+                  "date": "2026-11-29", "git_commit": "abc", "xla_flags": ""},
+      "results": {"torch": framework(10.0, [0.991, 0.989]),
+                  "jax": framework(8.0, [0.992, 0.993])},
+      "jax_over_torch_seconds": 0.8, "differs": True,
+      "members": {"members": 2, "member_loop": "unroll", "train_seconds": 12.0,
+                  "torch_sequential_train_seconds": 20.0,
+                  "jax_over_torch_seconds": 0.6, "below_target": 0,
+                  "test_accuracy": {"mean": 0.9925, "min": 0.992, "max": 0.993}}}
+  text = "\n".join(tables.RENDERERS[record["benchmark"]]("r.json", record))
+  assert "| PyTorch recipe | 10.00 (9.00..11.00) | 6,000 | 99.00% ± 0.10 (98.90..99.10) | 1 of 2 |" in text
+  assert "| mnist_jax | 8.00 (7.00..9.00) | 7,500 | 99.25% ± 0.10 (99.20..99.30) | 0 of 2 |" in text
+  assert "PyTorch seconds: 0.80;" in text
+  assert "12.00 s against 20.00 s for 2 sequential PyTorch runs (0.60)" in text
