@@ -87,15 +87,17 @@ def get_config() -> ml_collections.ConfigDict:
       {"learning_rate": "", "weight_decay": "", "momentum": ""})
   # How a run of several members runs their steps: "vmap" (batched), "unroll"
   # (one after another in the same program), "auto": unroll on CPU, where
-  # vmapped convolutions measured several times slower, vmap elsewhere.
+  # vmapped convolutions ran 3.3 to 5.5 times slower than unrolled ones
+  # (benchmarks/results/cpu-cpu/harness-1dev-20261121T0747.json), vmap elsewhere.
   config.member_loop = "auto"
   config.eval_batch_size = 500
   # Training steps per compiled call; 0 picks the measured per-backend
   # default (1 on CPU, the whole epoch on GPU/TPU).
   config.steps_per_call = 0
   # CPU only: virtual devices each batch is split over. 0 picks one per core,
-  # or more so that each device takes about 64 images (measured to be several
-  # times faster on XLA:CPU; see sharding.auto_cpu_devices). Results differ
+  # or more so that each device takes about 64 images (speedrun, batch 256:
+  # 3,872 images/s on 1 device, 8,699 on 4; benchmarks/README.md, item 6, and
+  # its records; see sharding.auto_cpu_devices). Results differ
   # between device counts by float rounding: fix it to compare machines.
   config.cpu_devices = 0
   # "gpu", "tpu" or "cpu": stop at start-up unless JAX's backend is that one
