@@ -32,7 +32,7 @@ _EMA = flags.DEFINE_bool(
     "with config.ema_decay > 0) instead of the weights themselves.")
 _PLOTS = flags.DEFINE_bool(
     "plots", False, "Also (re)draw the run's plots in <workdir>/plots from this "
-    "checkpoint and metrics.jsonl.")
+    "checkpoint, and its training curves from metrics.jsonl if it has one.")
 
 
 def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
@@ -134,9 +134,14 @@ def main(argv):
   logging.info("wrote %s", workdir / "eval.json")
   if _PLOTS.value:
     config = trained.config
+    history = train.read_metrics(workdir, trained.epoch)
+    if not history:  # A checkpoint copied without it, say: the rest still plot.
+      metrics = workdir / "metrics.jsonl"
+      logging.warning("training curves skipped: %s %s", metrics,
+                      "has no epoch to plot" if metrics.exists() else "does not exist")
     written = report_lib.write_plots(
         workdir, functools.partial(trained.logits_fn, trained.state),
-        trained.class_names, dataset, train.read_metrics(workdir, trained.epoch),
+        trained.class_names, dataset, history,
         train.evaluation_batch_size(config, len(dataset.test_labels),
                                     jax.device_count()),
         f"{dataset.name}, {config.model}, epoch {trained.epoch}")

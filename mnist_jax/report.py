@@ -34,7 +34,11 @@ def probabilities(logits_fn: LogitsFn, images_NHW: np.ndarray,
 
 def write_plots(workdir: Path, logits_fn: LogitsFn, class_names, dataset: data_lib.Dataset,
                 history: list[dict[str, Any]], batch_size: int, name: str) -> list[Path]:
-  """Training curves, confusion matrix, sample predictions, confident mistakes."""
+  """Training curves, confusion matrix, sample predictions, confident mistakes.
+
+  Without a `history` (a workdir without metrics.jsonl) there are no training
+  curves; the caller says so.
+  """
   folder = Path(workdir) / "plots"
   probabilities_NK = probabilities(logits_fn, dataset.test_images, batch_size)
   labels_N = dataset.test_labels
@@ -45,11 +49,11 @@ def write_plots(workdir: Path, logits_fn: LogitsFn, class_names, dataset: data_l
   np.add.at(confusion_KK, (labels_N, predictions_N), 1)
   accuracy = float(np.trace(confusion_KK)) / len(labels_N)
 
-  written = [
-      plots.training_curves(history, folder / "training_curves.png"),
-      plots.confusion_matrix(confusion_KK, class_names,
-                             folder / "confusion_matrix.png"),
-  ]
+  written = []
+  if history:
+    written.append(plots.training_curves(history, folder / "training_curves.png"))
+  written.append(plots.confusion_matrix(confusion_KK, class_names,
+                                        folder / "confusion_matrix.png"))
   # The same test images every run: the first ones, in file order.
   sample = np.arange(min(NUM_SAMPLES, len(labels_N)))
   written.append(plots.prediction_grid(

@@ -1,6 +1,7 @@
 """The end-of-run plots, drawn from synthetic data."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -110,3 +111,33 @@ def test_confident_mistakes_refuses_mismatched_shapes():
     plots.confident_mistakes([0, 1], [0], [0.5, 0.5], 1)
   with pytest.raises(ValueError, match="at least 0"):
     plots.confident_mistakes([0], [1], [0.5], -1)
+
+
+def test_evaluate_plots_without_metrics_draws_the_others_and_says_so(tmp_path):
+  """A workdir with a checkpoint but no metrics.jsonl (copied without it, say):
+  the plots that need only the checkpoint, one line about the curves, exit 0."""
+  from conftest import run_module, synthetic_split, toy_config, write_dataset
+  from mnist_jax import checkpoint, train
+  data_dir = tmp_path / "data"
+  write_dataset(data_dir / "toy", *synthetic_split(64, 10, seed=1),
+                *synthetic_split(40, 10, seed=2))
+  config = toy_config(data_dir, batch_size=16)
+  _, state, _ = train.create_model_and_state(config, 10, 1)
+  checkpoints = checkpoint.Checkpoints(tmp_path / "run" / "checkpoints")
+  checkpoints.save(1, state, {"config": config.to_dict(), "num_classes": 10,
+                              "class_names": [str(k) for k in range(10)], "epoch": 1})
+  checkpoints.wait()
+  checkpoints.close()
+
+  result = run_module("mnist_jax", "evaluate", "--workdir=run", "--plots", cwd=tmp_path)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith("toy, checkpoint of epoch 1: 40 test images\n")
+  drawn = ("confusion_matrix.png", "test_predictions.png", "confident_mistakes.png")
+  # Every line, less its time stamp: no traceback, no other chatter.
+  assert re.sub(r"^\d\d:\d\d:\d\d ", "", result.stderr, flags=re.MULTILINE) == (
+      "wrote run/eval.json\n"
+      "training curves skipped: run/metrics.jsonl does not exist\n"
+      f"plots: {', '.join(f'run/plots/{name}' for name in drawn)}\n")
+  assert sorted(p.name for p in (tmp_path / "run" / "plots").iterdir()) == sorted(drawn)
+  for name in drawn:
+    assert_png(tmp_path / "run" / "plots" / name, min_width=150, min_height=150)
