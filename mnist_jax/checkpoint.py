@@ -8,6 +8,7 @@ before it. Where none loads, reading stops with a one-line error rather than
 training over them from scratch.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -41,13 +42,14 @@ class Checkpoints:
                       f"python -m mnist_jax.main --config=... "
                       f"--workdir={self.directory.parent}")
     try:  # It reads each checkpoint's _CHECKPOINT_METADATA.
-      self._manager = ocp.CheckpointManager(
-          self.directory,
-          options=ocp.CheckpointManagerOptions(
-              max_to_keep=keep, create=not read_only, read_only=read_only,
-              # What a save cut off by a kill left behind goes at the next start.
-              cleanup_tmp_directories=not read_only),
-          item_names=("state", "meta"))
+      with _quiet_about_orbax_metadata():
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=not read_only, read_only=read_only,
+                # What a save cut off by a kill left behind goes at the next start.
+                cleanup_tmp_directories=not read_only),
+            item_names=("state", "meta"))
     except (ValueError, TypeError, KeyError) as e:
       raise UserError(
           f"the checkpoints in {self.directory} cannot be opened: one's "
@@ -165,6 +167,34 @@ _KEYS = {"config", "num_classes", "class_names", "epoch"}
 
 def _digest(meta: dict[str, Any]) -> str:
   return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+# What orbax logs, on opening a workdir's checkpoints, about a checkpoint's
+# own _CHECKPOINT_METADATA (timestamps and handler names) that it cannot parse
+# or does not expect. mnist_jax needs none of it: it names the items itself,
+# and its own JSON record carries a sha256. orbax then either goes on without
+# it (the checkpoint loads) or raises, which Checkpoints reports on one line.
+_ORBAX_METADATA_COMPLAINTS = ("Failed to json parse Metadata file",
+                              "Failed to read Metadata file",
+                              "Metadata file does not exist",
+                              "Provided metadata contains unknown key")
+
+
+def _not_orbax_metadata_complaint(record) -> bool:
+  """A logging filter: False for those records."""
+  return not ("/orbax/" in record.pathname.replace("\\", "/")
+              and record.getMessage().startswith(_ORBAX_METADATA_COMPLAINTS))
+
+
+@contextlib.contextmanager
+def _quiet_about_orbax_metadata():
+  """Drops those records while opening, and only then (orbax logs through absl)."""
+  logger = logging.get_absl_logger()
+  logger.addFilter(_not_orbax_metadata_complaint)
+  try:
+    yield
+  finally:
+    logger.removeFilter(_not_orbax_metadata_complaint)
 
 
 def _one_line(error: Exception, limit: int = 200) -> str:

@@ -14,6 +14,8 @@ import contextlib
 import gzip
 import io
 import json
+import logging
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -21,11 +23,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import synthetic_split, toy_config, write_dataset
+from conftest import run_module, synthetic_split, toy_config, write_dataset
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
 from mnist_jax import checkpoint as checkpoint_lib
+from mnist_jax import cli
 from mnist_jax import data as data_lib
 from mnist_jax import metrics_file, predict, train
 from mnist_jax.errors import UserError
@@ -382,3 +385,37 @@ def test_a_checkpoint_record_from_before_the_sha256_still_loads(saved_run, tmp_p
   record.write_text(json.dumps(meta))
   with pytest.raises(UserError, match=r"epoch 1: ValueError: the JSON record has keys"):
     load_trained(workdir)
+
+
+def test_orbax_s_complaints_about_its_own_metadata_are_not_printed(saved_run, tmp_path,
+                                                                   caplog):
+  """orbax logs an ERROR for a _CHECKPOINT_METADATA it cannot parse, then goes
+  on without it; commands print only their result, or their one-line error."""
+  source, _, _ = saved_run
+  workdir = tmp_path / "run"
+  shutil.copytree(source, workdir)
+  unparsable = workdir / "checkpoints" / "1" / "_CHECKPOINT_METADATA"
+  unparsable.write_bytes(unparsable.read_bytes()[:40])
+  caplog.set_level(logging.WARNING)  # What commands show of a library.
+  assert load_trained(workdir).epoch == 1  # orbax needs none of it, nor do we.
+  orbax_records = [r.getMessage() for r in caplog.records if "orbax" in r.pathname]
+  assert [m for m in orbax_records if not m.startswith(cli._EXPECTED_WARNINGS)] == []
+  assert any(m.startswith("Given directory is read only") for m in orbax_records)
+  # Only while mnist_jax opens checkpoints: orbax's own read, later, still logs.
+  from orbax.checkpoint._src.metadata import checkpoint as orbax_metadata
+  assert orbax_metadata.metadata_store(enable_write=False).read(unparsable) is None
+  assert caplog.records[-1].getMessage().startswith("Failed to json parse Metadata file")
+
+  # A second checkpoint, whose metadata orbax refuses: the command's whole
+  # stderr is mnist_jax's one line.
+  shutil.copytree(workdir / "checkpoints" / "1", workdir / "checkpoints" / "2")
+  refused = (source / "checkpoints" / "1" / "_CHECKPOINT_METADATA").read_bytes()
+  (workdir / "checkpoints" / "2" / "_CHECKPOINT_METADATA").write_bytes(
+      refused.replace(b"item_handlers", b"htem_handlErs").replace(
+          b"init_timestamp", b"init_thmestamp"))
+  result = run_module("mnist_jax", "evaluate", "--workdir=run", cwd=tmp_path)
+  assert result.returncode == 1, result.stderr
+  assert re.fullmatch(
+      r"error: the checkpoints in \S+ cannot be opened: one's metadata is corrupt "
+      r"\(ValueError: [^\n]*\); move that folder away to train from scratch, or "
+      r"use another --workdir\n", result.stderr), result.stderr
