@@ -1,5 +1,6 @@
 """Many models in one compiled run: num_seeds, sweeps, ensembles."""
 
+import dataclasses
 import json
 
 import jax
@@ -23,32 +24,58 @@ def _assert_close(member_tree, single_tree):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("loop", ["vmap", "unroll"])
+# A batch-normalised convolutional model with augmentation and dropout:
+# the members' steps must carry each member's own initialisation, data order,
+# augmentation and dropout keys, batch statistics and learning rate. Two
+# steps: vmapped convolutions round differently, and over more steps
+# max-pooling's near-ties turn that into visible differences (measured: 1e-5
+# relative after 2 steps, 1e-2 after 4).
+MEMBERS_COMMON = dict(model="bn_cnn", width=0.25, optimizer="momentum", num_epochs=1,
+                      augment="translate", dropout=0.3, batch_size=128)
+SINGLES = {1: (1, 0.01), 2: (0, 0.03)}  # member: (seed, learning rate)
+
+
+@pytest.fixture(scope="module")
+def single_runs(tmp_path_factory):
+  """The toy data, and the single runs that members 1 and 2 must match."""
+  from conftest import synthetic_split, write_dataset  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("singles")
+  data_dir = write_dataset(root / "data" / "toy", *synthetic_split(256, 10, seed=1),
+                           *synthetic_split(100, 10, seed=2)).parent
+  return data_dir, {
+      member: train.train_and_evaluate(
+          toy_config(data_dir, seed=seed, learning_rate=lr, **MEMBERS_COMMON),
+          root / f"single{member}")
+      for member, (seed, lr) in SINGLES.items()}
+
+
+@pytest.mark.parametrize("loop, steps_per_call", [
+    ("unroll", 1),  # CPU's path: each member's step written out, a step per call.
+    ("vmap", 1),
+    # GPU and TPU's path: vmapped members inside a scan over the whole epoch.
+    ("vmap", 2),
+])
 def test_each_member_matches_the_single_run_of_its_seed_and_hyperparameters(
-    synthetic_data, tmp_path, loop):
-  # A batch-normalised convolutional model with augmentation and dropout:
-  # vmap must carry each member's own initialisation, data order,
-  # augmentation and dropout keys, batch statistics and learning rate. Two steps: vmapped convolutions round
-  # differently, and over more steps max-pooling's near-ties turn that into
-  # visible differences (measured: 1e-5 relative after 2 steps, 1e-2 after 4).
-  common = dict(model="bn_cnn", width=0.25, optimizer="momentum", num_epochs=1,
-                augment="translate", dropout=0.3, batch_size=128)
-  config = toy_config(synthetic_data, num_seeds=2, member_loop=loop, **common)
+    single_runs, tmp_path, loop, steps_per_call):
+  data_dir, singles = single_runs
+  config = toy_config(data_dir, num_seeds=2, member_loop=loop,
+                      steps_per_call=steps_per_call, **MEMBERS_COMMON)
   config.sweep.learning_rate = "0.01,0.03"
   vectorised = train.train_and_evaluate(config, tmp_path / "vectorised")
   assert jax.tree.leaves(vectorised.state.params)[0].shape[0] == 4
+  assert vectorised.summary["steps_per_call"] == steps_per_call  # 256 / 128 = 2 steps.
+  if steps_per_call == 2:  # What a GPU or TPU picks by itself.
+    assert train.default_steps_per_call("gpu", 2) == 2
+    assert members.member_loop("auto", "tpu") == "vmap"
 
-  for member, (seed, lr) in [(1, (1, 0.01)), (2, (0, 0.03))]:
+  for member, (seed, lr) in SINGLES.items():
     assert members.Members.from_config(config).describe(member) == {
         "seed": seed, "learning_rate": lr}
-    single = train.train_and_evaluate(
-        toy_config(synthetic_data, seed=seed, learning_rate=lr, **common),
-        tmp_path / f"single{member}")
     mine = members.select(vectorised.state, member)
-    _assert_close(mine.params, single.state.params)
-    _assert_close(mine.rest, single.state.rest)  # Batch statistics.
+    _assert_close(mine.params, singles[member].state.params)
+    _assert_close(mine.rest, singles[member].state.rest)  # Batch statistics.
     assert (vectorised.summary["members"][member]["final_test_accuracy"]
-            == single.summary["final_test_accuracy"])
+            == singles[member].summary["final_test_accuracy"])
 
 
 def test_summary_gives_members_spread_and_ensemble(synthetic_data, tmp_path):
@@ -104,6 +131,7 @@ def test_a_members_run_resumes_exactly_and_refuses_other_members(
   # A constant schedule: a cosine one would change with num_epochs.
   config = toy_config(synthetic_data, num_seeds=2, num_epochs=2,
                       lr_schedule="constant")
+  config.sweep.learning_rate = "0.001,0.003"
   straight = train.train_and_evaluate(config, tmp_path / "straight")
   config.num_epochs = 1
   train.train_and_evaluate(config, tmp_path / "resumed")
@@ -113,10 +141,23 @@ def test_a_members_run_resumes_exactly_and_refuses_other_members(
   for a, b in zip(_leaves(resumed.state), _leaves(straight.state), strict=True):
     np.testing.assert_array_equal(a, b)
   assert resumed.summary["members"] == straight.summary["members"]
+  np.testing.assert_allclose(resumed.state.opt_state.hyperparams["learning_rate"],
+                             [0.001, 0.001, 0.003, 0.003])
 
+  before = (tmp_path / "resumed" / "metrics.jsonl").read_text()
+  config.num_epochs = 3
   config.num_seeds = 3
   with pytest.raises(UserError, match="num_seeds=2 .* there, 3 .* now"):
     train.train_and_evaluate(config, tmp_path / "resumed")
+  # The same number of members, other values: the checkpoint's learning
+  # rates would silently win.
+  config.num_seeds = 2
+  config.sweep.learning_rate = "0.001,0.01"
+  with pytest.raises(UserError, match=r"sweep points \[\{'learning_rate': 0.001\}, "
+                     r"\{'learning_rate': 0.003\}\] there, 2 and \[\{'learning_rate': "
+                     r"0.001\}, \{'learning_rate': 0.01\}\] now"):
+    train.train_and_evaluate(config, tmp_path / "resumed")
+  assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == before
 
 
 def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
@@ -131,6 +172,94 @@ def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
                            tmp_path / "single")
   with pytest.raises(UserError, match="this run trained one model; drop --member"):
     load_trained(tmp_path / "single", member=1)
+
+
+def _run_command(module, *args) -> str:
+  """`mnist-jax <module> args` in this process (its flags parsed, then reset);
+  returns what it printed."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    module.main(flags.FLAGS(["mnist-jax", *map(str, args)]))
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def test_evaluate_predict_and_export_use_the_member_asked_for(
+    synthetic_data, tmp_path, capsys):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from mnist_jax import evaluate, export, predict  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  result = train.train_and_evaluate(toy_config(synthetic_data, num_seeds=2, num_epochs=1),
+                                    workdir)
+  finals = result.summary["members"]
+  ds = data.load("toy", synthetic_data)
+  paths = []
+  for i in range(4):
+    paths.append(tmp_path / f"{i}.png")
+    Image.fromarray(ds.test_images[i]).save(paths[-1])
+  inputs = np.stack([predict.to_mnist_format(p, "auto", "whole") for p in paths])
+  logits_fn = train.make_logits_fn(load_trained(workdir, member=0).model)
+  logits = [np.asarray(logits_fn(members.select(result.state, k), inputs))
+            for k in (0, 1)]
+  capsys.readouterr()
+
+  _run_command(evaluate, f"--workdir={workdir}", "--member=1")
+  report = json.loads((workdir / "eval.json").read_text())
+  assert report["test_loss"] == pytest.approx(finals[1]["final_test_loss"], rel=1e-6)
+  assert report["test_loss"] != pytest.approx(finals[0]["final_test_loss"], rel=1e-6)
+
+  capsys.readouterr()
+  _run_command(predict, f"--workdir={workdir}", "--member=1", "--fit=whole",
+               "--top=10", *paths)
+  printed = capsys.readouterr().out.splitlines()
+  def lines(logits_NK):
+    """predict's output for these logits: classes by probability, in %."""
+    out = []
+    for path, probabilities in zip(paths, np.asarray(jax.nn.softmax(logits_NK))):
+      order = np.argsort(-probabilities)
+      out.append(f"{path}\t" + "\t".join(
+          f"{ds.class_names[k]} {100 * probabilities[k]:.1f}%" for k in order))
+    return out
+  assert printed == lines(logits[1]) != lines(logits[0])
+
+  _run_command(export, f"--workdir={workdir}", "--member=1", "--platforms=cpu",
+               f"--out={tmp_path / 'member1'}")
+  exported = jax.export.deserialize(bytearray((tmp_path / "member1").read_bytes()))
+  np.testing.assert_allclose(exported.call(inputs), logits[1], rtol=1e-5, atol=1e-5)
+  assert not np.allclose(exported.call(inputs), logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_members_with_a_moving_average_and_test_time_views_evaluate_as_alone(
+    synthetic_data, tmp_path):
+  # configs/fashion_best.py's recipe, as in its three-seed result: batch
+  # norm, a moving average of weights and statistics, a mirrored test view.
+  from mnist_jax import evaluate  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  result = train.train_and_evaluate(
+      toy_config(synthetic_data, model="bn_cnn", width=0.25, batch_size=64,
+                 num_epochs=1, num_seeds=2, ema_decay=0.9, tta="flip"), workdir)
+  last = train.read_metrics(workdir)[-1]
+  ds = data.load("toy", synthetic_data)
+  probabilities = []
+  for k in (0, 1):
+    trained = load_trained(workdir, member=k)
+    assert trained.model.tta == ("flip",)
+    weights = evaluate.evaluate_trained(trained, ds)
+    average = evaluate.evaluate_trained(trained.with_ema_weights(), ds)
+    assert weights["test_loss"] == pytest.approx(last["members"][k]["test_loss"], rel=1e-5)
+    assert average["test_loss"] == pytest.approx(last["members"][k]["ema_test_loss"],
+                                                 rel=1e-5)
+    assert (average["test_accuracy"]
+            == result.summary["members"][k]["final_ema_test_accuracy"])
+    assert average["test_loss"] != pytest.approx(weights["test_loss"], rel=1e-5)
+    probabilities.append(jax.nn.softmax(trained.logits_fn(trained.state, ds.test_images)))
+  # The views count: without the mirrored one, another loss.
+  plain = dataclasses.replace(trained, model=dataclasses.replace(trained.model, tta=()))
+  assert evaluate.evaluate_trained(plain, ds)["test_loss"] != pytest.approx(
+      weights["test_loss"], rel=1e-5)
+  # The ensemble averages the members' view-averaged predictions.
+  expected = float(np.mean(np.argmax(np.mean(probabilities, 0), -1) == ds.test_labels))
+  assert result.summary["final_ensemble_test_accuracy"] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("overrides, sweep, message", [
