@@ -175,8 +175,7 @@ def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
 
 
 def _run_command(module, *args) -> str:
-  """`mnist-jax <module> args` in this process (its flags parsed, then reset);
-  returns what it printed."""
+  """`mnist-jax <module> args`, run in this process: its flags parsed, then reset."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   try:
     module.main(flags.FLAGS(["mnist-jax", *map(str, args)]))
