@@ -1,7 +1,7 @@
 """What a run leaves behind besides metrics: TensorBoard events and plots."""
 
 from conftest import toy_config
-from PIL import Image
+from test_plots import assert_png
 
 from mnist_jax import train
 
@@ -23,8 +23,7 @@ def test_a_run_writes_tensorboard_scalars_and_plots(synthetic_data, tmp_path):
   assert result.summary["final_test_accuracy"] == 1.0
   for name in ("training_curves", "confusion_matrix", "test_predictions",
                "confident_mistakes"):
-    with Image.open(workdir / "plots" / f"{name}.png") as image:
-      assert image.format == "PNG" and min(image.size) > 200, (name, image.size)
+    assert_png(workdir / "plots" / f"{name}.png", 200, 200)  # PNGs, not blank.
 
 
 def pytest_approx(value):
