@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -12,6 +14,48 @@ def _run(script, *args):
                           capture_output=True, text=True, cwd=REPO, timeout=600)
   assert result.returncode == 0, result.stderr
   return result
+
+
+def assert_ratios(rows, base, key):
+  """Each row's `key` is its median rate over `base`'s: checked on every row,
+  not only on the base's own 1.0."""
+  for row in rows:
+    assert row[key] == pytest.approx(row["images_per_sec"]["median"]
+                                     / base["images_per_sec"]["median"], rel=1e-9)
+
+
+def _rates(median: float) -> dict:
+  """A rate_stats record: `median` images/s, 5% either way over 3 windows."""
+  return {"median": median, "min": 0.95 * median, "max": 1.05 * median, "windows": 3}
+
+
+def test_speedups_over_one_device_and_over_sequential_from_known_rates(monkeypatch):
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import run  # pylint: disable=g-import-not-at-top
+  scaling_rates = {1: 1000.0, 2: 1800.0, 8: 1020.0}
+  members_rates = {(1, "auto"): 1000.0, (2, "vmap"): 1500.0, (2, "unroll"): 2400.0}
+
+  def child_throughput(args, models, batch, devices, members="1", loops="auto"):
+    """The rows a child process would measure, at known rates."""
+    if members == "1":  # The scaling section.
+      return [{"model": m, "batch_size": batch, "device_count": devices,
+               "images_per_sec": _rates(scaling_rates[devices])}
+              for m in models.split(",")]
+    return [{"model": models, "batch_size": batch, "device_count": devices,
+             "members": n, "member_loop": loop, "images_per_sec": _rates(rate)}
+            for (n, loop), rate in members_rates.items()]
+  monkeypatch.setattr(run, "_child_throughput", child_throughput)
+  monkeypatch.setattr(run.jax, "default_backend", lambda: "cpu")
+  args = run.parse_args(["--device_counts=1,2,8", "--scaling_models=mlp",
+                         "--members_models=mlp", "--members_counts=1,2"])
+
+  scaling = run.scaling(args)
+  assert [r["speedup_over_1_device"] for r in scaling] == pytest.approx([1.0, 1.8, 1.02])
+  # 5% spreads: 1,020 overlaps 1,000, 1,800 does not.
+  assert [r["differs_from_1_device"] for r in scaling] == [False, True, False]
+  members = run.members_section(args)
+  assert [r["speedup_over_sequential"] for r in members] == pytest.approx([1.0, 1.5, 2.4])
+  assert [r["differs_from_sequential"] for r in members] == [False, True, True]
 
 
 def test_strategies_benchmark_writes_a_record(shared_data, tmp_path):
@@ -25,7 +69,8 @@ def test_strategies_benchmark_writes_a_record(shared_data, tmp_path):
   for result in record["results"].values():
     assert result["images_per_sec"]["windows"] == 2
     assert result["images_per_sec"]["min"] <= result["images_per_sec"]["median"]
-  assert record["results"]["host_loop"]["ratio_to_host_loop"] == 1.0
+  assert_ratios(record["results"].values(), record["results"]["host_loop"],
+                "ratio_to_host_loop")
   assert record["machine"]["backend"] == "cpu" and record["machine"]["jax"]
 
 
@@ -51,15 +96,16 @@ def test_harness_writes_a_record_and_the_tables(shared_data, tmp_path):
   record = json.loads(out.read_text())
   assert [(r["model"], r["batch_size"]) for r in record["throughput"]] == [("mlp", 16)]
   assert record["throughput"][0]["compile_train_seconds"] > 0
-  assert record["strategies"]["results"]["host_loop"]["ratio_to_host_loop"] == 1.0
+  results = record["strategies"]["results"]
+  assert_ratios(results.values(), results["host_loop"], "ratio_to_host_loop")
   (speedrun,) = record["time_to_accuracy"]
   assert speedrun["seeds"] == 1 and len(speedrun["runs"]) == 1
   assert 0 < speedrun["final_test_accuracy"]["mean"] <= 1
   assert [r["device_count"] for r in record["scaling"]] == [1, 2]
-  assert record["scaling"][0]["speedup_over_1_device"] == 1.0
+  assert_ratios(record["scaling"], record["scaling"][0], "speedup_over_1_device")
   assert [(r["members"], r["member_loop"]) for r in record["members"]] == [
       (1, "auto"), (2, "vmap"), (2, "unroll")]
-  assert record["members"][0]["speedup_over_sequential"] == 1.0
+  assert_ratios(record["members"], record["members"][0], "speedup_over_sequential")
 
   import sys  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(REPO / "benchmarks"))
