@@ -61,12 +61,18 @@ def test_training_curves(tmp_path, num_epochs):
   assert_png(path, min_width=800)
 
 
+@pytest.fixture(scope="module")
+def curves_12_epochs(tmp_path_factory):
+  """The pixels of history(12)'s training curves."""
+  return assert_png(plots.training_curves(
+      history(12), tmp_path_factory.mktemp("curves") / "curves.png"))
+
+
 @pytest.mark.parametrize("metric, panel", [
     ("train_loss", 0), ("test_loss", 0), ("train_accuracy", 1),
     ("test_accuracy", 1), ("learning_rate", 2)])
-def test_each_curve_is_drawn_in_its_panel(tmp_path, metric, panel):
-  records = history(12)
-  base = assert_png(plots.training_curves(records, tmp_path / "base.png"))
+def test_each_curve_is_drawn_in_its_panel(tmp_path, curves_12_epochs, metric, panel):
+  records, base = history(12), curves_12_epochs
   changed = [{**r, metric: r[metric] * (0.5 if r["epoch"] % 2 else 0.9)}
              for r in records]
   other = assert_png(plots.training_curves(changed, tmp_path / "other.png"))
