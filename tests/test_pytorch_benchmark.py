@@ -65,6 +65,8 @@ def test_the_peer_recipe_is_the_one_mnist_speedrun_reproduces(bench):
   assert (config.pixel_mean, config.pixel_std) == (bench.RECIPE["mean"],
                                                    bench.RECIPE["std"])
   assert config.init == "torch" and config.num_epochs == bench.RECIPE["epochs"]
+  # What mnist_speedrun adds to the recipe: label smoothing, nothing else.
+  assert config.label_smoothing == 0.1
   bound = 1 / math.sqrt(800)
   weights = model.fc1.weight.detach().numpy()
   assert np.abs(weights).max() <= bound and weights.std() == pytest.approx(
