@@ -120,10 +120,10 @@ class Model:
   members: int = 1
   seeds_per_point: int = 1
   member_loop: str = "vmap"  # members.map_members: "vmap" or "unroll".
-
   # Inputs are (pixel / 255 - pixel_mean) / pixel_std (models.normalize).
   pixel_mean: float = 0.0
   pixel_std: float = 1.0
+
 
 def create_model_and_state(config, num_classes: int,
                            steps_per_epoch: int) -> tuple[Model, TrainState,
@@ -554,10 +554,6 @@ def validate(config: ml_collections.ConfigDict):
   if config.optimizer not in optim.OPTIMIZERS:
     raise UserError(f"unknown optimizer '{config.optimizer}'; choose one of "
                     f"{', '.join(optim.OPTIMIZERS)}")
-  if config.lr_schedule not in optim.SCHEDULES:
-    raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one "
-                    f"of {', '.join(optim.SCHEDULES)}")
-
   if config.init not in models.INITS:
     raise UserError(f"unknown init '{config.init}'; choose one of "
                     f"{', '.join(models.INITS)}")
@@ -575,6 +571,10 @@ def validate(config: ml_collections.ConfigDict):
                     f"got {config.onecycle_pct_start!r}, "
                     f"{config.onecycle_div_factor!r}, "
                     f"{config.onecycle_final_div_factor!r}")
+  if config.lr_schedule not in optim.SCHEDULES:
+    raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one "
+                    f"of {', '.join(optim.SCHEDULES)}")
+
 
 # config.require_backend: how to get each backend.
 BACKEND_FIXES = {
