@@ -106,15 +106,68 @@ def _bwd(residuals, dy):
 conv_matmul_wgrad.defvjp(_fwd, _bwd)
 
 
-def speedrun(conv1, conv2, pool_first=False):
+def max_pool_slices(x_BHWC):
+  """2x2 max-pool as the maximum of four strided slices: its gradient is
+  elementwise selects instead of reduce-max's indicator, count and divide."""
+  return jnp.maximum(jnp.maximum(x_BHWC[:, 0::2, 0::2], x_BHWC[:, 0::2, 1::2]),
+                     jnp.maximum(x_BHWC[:, 1::2, 0::2], x_BHWC[:, 1::2, 1::2]))
+
+
+@jax.custom_vjp
+def max_pool_mask(x_BHWC):
+  """2x2 max-pool (reshape and max) whose gradient goes to every input equal
+  to its window's maximum, in one select (ties, rare in float, each get it)."""
+  return models.max_pool_2x2(x_BHWC)
+
+
+def _pool_fwd(x):
+  y = models.max_pool_2x2(x)
+  return y, (x, y)
+
+
+def _pool_bwd(residuals, dy):
+  x, y = residuals
+  b, h, w, c = x.shape
+  windows = x.reshape(b, h // 2, 2, w // 2, 2, c)
+  hit = windows == y[:, :, None, :, None, :]
+  return (jnp.where(hit, dy[:, :, None, :, None, :], 0.0).reshape(b, h, w, c),)
+
+
+max_pool_mask.defvjp(_pool_fwd, _pool_bwd)
+
+
+@jax.custom_vjp
+def max_pool_first(x_BHWC):
+  """2x2 max-pool whose gradient goes to the first maximum of each window
+  (row by row), as PyTorch's max_pool2d routes it."""
+  return models.max_pool_2x2(x_BHWC)
+
+
+def _first_bwd(residuals, dy):
+  x, y = residuals
+  b, h, w, c = x.shape
+  windows = x.reshape(b, h // 2, 2, w // 2, 2, c)
+  hit = windows == y[:, :, None, :, None, :]
+  h00, h01, h10, h11 = hit[:, :, 0, :, 0], hit[:, :, 0, :, 1], hit[:, :, 1, :, 0], hit[:, :, 1, :, 1]
+  t01 = h01 & ~h00
+  t10 = h10 & ~(h00 | h01)
+  t11 = ~(h00 | h01 | h10)
+  take = jnp.stack([jnp.stack([h00, t01], axis=3), jnp.stack([t10, t11], axis=3)], axis=2)
+  return (jnp.where(take, dy[:, :, None, :, None, :], 0.0).reshape(b, h, w, c),)
+
+
+max_pool_first.defvjp(_pool_fwd, _first_bwd)
+
+
+def speedrun(conv1, conv2, pool_first=False, pool=models.max_pool_2x2):
   """The speedrun model as a function of a parameter dict."""
   def apply(p, x):
     if pool_first:  # max commutes with + bias and with ReLU: 4x fewer elements.
-      h = jax.nn.relu(models.max_pool_2x2(conv1(x, p["w1"])) + p["b1"])
-      h = jax.nn.relu(models.max_pool_2x2(conv2(h, p["w2"])) + p["b2"])
+      h = jax.nn.relu(pool(conv1(x, p["w1"])) + p["b1"])
+      h = jax.nn.relu(pool(conv2(h, p["w2"])) + p["b2"])
     else:
-      h = models.max_pool_2x2(jax.nn.relu(conv1(x, p["w1"]) + p["b1"]))
-      h = models.max_pool_2x2(jax.nn.relu(conv2(h, p["w2"]) + p["b2"]))
+      h = pool(jax.nn.relu(conv1(x, p["w1"]) + p["b1"]))
+      h = pool(jax.nn.relu(conv2(h, p["w2"]) + p["b2"]))
     h = h.reshape(h.shape[0], -1)
     return jax.nn.relu(h @ p["w3"] + p["b3"]) @ p["w4"] + p["b4"]
   return apply
@@ -127,6 +180,10 @@ VARIANTS = {
     "matmul_wgrad_conv1": speedrun(conv_matmul_wgrad, conv_xla),
     "matmul_wgrad_conv2": speedrun(conv_xla, conv_matmul_wgrad),
     "matmul_conv2": speedrun(conv_xla, conv_matmul),
+    "pool_slices": speedrun(conv_xla, conv_xla, pool=max_pool_slices),
+    "pool_mask": speedrun(conv_xla, conv_xla, pool=max_pool_mask),
+    "pool_mask_first": speedrun(conv_xla, conv_xla, pool_first=True, pool=max_pool_mask),
+    "pool_firstmax_first": speedrun(conv_xla, conv_xla, pool_first=True, pool=max_pool_first),
 }
 
 

@@ -140,3 +140,30 @@ def test_dropout_masks_in_training_by_its_key_and_never_in_evaluation(name):
   assert not np.allclose(train_a, dropping(x, dropout_key=jax.random.key(3)))
   assert not np.allclose(train_a, plain(x))
   np.testing.assert_array_equal(plain(x), plain(x, dropout_key=key))
+
+
+def test_max_pool_gradient_goes_to_each_windows_first_maximum():
+  # Catches a gradient that shares ties (reduce-max's own), one that gives
+  # every tied input the whole gradient, and a wrong window layout.
+  x = jax.random.normal(jax.random.key(0), (2, 6, 4, 3))
+  dy = jax.random.normal(jax.random.key(1), (2, 3, 2, 3))
+  plain = lambda v: v.reshape(2, 3, 2, 2, 2, 3).max(axis=(2, 4))
+  ours = jax.vjp(models.max_pool_2x2_first, x)[1](dy)[0]
+  np.testing.assert_array_equal(np.asarray(models.max_pool_2x2_first(x)),
+                                np.asarray(plain(x)))
+  np.testing.assert_array_equal(np.asarray(ours), np.asarray(jax.vjp(plain, x)[1](dy)[0]))
+  # Ties: a window of equal values sends it all to its top-left input; one
+  # whose maximum is on the second row, to the first of those.
+  tied = jnp.array([[1., 1., 0., 2.], [1., 1., 2., 2.]])[None, :, :, None]
+  grad = jax.vjp(models.max_pool_2x2_first, tied)[1](jnp.array([[[[3.], [5.]]]]))[0]
+  np.testing.assert_array_equal(np.asarray(grad)[0, :, :, 0],
+                                [[3., 0., 0., 5.], [0., 0., 0., 0.]])
+
+
+def test_speedrun_pools_before_its_relu_with_the_same_values():
+  module = models.create("speedrun", 10, nnx.Rngs(params=jax.random.key(0)))
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  h = models.max_pool_2x2(jax.nn.relu(module.conv1(x)))
+  h = models.max_pool_2x2(jax.nn.relu(module.conv2(h)))
+  h = jax.nn.relu(module.dense1(h.reshape(4, -1)))
+  np.testing.assert_array_equal(np.asarray(module(x)), np.asarray(module.dense2(h)))
