@@ -13,8 +13,16 @@ exploratory runs on a shared machine: their times are not quoted.
 Command:  python -m mnist_jax.main --config=configs/mnist_speedrun.py
           (against PyTorch, seeds 0-9, timed: python benchmarks/pytorch_cpu.py
           --data_dir=../shared/datasets)
-Hardware, time and result: measured side by side with PyTorch in one run;
-see the figures below and the record they cite.
+Hardware: 2-core Intel Xeon virtual machine (AVX-512, AMX), 4 virtual CPU
+          devices (the default for batch 256), jax 0.10.2, PyTorch 2.13 on 2
+          threads, both in one process, alternating seed by seed; 2026-11-29.
+Time:     9.85 s of training, median of seeds 0-9 (9.05..10.52 s), against
+          8.03 s (6.88..9.19 s) for the PyTorch recipe: 1.23 times PyTorch's
+          time (the ranges overlap); compilation 1.9 s, outside the clock.
+Result:   99.23% mean test accuracy (std 0.06; 99.13..99.31%): every seed
+          reaches 99% in its one epoch. PyTorch's recipe: 99.05% (std 0.06;
+          98.99..99.18%), one of its 10 seeds below 99%.
+Record:   benchmarks/results/cpu-cpu/pytorch-recipe-vs-speedrun-4dev.json.
 """
 
 from configs import default
