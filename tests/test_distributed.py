@@ -38,7 +38,7 @@ def _env(num_devices):
 class _Processes:
   """The processes of one distributed run; all are killed on exit, whatever happens."""
 
-  def __init__(self, data_dir, workdir, num_epochs, num_processes=2):
+  def __init__(self, data_dir, workdir, num_epochs, *flags, num_processes=2):
     port = _free_port()
     self.procs = [
         subprocess.Popen(
@@ -47,10 +47,7 @@ class _Processes:
                      f"--config.coordinator_bind_address=127.0.0.1:{port}",
                      f"--config.num_processes={num_processes}",
                      f"--config.process_id={i}",
-                     "--config.heartbeat_timeout_seconds=10",
-                     # JAX's INFO log names the coordinator's bind address;
-                     # library INFO lines show only with --verbosity=1.
-                     "--verbosity=1"),
+                     "--config.heartbeat_timeout_seconds=10", *flags),
             env=_env(2), cwd=REPO, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         for i in range(num_processes)]
@@ -95,7 +92,10 @@ def test_two_processes_train_like_one_with_the_same_devices(shared_data, tmp_pat
                              env=_env(4), cwd=REPO, capture_output=True, text=True,
                              timeout=300)
   assert reference.returncode == 0, reference.stderr
-  with _Processes(shared_data, tmp_path / "two", NUM_EPOCHS) as run:
+  # JAX's INFO log names the coordinator's bind address; library INFO lines
+  # show only with --verbosity=1. (Only here: a long run's INFO lines would
+  # fill the pipes that the other test reads only at the end.)
+  with _Processes(shared_data, tmp_path / "two", NUM_EPOCHS, "--verbosity=1") as run:
     (rc0, err0), (rc1, err1) = run.wait(timeout=300)
   assert rc0 == 0 and rc1 == 0, err0 + err1
   assert "process 0 of 2, 2 local of 4 devices" in err0
