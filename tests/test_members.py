@@ -175,12 +175,16 @@ def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
 
 
 def _run_command(module, *args) -> str:
-  """`mnist-jax <module> args`, run in this process: its flags parsed, then reset."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
+  """`mnist-jax <module> args`, run in this process: its flags parsed, then
+  reset, and the absl logger's level with them (unparse_flags sets it to
+  WARNING, which hid later tests' INFO lines from caplog)."""
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  level = logging.get_absl_logger().level
   try:
     module.main(flags.FLAGS(["mnist-jax", *map(str, args)]))
   finally:
     flags.FLAGS.unparse_flags()
+    logging.get_absl_logger().setLevel(level)
 
 
 def test_evaluate_predict_and_export_use_the_member_asked_for(

@@ -50,8 +50,9 @@ def test_onecycle_matches_pytorch_formula_step_for_step(total_steps, pct_start, 
                                                       div, final_div), rtol=2e-5)
 
 
+@pytest.mark.torch  # The benchmark extra: CI's second environment runs it.
 def test_onecycle_matches_pytorch_itself():
-  torch = pytest.importorskip("torch")
+  import torch  # pylint: disable=g-import-not-at-top
   total = 235
   param = torch.nn.Parameter(torch.zeros(1))
   opt = torch.optim.Adam([param], lr=0.01)
