@@ -137,22 +137,22 @@ def configure_process(args: argparse.Namespace):
 
 def speedrun_config(seed: int, overrides: list[str] = (), num_seeds: int = 1):
   """configs/mnist_speedrun.py as shipped, at `seed`, with `overrides`
-  ("field=value", typed as the field's default)."""
-  from configs import mnist_speedrun  # pylint: disable=g-import-not-at-top
+  ("field=value", as `mnist-jax compare --override` takes them)."""
+  # pylint: disable=g-import-not-at-top
+  from configs import mnist_speedrun
+  from mnist_jax import compare
   config = mnist_speedrun.get_config()
-  for item in overrides:
-    field, _, value = item.partition("=")
-    if field not in config:
-      sys.exit(f"--override {item}: configs/mnist_speedrun.py has no field '{field}'")
-    kind = type(config[field])
-    config[field] = (value.lower() in ("1", "true") if kind is bool
-                     else kind(value) if kind in (int, float, str) else value)
+  compare.apply_overrides(config, overrides)
   config.seed, config.num_seeds = seed, num_seeds
   return config
 
 
 if __name__ == "__main__":
-  configure_process(parse_args())
+  from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  try:
+    configure_process(parse_args())
+  except UserError as e:  # A bad --override.
+    sys.exit(f"error: {e}")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax

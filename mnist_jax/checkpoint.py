@@ -56,6 +56,10 @@ class Checkpoints:
           f"metadata is corrupt ({type(e).__name__}: {_one_line(e)}); move "
           f"that folder away to train from scratch, or use another --workdir"
       ) from None
+    if not read_only:
+      # orbax logs a failed background write with tracebacks; wait() says it
+      # in one line. (A logger keeps one copy of a filter, however often added.)
+      logging.get_absl_logger().addFilter(_not_a_write_failure)
 
   def epochs(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -68,8 +72,6 @@ class Checkpoints:
     that epoch's.
     """
     self.wait()
-    # orbax logs a failed background write with tracebacks; wait() says it in one line.
-    logging.get_absl_logger().addFilter(_not_a_write_failure)
     meta = json.loads(json.dumps(meta))  # As it will read back.
     meta["sha256"] = _digest(meta)
     self._saving = epoch
