@@ -256,3 +256,48 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic_data, 
                      r"stopped, keeping the checkpoint of epoch 1"):
     train.train_and_evaluate(diverging, workdir)
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1"]
+
+
+# A run made by main at commit 2305a23, before train.py was split into its
+# rooms (config, runtime, feed, state, steps, loop, outputs), with:
+#   python -m mnist_jax.main --config=configs/mnist160.py --workdir=RUN
+#     --config.model=bn_cnn --config.width=0.125 --config.ema_decay=0.9
+#     --config.num_seeds=2 --config.num_epochs=1 --config.batch_size=32
+#     --config.plots=False
+# Two stacked members, batch statistics and EMA weights: every part of the
+# state that a checkpoint holds.
+_OLD_RUN = REPO / "tests" / "data" / "run_from_2305a23"
+
+
+def _old_run_config(num_epochs):
+  from configs import mnist160
+  config = mnist160.get_config()
+  config.update(dict(model="bn_cnn", width=0.125, ema_decay=0.9, num_seeds=2,
+                     num_epochs=num_epochs, batch_size=32, plots=False))
+  return config
+
+
+def test_a_checkpoint_written_before_the_split_still_resumes(tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(_OLD_RUN, workdir)
+  saved = checkpoint_params(workdir / "checkpoints" / "1" / "state")
+  result = train.train_and_evaluate(_old_run_config(num_epochs=2), workdir)
+  assert result.summary["resumed_from_epoch"] == 1
+  records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in records] == [1, 2]
+  # Epoch 1's record is the old run's, kept as it was written.
+  assert records[0] == json.loads((_OLD_RUN / "metrics.jsonl").read_text())
+  # Epoch 2 trained on from the saved weights: they moved, but not far.
+  resumed = checkpoint_params(workdir / "checkpoints" / "2" / "state")
+  assert [p.shape for p in saved] == [p.shape for p in resumed]
+  moved = [float(np.max(np.abs(new - old))) for new, old in zip(resumed, saved)]
+  assert 0 < max(moved) < 1
+
+
+def test_a_checkpoint_written_before_the_split_still_evaluates(tmp_path):
+  from mnist_jax import trained as trained_lib
+  workdir = tmp_path / "run"
+  shutil.copytree(_OLD_RUN, workdir)
+  trained = trained_lib.load_trained(workdir, member=1)
+  assert trained.epoch == 1 and trained.config.seed == 1
+  assert trained.with_ema_weights().state.ema is not None
