@@ -1,150 +1,155 @@
-"""TensorBoard scalar summaries, written without TensorFlow or `tensorboard`.
+"""TensorBoard scalars and hyperparameters, written with tensorboardX.
 
-An event file is a TFRecord file of `Event` protocol buffers. Scalars need
-only a handful of protobuf fields, so they are encoded here by hand: the run
-can be watched in TensorBoard without a dependency of hundreds of megabytes.
+tensorboardX writes event files (and the HParams tab's summaries) in pure
+Python on top of protobuf, which orbax already brings: no TensorFlow, and no
+`tensorboard` either, to watch a run in TensorBoard.
 
   with SummaryWriter(workdir / "tensorboard") as writer:
     writer.scalar("test/accuracy", 0.98, step=epoch)
+    writer.hparams([("member_0", config.to_dict(), {"test/accuracy": 0.98})])
 """
 
+import collections.abc
+import itertools
 import operator
 import os
-import socket
-import struct
-import time
 from pathlib import Path
+from typing import Any
 
-FILE_VERSION = "brain.Event:2"
+import numpy as np
 
+HParamValue = float | int | str | bool
 
-def _crc32c_table() -> tuple[int, ...]:
-  table = []
-  for byte in range(256):
-    crc = byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    table.append(crc)
-  return tuple(table)
+# Tells apart the event files of writers opened in the same second by one
+# process (tensorboardX names them by the second and the host only).
+_WRITER_IDS = itertools.count()
 
 
-_CRC32C_TABLE = _crc32c_table()
+def _scalar_value(tag: str, value: Any) -> float:
+  """`value` as a float if it is one real number (Python, NumPy or JAX)."""
+  array = np.asarray(value)
+  if array.dtype.kind not in "biuf" or array.size != 1:
+    raise TypeError(f"scalar {tag!r} must be one real number, got {value!r}; "
+                    "pass float(...) of the value to record")
+  return float(array.reshape(()))
 
 
-def crc32c(data: bytes) -> int:
-  """CRC-32C (Castagnoli), the checksum of TFRecord; zlib has only CRC-32."""
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
+def _hparam_value(value: Any) -> HParamValue | None:
+  """A value the HParams tab can show: bool, int, float and str as they are,
+  NumPy/JAX scalars as their Python value, None dropped (the tab has no null),
+  anything else (a list of layer sizes, a tuple) as its str() so that runs can
+  still be told apart and filtered by it."""
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  if getattr(value, "shape", None) == () and hasattr(value, "item"):
+    return value.item()
+  return str(value)
 
 
-def masked_crc32c(data: bytes) -> int:
-  """TFRecord's masked CRC: a CRC of data holding CRCs is then still strong."""
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(data: bytes) -> bytes:
-  """One TFRecord: length, its masked CRC, the data, the data's masked CRC."""
-  length = struct.pack("<Q", len(data))
-  return (length + struct.pack("<I", masked_crc32c(length)) + data +
-          struct.pack("<I", masked_crc32c(data)))
-
-
-# Protobuf wire format: each field is a varint key (field << 3 | wire type)
-# and a value; wire types 0 varint, 1 fixed 64-bit, 2 length-delimited,
-# 5 fixed 32-bit.
-
-def _varint(n: int) -> bytes:
-  n &= (1 << 64) - 1  # Negative int64s are ten bytes of two's complement.
-  out = bytearray()
-  while n >= 0x80:
-    out.append((n & 0x7F) | 0x80)
-    n >>= 7
-  out.append(n)
-  return bytes(out)
-
-
-def _key(field: int, wire_type: int) -> bytes:
-  return _varint(field << 3 | wire_type)
-
-
-def _length_delimited(field: int, data: bytes) -> bytes:
-  return _key(field, 2) + _varint(len(data)) + data
-
-
-def _event(wall_time: float, step: int, *, file_version: str | None = None,
-           summary: bytes | None = None) -> bytes:
-  """An `Event`: wall_time (1, double), step (2, int64), file_version (3), summary (5)."""
-  out = _key(1, 1) + struct.pack("<d", wall_time) + _key(2, 0) + _varint(step)
-  if file_version is not None:
-    out += _length_delimited(3, file_version.encode())
-  if summary is not None:
-    out += _length_delimited(5, summary)
-  return out
-
-
-def _summary_value(tag: str, simple_value: float) -> bytes:
-  """A `Summary.Value`: tag (1, string), simple_value (2, float)."""
-  return (_length_delimited(1, tag.encode()) + _key(2, 5) +
-          struct.pack("<f", simple_value))
+def flatten_hparams(hparams: Any, prefix: str = "") -> dict[str, HParamValue]:
+  """Nested dicts (or ConfigDicts) -> {"sweep.learning_rate": 0.1, ...}, with
+  the values made HParams-tab ready by `_hparam_value` and None dropped."""
+  if not isinstance(hparams, collections.abc.Mapping) and callable(
+      getattr(hparams, "to_dict", None)):
+    hparams = hparams.to_dict()  # An ml_collections.ConfigDict.
+  flat = {}
+  for key, value in hparams.items():
+    name = f"{prefix}{key}"
+    if not isinstance(value, collections.abc.Mapping) and callable(
+        getattr(value, "to_dict", None)):
+      value = value.to_dict()
+    if isinstance(value, collections.abc.Mapping):
+      flat.update(flatten_hparams(value, prefix=f"{name}."))
+    elif (value := _hparam_value(value)) is not None:
+      flat[name] = value
+  return flat
 
 
 class SummaryWriter:
-  """Appends scalars to a new event file in `logdir`, created if need be.
+  """Appends scalars to a new event file in `logdir`, created if need be, and
+  writes hyperparameters for the HParams tab into sub-runs of `logdir`.
 
-  Each call writes and flushes at once (the records are a few dozen bytes),
-  so TensorBoard shows a running training up to its last epoch, and a killed
-  run loses nothing.
+  tensorboardX writes from a background thread; flush_secs=1 has it flush
+  within a second, so TensorBoard shows a running training up to its last
+  epoch, and a killed run loses at most its last second. close() writes all.
   """
 
   def __init__(self, logdir: str | os.PathLike):
-    self.logdir = Path(logdir)
-    self.logdir.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}"
-    self.path = self.logdir / name
-    # Two writers in the same second must not share (and interleave) a file.
-    for n in range(1, 1000):
-      try:
-        self._file = self.path.open("xb")
-        break
-      except FileExistsError:
-        self.path = self.logdir / f"{name}.{n}"
-    else:
-      raise FileExistsError(f"{self.logdir} already holds 1000 event files "
-                            f"named {name}.*")
-    self._write(_event(now, 0, file_version=FILE_VERSION))
+    # Imported here: tensorboardX imports PyTorch where it is installed (the
+    # benchmark extra), seconds that only a run writing TensorBoard should pay.
+    import tensorboardX
 
-  def _write(self, event: bytes):
-    if self._file is None:
-      raise ValueError(f"the SummaryWriter of {self.path} is closed")
-    self._file.write(tfrecord(event))
-    self._file.flush()
+    self.logdir = Path(logdir)
+    self._hparams_names = set()
+    # Two writers in the same second must not share (and truncate) a file.
+    self._writer = tensorboardX.SummaryWriter(
+        str(self.logdir), flush_secs=1,
+        filename_suffix=f".{os.getpid()}.{next(_WRITER_IDS)}")
+
+  def _open_writer(self):
+    if self._writer is None:
+      raise ValueError(f"the SummaryWriter of {self.logdir} is closed; "
+                       "open a new one to write more")
+    return self._writer
 
   def scalar(self, tag: str, value: float, step: int):
-    """Records `value` (anything float() takes) under `tag` at `step`."""
+    """Records `value` (a real number: Python, NumPy or JAX) under `tag` at `step`."""
     self.scalars({tag: value}, step)
 
   def scalars(self, values: dict[str, float], step: int):
-    """Records several scalars of one step as one event."""
+    """Records several scalars of one step as one event. NaN and infinities
+    are written as they are: a diverged member's loss is worth seeing."""
+    from tensorboardX.proto.summary_pb2 import Summary
+
+    writer = self._open_writer()
     if not all(isinstance(tag, str) and tag for tag in values):
       raise TypeError(f"tags must be non-empty strings, got {list(values)}")
-    summary = b"".join(
-        _length_delimited(1, _summary_value(tag, float(value)))
-        for tag, value in values.items())
     # operator.index: numpy and JAX integers are steps, 1.5 is a mistake.
-    self._write(_event(time.time(), operator.index(step), summary=summary))
+    step = operator.index(step)
+    # The Summary built here rather than by add_scalar: one event per step,
+    # tags kept as given, and no tensorboardX warning on every NaN.
+    summary = Summary(value=[
+        Summary.Value(tag=tag, simple_value=_scalar_value(tag, value))
+        for tag, value in values.items()])
+    writer.file_writer.add_summary(summary, global_step=step)
+
+  def hparams(self, entries: list[tuple[str, dict[str, Any], dict[str, float]]]):
+    """Writes one HParams-tab session per `(name, hparams, metrics)` entry,
+    into the sub-run `logdir/name`: one entry per member of a multi-member run
+    ("member_0", ...), one for a single run.
+
+    `hparams` may nest dicts (or be a ConfigDict): they are flattened to
+    "sweep.learning_rate"; None values are dropped; values not bool, int,
+    float or str (lists, tuples) are written as their str(). `metrics` are
+    real numbers, shown as the session's metrics (and as one-step scalars of
+    the sub-run).
+    """
+    writer = self._open_writer()
+    checked = []
+    for name, hparams, metrics in entries:
+      if (not isinstance(name, str) or name in ("", ".", "..")
+          or "/" in name or os.sep in name):
+        raise ValueError(f"hparams entry name {name!r} must be a folder name "
+                         "such as 'member_0'")
+      if name in self._hparams_names or name in [n for n, _, _ in checked]:
+        raise ValueError(f"hparams entry {name!r} is already written in "
+                         f"{self.logdir}; give each entry its own name")
+      if not all(isinstance(tag, str) and tag for tag in metrics):
+        raise TypeError(f"metric names must be non-empty strings, got {list(metrics)}")
+      checked.append((name, flatten_hparams(hparams),
+                      {tag: _scalar_value(tag, v) for tag, v in metrics.items()}))
+    for name, hparams, metrics in checked:
+      writer.add_hparams(hparams, metrics, name=name)
+      self._hparams_names.add(name)
 
   def flush(self):
-    if self._file is not None:
-      self._file.flush()
+    if self._writer is not None:
+      self._writer.flush()
 
   def close(self):
-    if self._file is not None:
-      self._file.close()
-      self._file = None
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
 
   def __enter__(self) -> "SummaryWriter":
     return self
