@@ -15,8 +15,9 @@ seed.
 
 mnist_jax: configs/mnist_speedrun.py as shipped, with `seed` set per run,
 trained by the same pieces as train.train_and_evaluate (chunks compiled
-ahead of time, run_epoch over epoch_permutation, make_evaluate), less its
-files, checkpoints and progress line.
+ahead of time by loop.compile_steps, loop.run_epoch over
+feed.epoch_permutation, the compiled evaluation), less its files,
+checkpoints and progress line.
 
 How it is timed: both frameworks train on the same uint8 arrays, in this one
 process, with the same number of threads (`torch.set_num_threads`; XLA sizes
@@ -85,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="untimed steps of each framework before the runs")
   parser.add_argument("--jax_devices", type=int, default=None,
                       help="virtual XLA CPU devices; default: mnist_jax's own "
-                      "choice for the config (sharding.auto_cpu_devices)")
+                      "choice for the config (runtime.auto_cpu_devices)")
   parser.add_argument("--override", action="append", default=[],
                       metavar="FIELD=VALUE", help="a change to "
                       "configs/mnist_speedrun.py, e.g. batch_size=128 "
@@ -120,10 +121,11 @@ def configure_process(args: argparse.Namespace):
   if (args.jax_devices is None and "xla_force_host_platform_device_count"
       not in os.environ.get("XLA_FLAGS", "")):
     # mnist_jax's own default on this CPU (importing it starts no backend).
-    from mnist_jax import sharding  # pylint: disable=g-import-not-at-top
+    from mnist_jax import models, runtime  # pylint: disable=g-import-not-at-top
     config = speedrun_config(0, args.override)
-    args.jax_devices = sharding.auto_cpu_devices(config.batch_size, args.threads,
-                                                 config.model)
+    args.jax_devices = runtime.auto_cpu_devices(
+        config.batch_size, args.threads,
+        dense_only=config.model in models.DENSE_ONLY)
   if args.jax_devices is not None:
     flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "",
                    os.environ.get("XLA_FLAGS", ""))
@@ -141,9 +143,11 @@ def speedrun_config(seed: int, overrides: list[str] = (), num_seeds: int = 1):
   # pylint: disable=g-import-not-at-top
   from configs import mnist_speedrun
   from mnist_jax import compare
+  from mnist_jax import config as config_lib
   config = mnist_speedrun.get_config()
   compare.apply_overrides(config, overrides)
   config.seed, config.num_seeds = seed, num_seeds
+  config_lib.validate(config)  # A bad --override: one line, with the fix.
   return config
 
 
@@ -165,7 +169,8 @@ try:
 except ImportError:
   sys.exit("error: PyTorch is not installed; pip install -e '.[benchmark]'")
 
-from mnist_jax import data, models, sharding, timing, train
+from mnist_jax import data, feed, loop, models, runtime, sharding, timing
+from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -284,44 +289,41 @@ def prepare_jax(dataset: data.Dataset, config,
   `config.num_seeds` members at once) as train_and_evaluate does, and
   evaluates it."""
   mesh = sharding.make_mesh()
-  plan = train.Plan.make(config, dataset, mesh)
+  plan = loop.Plan.make(dataset, runtime.Runtime(mesh, jax.default_backend(), True),
+                        config.batch_size, config.steps_per_call,
+                        config.eval_batch_size)
   replicated = sharding.replicated(mesh)
 
   def initial(seed: int):
     seeded = config.copy_and_resolve_references()
     seeded.seed = seed
-    model, state, tx = train.create_model_and_state(
-        seeded, dataset.num_classes, plan.steps_per_epoch)
-    data_key = jax.device_put(train.data_keys(seeded), replicated)
-    return model, jax.device_put(state, replicated), tx, data_key
+    built = state_lib.build(seeded, dataset.num_classes, plan.steps_per_epoch,
+                            plan.backend)
+    data_key = jax.device_put(feed.data_keys(built.members), replicated)
+    return built, jax.device_put(built.state, replicated), data_key
 
-  model, state0, tx, key0 = initial(0)
-  device_data = train.place_data(dataset, mesh, plan.eval_batch_size)
-  permutation = lambda key, epoch: train.epoch_permutation(
+  built0, state0, key0 = initial(0)
+  device_data = feed.place_data(dataset, mesh, plan.eval_batch_size)
+  permutation = lambda key, epoch: feed.epoch_permutation(
       key, epoch, plan.num_train, plan.steps_per_epoch, plan.batch_size)
 
   def compile_all():
-    perm = permutation(key0, 0)
-    chunks = {n: train.Chunk(train.make_train_chunk(model, tx, mesh, n).lower(
-        state0, train.Totals.zeros(state0.step.shape), device_data, perm).compile(), n)
-              for n in set(plan.calls)}
-    num_eval_batches = len(device_data.test_labels) // plan.eval_batch_size
-    evaluate = train.make_evaluate(model, mesh, plan.eval_batch_size,
-                                   num_eval_batches).lower(state0, device_data).compile()
-    return [chunks[n] for n in plan.calls], evaluate
+    compiled = loop.compile_steps(built0.graphs, built0.recipe, built0.tx, mesh,
+                                  plan, state0, device_data, key0)
+    return [compiled.chunks[n] for n in plan.calls], compiled.evaluate
 
   (calls, evaluate), compile_seconds = timing.timed(compile_all)
-  max_in_flight = train.max_calls_in_flight(plan.backend, plan.num_devices)
+  max_in_flight = loop.max_calls_in_flight(plan.backend, plan.num_devices)
 
   def run(seed: int) -> dict:
-    _, state, _, data_key = initial(seed)
+    _, state, data_key = initial(seed)
     jax.block_until_ready((state, data_key))
 
     def train_all():
       nonlocal state
       for epoch in range(1, config.num_epochs + 1):
-        state, totals = train.run_epoch(calls, state, device_data,
-                                        permutation(data_key, epoch), max_in_flight)
+        state, totals = loop.run_epoch(calls, state, device_data,
+                                       permutation(data_key, epoch), max_in_flight)
         totals.steps.block_until_ready()  # As train_and_evaluate, each epoch.
       return jax.block_until_ready(state)
 
@@ -341,8 +343,8 @@ def prepare_jax(dataset: data.Dataset, config,
         break
       warmup_calls.append(call)
       steps += call.num_steps
-    state, _ = train.run_epoch(warmup_calls, jax.tree.map(jnp.copy, state0),
-                               device_data, permutation(key0, 0), max_in_flight)
+    state, _ = loop.run_epoch(warmup_calls, jax.tree.map(jnp.copy, state0),
+                              device_data, permutation(key0, 0), max_in_flight)
     jax.block_until_ready(state)
   info = {"num_params": models.num_params(state0.params) // config.num_seeds,
           "compile_seconds": compile_seconds,

@@ -11,7 +11,7 @@ on CPU):
   throughput        training images/s of each model at each batch size, as
                     mnist_jax runs by default (on CPU: each batch size in a
                     child process on its automatic number of virtual devices,
-                    sharding.auto_cpu_devices): the median of `--repeats`
+                    runtime.auto_cpu_devices): the median of `--repeats`
                     timed windows after a warm-up window, with the min..max
                     spread; the variants take turns window by window. Each
                     window uses mnist_jax's own loop and its backend's default
@@ -159,7 +159,11 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import strategies  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import compare, data, sharding, timing, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import compare, data, feed, loop, outputs, runtime, sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import models as models_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import steps, timing, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _ints(text: str) -> list[int]:
@@ -222,29 +226,31 @@ def _trainer(model_name: str, batch: int, window_steps: int,
   config = default.get_config()
   config.model, config.batch_size, config.dtype = model_name, batch, dtype
   config.num_seeds, config.member_loop = members, member_loop
+  config_lib.validate(config)  # E.g. an unknown --models name, with the fix.
   backend = jax.default_backend()
-  model, state, tx = train.create_model_and_state(
-      config, dataset.num_classes, len(dataset.train_labels) // batch)
-  state = jax.device_put(state, sharding.replicated(mesh))
-  steps_per_call = train.default_steps_per_call(backend, window_steps)
-  perm = train.epoch_permutation(train.data_keys(config), 0,
-                                 len(dataset.train_labels), window_steps, batch)
+  built = state_lib.build(config, dataset.num_classes,
+                          len(dataset.train_labels) // batch, backend)
+  graphs, recipe, tx = built.graphs, built.recipe, built.tx
+  state = jax.device_put(built.state, sharding.replicated(mesh))
+  steps_per_call = loop.default_steps_per_call(backend, window_steps)
+  perm = feed.epoch_permutation(feed.data_keys(built.members), 0,
+                                len(dataset.train_labels), window_steps, batch)
   chunk, train_compile = timing.timed(
-      lambda: train.make_train_chunk(model, tx, mesh, steps_per_call).lower(
-          state, train.Totals.zeros(state.step.shape), device_data, perm).compile())
-  eval_batch = train.evaluation_batch_size(config, len(dataset.test_labels),
-                                           mesh.devices.size)
+      lambda: steps.make_train_chunk(graphs, recipe, tx, mesh, steps_per_call).lower(
+          state, steps.Totals.zeros(state.step.shape), device_data, perm).compile())
+  eval_batch = feed.evaluation_batch_size(config.eval_batch_size,
+                                          len(dataset.test_labels), mesh.devices.size)
   _, eval_compile = timing.timed(
-      lambda: train.make_evaluate(
-          model, mesh, eval_batch, len(device_data.test_labels) // eval_batch
+      lambda: steps.make_evaluate(
+          graphs, recipe, mesh, eval_batch, len(device_data.test_labels) // eval_batch
       ).lower(state, device_data).compile())
-  calls = [train.Chunk(chunk, steps_per_call)] * (window_steps // steps_per_call)
-  max_in_flight = train.max_calls_in_flight(backend, mesh.devices.size)
+  calls = [loop.Chunk(chunk, steps_per_call)] * (window_steps // steps_per_call)
+  max_in_flight = loop.max_calls_in_flight(backend, mesh.devices.size)
   holder = {"state": state}
 
   def run_window():
-    holder["state"], totals = train.run_epoch(calls, holder["state"], device_data,
-                                              perm, max_in_flight)
+    holder["state"], totals = loop.run_epoch(calls, holder["state"], device_data,
+                                             perm, max_in_flight)
     return totals
 
   return Trainer(run_window, train_compile, eval_compile, steps_per_call, chunk)
@@ -264,17 +270,18 @@ def throughput(dataset: data.Dataset, models: list[str], batch_sizes: list[int],
   """
   budget = budget or Budget(None)
   mesh = sharding.make_mesh()
-  device_data = train.place_data(dataset, mesh, default.get_config().eval_batch_size)
+  device_data = feed.place_data(dataset, mesh, default.get_config().eval_batch_size)
   prepared, rows = {}, []
   prepare_seconds, window_seconds = [], []  # Of each prepared variant.
   for model_name in models:
     for dtype in dtypes:
       for batch in batch_sizes:
-        for members, loop in [(1, "auto")] * (1 in member_counts) + [
-            (m, loop) for m in member_counts if m > 1 for loop in member_loops]:
+        for members, member_loop in [(1, "auto")] * (1 in member_counts) + [
+            (m, member_loop) for m in member_counts if m > 1
+            for member_loop in member_loops]:
           if batch % mesh.devices.size:
             continue
-          key = (model_name, batch, dtype, members, loop)
+          key = (model_name, batch, dtype, members, member_loop)
           # The timed windows still to come: a warm-up and `repeats` each.
           committed = (repeats + 1) * sum(window_seconds)
           if prepared and not budget.fits(
@@ -285,7 +292,7 @@ def throughput(dataset: data.Dataset, models: list[str], batch_sizes: list[int],
           window_steps = max(1, window_images // batch)
           started = time.perf_counter()
           trainer = _trainer(model_name, batch, window_steps, dataset, device_data,
-                             mesh, dtype, members, loop)
+                             mesh, dtype, members, member_loop)
           (first_window,) = timing.time_windows(trainer.run_window, 1, warmup=0)
           prepare_seconds.append(time.perf_counter() - started)
           window_seconds.append(first_window)
@@ -294,7 +301,7 @@ def throughput(dataset: data.Dataset, models: list[str], batch_sizes: list[int],
                 f"first window {first_window:.2f} s", flush=True)
           prepared[key] = trainer.run_window
           rows.append({"model": model_name, "batch_size": batch, "dtype": dtype,
-                       "members": members, "member_loop": loop,
+                       "members": members, "member_loop": member_loop,
                        "window_steps": window_steps,
                        "steps_per_call": trainer.steps_per_call,
                        "compile_train_seconds": trainer.compile_train_seconds,
@@ -370,7 +377,7 @@ def time_to_accuracy(data_dir: str | None, speedruns: list[str], seeds: int,
       started = time.perf_counter()
       with tempfile.TemporaryDirectory() as workdir:
         summary = _train_seed(name, seed, data_dir, overrides, workdir, in_process)
-        history = train.read_metrics(Path(workdir))
+        history = outputs.read_metrics(Path(workdir))
       seed_seconds.append(time.perf_counter() - started)
       runs.append({"seed": seed, "seconds_to_target": _seconds_to(history, target),
                    "final_test_accuracy": summary["final_test_accuracy"],
@@ -425,10 +432,16 @@ def _child_throughput(args, models: str, batch: int, devices: int,
   return [{**row, "device_count": devices} for row in rows]
 
 
+def _auto_cpu_devices(batch: int, cores: int, model: str) -> int:
+  """mnist_jax's own device count for a batch of `model` on `cores` CPUs."""
+  return runtime.auto_cpu_devices(batch, cores,
+                                  dense_only=model in models_lib.DENSE_ONLY)
+
+
 def default_throughput(args, dataset, batch_sizes: list[int],
                        budget: Budget | None = None) -> list[dict]:
   """Throughput as mnist_jax runs by default: on CPU each batch size on its
-  automatic number of virtual devices (sharding.auto_cpu_devices), one child
+  automatic number of virtual devices (runtime.auto_cpu_devices), one child
   process each (no budget); elsewhere all the devices, in this process."""
   if jax.default_backend() != "cpu" or args.devices:
     rows = throughput(dataset, _names(args.models), batch_sizes,
@@ -441,7 +454,7 @@ def default_throughput(args, dataset, batch_sizes: list[int],
   for batch in batch_sizes:
     by_count = {}  # The models that share a device count share a child.
     for model in _names(args.models):
-      by_count.setdefault(sharding.auto_cpu_devices(batch, cores, model), []).append(model)
+      by_count.setdefault(_auto_cpu_devices(batch, cores, model), []).append(model)
     for count, models in sorted(by_count.items()):
       rows += _child_throughput(args, ",".join(models), batch, count)
   return rows
@@ -492,7 +505,7 @@ def members_section(args, budget: Budget | None = None) -> list[dict]:
     rows = []
     for model in _names(args.members_models):
       rows += _child_throughput(args, model, batch,
-                                sharding.auto_cpu_devices(batch, cores, model), counts,
+                                _auto_cpu_devices(batch, cores, model), counts,
                                 args.member_loops)
   for row in rows:
     base = next((r for r in rows if r["model"] == row["model"] and r["members"] == 1),
@@ -523,7 +536,7 @@ def peak_memory(dataset: data.Dataset, model_name: str, batch_sizes: list[int],
   """In this process, batch sizes ascending: each trained for one window, then
   the device's peak bytes in use so far (memory_section says why so)."""
   mesh = sharding.make_mesh()
-  device_data = train.place_data(dataset, mesh, default.get_config().eval_batch_size)
+  device_data = feed.place_data(dataset, mesh, default.get_config().eval_batch_size)
   device = jax.local_devices()[0]
   rows = []
   for batch in sorted(batch_sizes):

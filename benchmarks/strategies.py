@@ -36,7 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from mnist_jax import data, progress, sharding, timing, train
+from mnist_jax import data, feed, loop, progress, sharding, steps, timing
+from mnist_jax import config as config_lib
+from mnist_jax import state as state_lib
 
 STRATEGIES = ("host_loop", "device_step", "scan_chunk", "whole_window",
               "device_step_progress")
@@ -67,20 +69,21 @@ def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
   """{strategy: {images_per_sec, compile_seconds, steps_per_call, ...}}."""
   config = default.get_config()
   config.model, config.batch_size = model_name, batch
+  config_lib.validate(config)  # E.g. an unknown --model, with the fix.
   mesh = sharding.make_mesh()
   sharding.check_batch_size(batch, mesh, "--batch_size")
   if "scan_chunk" in names and window % chunk_steps:
     raise ValueError(f"window_steps={window} must divide by chunk={chunk_steps}")
   num_train = len(dataset.train_labels)
-  model, state0, tx = train.create_model_and_state(
-      config, dataset.num_classes, num_train // batch)
-  state0 = jax.device_put(state0, sharding.replicated(mesh))
-  device_data = train.place_data(dataset, mesh, config.eval_batch_size)
-  max_in_flight = train.max_calls_in_flight(jax.default_backend(), mesh.devices.size)
+  built = state_lib.build(config, dataset.num_classes, num_train // batch)
+  graphs, recipe, tx = built.graphs, built.recipe, built.tx
+  state0 = jax.device_put(built.state, sharding.replicated(mesh))
+  device_data = feed.place_data(dataset, mesh, config.eval_batch_size)
+  max_in_flight = loop.max_calls_in_flight(jax.default_backend(), mesh.devices.size)
   fresh_state = lambda: jax.tree.map(jnp.copy, state0)
 
   def host_loop():
-    step = jax.jit(functools.partial(train.train_step, model, tx),
+    step = jax.jit(functools.partial(steps.train_step, graphs, recipe, tx),
                    donate_argnums=0)
     batch_sharding = sharding.batch_sharded(mesh)
     rng = np.random.default_rng(0)
@@ -105,19 +108,19 @@ def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
     return run_window, compile_seconds, 1
 
   def on_device(steps_per_call, with_progress=False):
-    chunk = train.make_train_chunk(model, tx, mesh, steps_per_call)
-    perm_SB = train.epoch_permutation(jax.random.key_data(jax.random.key(0)), 0,
-                                      num_train, window, batch)
+    chunk = steps.make_train_chunk(graphs, recipe, tx, mesh, steps_per_call)
+    perm_SB = feed.epoch_permutation(jax.random.key_data(jax.random.key(0)), 0,
+                                     num_train, window, batch)
     holder = {"state": fresh_state()}
     _, compile_seconds = timing.timed(
-        lambda: chunk.lower(holder["state"], train.Totals.zeros(), device_data,
+        lambda: chunk.lower(holder["state"], steps.Totals.zeros(), device_data,
                             perm_SB).compile())
-    calls = [train.Chunk(chunk, steps_per_call)] * (window // steps_per_call)
+    calls = [loop.Chunk(chunk, steps_per_call)] * (window // steps_per_call)
 
     def run_window():
       bar = progress.EpochProgress(1, 1, window, batch, stream=_NullTerminal(),
                                    enabled=with_progress)
-      holder["state"], totals = train.run_epoch(
+      holder["state"], totals = loop.run_epoch(
           calls, holder["state"], device_data, perm_SB, max_in_flight,
           on_dispatch=bar.dispatched if with_progress else None)
       if with_progress:
