@@ -1,6 +1,8 @@
 """Shared defaults: the Flax MNIST example's CNN and recipe, on MNIST.
 
 Every other config starts from `get_config()` here and changes what it needs.
+The fields, their defaults and comments live in the package
+(`mnist_jax/config.py`, `defaults()`), which must not depend on this folder.
 
 Command:  python -m mnist_jax.main --config=configs/default.py
 Result:   not yet recorded; record it (training, then a JSON record under
@@ -13,114 +15,8 @@ Any field can be overridden on the command line, e.g.
 
 import ml_collections
 
+from mnist_jax import config as config_lib
+
 
 def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  # Data.
-  config.dataset = "mnist"       # mnist, fashion_mnist, kmnist, mnist160, or a folder name.
-  # None: $MNIST_JAX_DATA, else ~/.cache/mnist_jax/datasets. A typed
-  # placeholder, so that --config.data_dir=DIR can override the None.
-  config.data_dir = ml_collections.config_dict.placeholder(str)
-  config.data_source = "idx"     # "idx" (the four gzip files) or "tfds" (needs the tfds extra).
-  # Model and optimizer.
-  config.model = "cnn"           # cnn, mlp, speedrun, bn_cnn, resnet.
-  config.width = 1.0             # Multiplies the features of every hidden layer.
-  config.depth = 0               # resnet only: 6n + 4 layers; 0: its default, 10.
-  # Dropout rate: before the classifier (cnn, speedrun, bn_cnn), after each
-  # hidden layer (mlp), between the convolutions of each block (resnet).
-  config.dropout = 0.0
-  # Weights of convolutions and dense layers: "flax" (LeCun normal, zero
-  # biases) or "torch" (PyTorch's defaults: weights and biases uniform in
-  # +-1/sqrt(fan_in)), to reproduce a PyTorch recipe.
-  config.init = "flax"
-  # Inputs fed to the model: (pixel / 255 - pixel_mean) / pixel_std. The
-  # defaults keep [0, 1]; MNIST's own statistics are 0.1307 and 0.3081.
-  config.pixel_mean = 0.0
-  config.pixel_std = 1.0
-  config.optimizer = "sgd"       # sgd, momentum, nesterov, adam, adamw, lion, muon.
-  config.learning_rate = 0.1
-  config.momentum = 0.9          # sgd only; 0 for plain SGD.
-  config.nesterov = False        # sgd only.
-  config.adam_b1 = 0.9           # adam, adamw: the moments' decay rates
-  config.adam_b2 = 0.999         # (PyTorch's betas) and the denominator's
-  config.adam_eps = 1e-8         # epsilon.
-  # sgd, momentum, nesterov: L2 added to the gradient; adamw, lion, muon: decoupled.
-  config.weight_decay = 0.0
-  config.grad_clip_norm = 0.0    # Clip gradients to this global norm; 0: off.
-  config.label_smoothing = 0.0   # Training loss only; evaluation is unsmoothed.
-  # > 0: keep a moving average of the weights and batch statistics (e.g.
-  # 0.999), evaluate it too after each epoch (ema_test_accuracy); evaluate
-  # --ema uses it.
-  config.ema_decay = 0.0
-  config.lr_schedule = "cosine"  # constant, step, cosine, onecycle.
-  config.lr_step_epochs = "5,8"  # step only: epochs at which the lr is multiplied
-  config.lr_step_factor = 0.1    # by this factor.
-  config.warmup_epochs = 0.0     # cosine only.
-  # onecycle only, as PyTorch's OneCycleLR: the rising part of training, from
-  # learning_rate / div_factor, then down to that / final_div_factor.
-  config.onecycle_pct_start = 0.3
-  config.onecycle_div_factor = 25.0
-  config.onecycle_final_div_factor = 1e4
-  # On-device augmentation of each training batch, comma-separated: "flip"
-  # (left-right, never for digits), "translate" (up to translate_pixels),
-  # "erase" (random erasing), "mixup" and/or "cutmix" (with partners' labels;
-  # mixing weight ~ Beta(mix_alpha, mix_alpha)).
-  config.augment = ""
-  config.translate_pixels = 2
-  config.mix_alpha = 1.0
-  # Test-time augmentation: evaluation averages the predicted probabilities
-  # of these views, comma-separated: "flip", "translate" (1-pixel shifts).
-  config.tta = ""
-  # "bfloat16": compute in bf16, keeping float32 parameters, optimizer state
-  # and loss (mixed precision; pays on GPU/TPU, not on CPU).
-  config.dtype = "float32"
-  # Training.
-  config.batch_size = 128
-  config.num_epochs = 10
-  config.seed = 0
-  # Many models in one compiled program (jax.vmap; see mnist_jax/members.py):
-  # num_seeds seeds (seed, seed + 1, ...) for every point of the sweep, the
-  # combinations of the values below, given as numbers separated by commas,
-  # e.g. --config.sweep.learning_rate=0.01,0.03,0.1. Empty: not swept.
-  config.num_seeds = 1
-  config.sweep = ml_collections.ConfigDict(
-      {"learning_rate": "", "weight_decay": "", "momentum": ""})
-  # How a run of several members runs their steps: "vmap" (batched), "unroll"
-  # (one after another in the same program), "auto": unroll on CPU, where
-  # vmapped convolutions ran 3.3 to 5.5 times slower than unrolled ones
-  # (benchmarks/results/cpu-cpu/harness-1dev-20261121T0747.json), vmap elsewhere.
-  config.member_loop = "auto"
-  config.eval_batch_size = 500
-  # Training steps per compiled call; 0 picks the measured per-backend
-  # default (1 on CPU, the whole epoch on GPU/TPU).
-  config.steps_per_call = 0
-  # CPU only: virtual devices each batch is split over. 0 picks one per core,
-  # or more so that each device takes about 64 images (speedrun, batch 256:
-  # 3,872 images/s on 1 device, 8,699 on 4; benchmarks/README.md, item 6, and
-  # its records; see sharding.auto_cpu_devices). Results differ
-  # between device counts by float rounding: fix it to compare machines.
-  config.cpu_devices = 0
-  # "gpu", "tpu" or "cpu": stop at start-up unless JAX's backend is that one
-  # (a benchmark never runs on the CPU because jaxlib lacks CUDA). "": any.
-  config.require_backend = ""
-  # PNG plots in <workdir>/plots at the end: curves, confusion matrix, samples.
-  config.plots = True
-  # JAX's persistent compilation cache, for a fast second start. The folder
-  # None means $XDG_CACHE_HOME (else ~/.cache)/mnist_jax/jax_compilation_cache.
-  config.compilation_cache = True
-  config.compilation_cache_dir = ml_collections.config_dict.placeholder(str)
-  # Several processes (hosts) through jax.distributed. Also started when the
-  # coordinator is set, by $JAX_COORDINATOR_ADDRESS, or under SLURM with more
-  # than one task; with no coordinator, JAX finds it (TPU pod, SLURM).
-  config.distributed = False
-  config.coordinator_address = ml_collections.config_dict.placeholder(str)
-  # Where process 0's coordination service listens; None: every interface.
-  config.coordinator_bind_address = ml_collections.config_dict.placeholder(str)
-  config.num_processes = ml_collections.config_dict.placeholder(int)
-  config.process_id = ml_collections.config_dict.placeholder(int)
-  # A process that stops answering for this long stops all the others.
-  config.heartbeat_timeout_seconds = 30
-  # Checkpoints, in <workdir>/checkpoints; rerunning a command resumes.
-  config.checkpoint_every_epochs = 1
-  config.checkpoints_to_keep = 3
-  return config
+  return config_lib.defaults()

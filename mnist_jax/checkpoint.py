@@ -21,13 +21,13 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 from mnist_jax.members import Members
 
 # Config fields that decide the shapes or structure of what a checkpoint holds,
 # with the value of each in checkpoints made before the field existed.
-STRUCTURAL_FIELDS = {"dataset": None, "model": None, "optimizer": None,
-                     "width": 1.0, "depth": 0}
+STRUCTURAL_FIELDS = ("dataset", "model", "optimizer", "width", "depth")
 
 
 class Checkpoints:
@@ -252,16 +252,15 @@ def _not_a_write_failure(record) -> bool:
 def check_compatible(meta: dict[str, Any], config, num_classes: int,
                      directory: Path):
   """Refuses to resume into a run whose state would not fit the checkpoint."""
-  saved = meta["config"]
-  differences = [f"{field}={saved.get(field, old)!r} there, {config[field]!r} now"
-                 for field, old in STRUCTURAL_FIELDS.items()
-                 if saved.get(field, old) != config[field]]
+  saved = config_lib.with_defaults(meta["config"])
+  differences = [f"{field}={saved[field]!r} there, {config[field]!r} now"
+                 for field in STRUCTURAL_FIELDS if saved[field] != config[field]]
   if config.optimizer == "sgd" and (saved["momentum"] == 0) != (config.momentum == 0):
     differences.append(f"momentum={saved['momentum']!r} there, "
                        f"{config.momentum!r} now (momentum on or off changes "
                        f"the optimizer state)")
-  if bool(saved.get("ema_decay", 0.0)) != bool(config.get("ema_decay", 0.0)):
-    differences.append(f"ema_decay={saved.get('ema_decay', 0.0)!r} there, "
+  if bool(saved.ema_decay) != bool(config.ema_decay):
+    differences.append(f"ema_decay={saved.ema_decay!r} there, "
                        f"{config.ema_decay!r} now (a moving average on or off "
                        f"changes the training state)")
   saved_members, members = Members.from_config(saved), Members.from_config(config)

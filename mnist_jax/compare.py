@@ -22,7 +22,9 @@ from typing import Any
 import ml_collections
 from absl import flags, logging
 
-from mnist_jax import cli, plots, timing, train
+import mnist_jax
+from mnist_jax import cli, outputs, plots, timing, train
+from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per config: 0..seeds-1.")
@@ -74,17 +76,21 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
       raise UserError(f"two configs are named '{name}'; rename one")
     config = load_config(path)
     apply_overrides(config, list(overrides))
-    train.validate(config)
+    config_lib.validate(config)
     configs[name] = config
 
   results = {}
+  # The process's first run started at its import (mnist_jax.main's too).
+  started_at = mnist_jax.IMPORT_TIME
   for name, config in configs.items():
     runs = []
     for seed in range(seeds):
       config.seed = seed
       logging.info("comparing: %s, seed %d of %d", name, seed + 1, seeds)
-      summary = train.train_and_evaluate(config, workdir / name / f"seed{seed}").summary
-      history = train.read_metrics(workdir / name / f"seed{seed}")
+      summary = train.train_and_evaluate(config, workdir / name / f"seed{seed}",
+                                         started_at).summary
+      started_at = None  # The next ones start at their own call.
+      history = outputs.read_metrics(workdir / name / f"seed{seed}")
       runs.append({"seed": seed,
                    "final_test_accuracy": summary["final_test_accuracy"],
                    "train_seconds": summary["train_seconds"],
@@ -97,8 +103,8 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
         "train_seconds": timing.spread([r["train_seconds"] for r in runs]),
         "runs": runs}
   record = {"seeds": seeds, "overrides": list(overrides), "configs": results}
-  train.write_json_atomic(workdir / "comparison.json", record)
-  (workdir / "comparison.md").write_text(markdown_table(record))
+  outputs.write_json_atomic(workdir / "comparison.json", record)
+  outputs.write_atomic(workdir / "comparison.md", markdown_table(record))
   plots.comparison(results, workdir / "comparison.png")
   return record
 

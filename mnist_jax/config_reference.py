@@ -2,7 +2,7 @@
 
 A field's meaning is written in one place, the "Config reference" table of
 README.md, which users read anyway; tests/test_console.py checks that the
-table names every field of configs/default.py and nothing else. The README
+table names every field of `config.defaults()` and nothing else. The README
 is read from the source checkout, or, in an installed package, from its
 metadata (pyproject's `readme` makes it the package's long description).
 """
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import ml_collections
+
+from mnist_jax import config as config_lib
 
 _SECTION = "## Config reference"
 
@@ -57,8 +59,7 @@ def flat_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def describe(config: ml_collections.ConfigDict) -> str:
   """`field = value  (default ...)` and the meaning beneath, for every field."""
-  from configs import default  # pylint: disable=g-import-not-at-top
-  defaults = flat_fields(default.get_config())
+  defaults = flat_fields(config_lib.defaults())
   meaning = meanings()
   values = flat_fields(config)
   # The reference's order (grouped by topic), then fields it does not know.
@@ -67,7 +68,7 @@ def describe(config: ml_collections.ConfigDict) -> str:
   for name in names:
     value = values[name]
     if name not in defaults:
-      note = "not in configs/default.py"
+      note = "not a field of the defaults"
     elif defaults[name] == value:
       note = "default"
     else:

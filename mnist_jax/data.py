@@ -17,7 +17,6 @@ import hashlib
 import io
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_jax import outputs
 from mnist_jax.errors import UserError
 
 IMAGE_SHAPE = (28, 28)
@@ -231,32 +231,25 @@ def download(info: DatasetInfo, file_name: str, folder: Path) -> Path:
   except OSError as e:
     raise UserError(f"cannot create data folder {folder} ({e.strerror}); "
                     f"set data_dir or MNIST_JAX_DATA to a writable folder") from None
-  # Written beside the target, then renamed: a reader never sees half a file.
-  fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{file_name}.",
-                                  suffix=".part")
   try:
-    digest = hashlib.sha256()
-    with os.fdopen(fd, "wb") as out:
+    # A reader never sees half a file; a bad download is removed.
+    with outputs.atomic_file(target, "wb") as out:
+      digest, got_size = hashlib.sha256(), 0
       with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
         while chunk := response.read(1 << 20):
           digest.update(chunk)
-          out.write(chunk)
-    got_size = os.path.getsize(tmp_name)
-    if (got_size, digest.hexdigest()) != (size, sha256):
-      raise UserError(
-          f"download of {url} does not match its checksum (got {got_size} "
-          f"bytes, sha256 {digest.hexdigest()[:12]}..., expected {size} "
-          f"bytes, {sha256[:12]}...); it was removed, try again")
-    os.replace(tmp_name, target)
+          got_size += out.write(chunk)
+      if (got_size, digest.hexdigest()) != (size, sha256):
+        raise UserError(
+            f"download of {url} does not match its checksum (got {got_size} "
+            f"bytes, sha256 {digest.hexdigest()[:12]}..., expected {size} "
+            f"bytes, {sha256[:12]}...); it was removed, try again")
   except (urllib.error.URLError, OSError) as e:
     raise UserError(
         f"dataset '{info.name}' is not in {folder} and downloading {url} "
         f"failed ({getattr(e, 'reason', e)}); put the four files "
         f"{', '.join(FILES)} in {folder}, or set data_dir / MNIST_JAX_DATA "
         f"to a folder that holds '{info.name}/'") from None
-  finally:
-    if os.path.exists(tmp_name):
-      os.remove(tmp_name)
   return target
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from absl import flags, logging
 
-from mnist_jax import cli, sharding, train
+from mnist_jax import cli, feed, outputs, sharding, steps
 from mnist_jax import report as report_lib
 from mnist_jax import data as data_lib
 from mnist_jax.errors import UserError
@@ -41,9 +41,9 @@ def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
   num_classes = len(trained.class_names)
   top_k = min(5, num_classes)
 
-  def evaluate(state, data: train.DeviceData):
+  def evaluate(state, data: feed.DeviceData):
     def add_batch(sums, images_BHW, labels_B, mask_B):
-      logits_BK = train.eval_logits(trained.model, state, images_BHW)
+      logits_BK = steps.eval_logits(trained.graphs, trained.recipe, state, images_BHW)
       losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
       _, top_BT = jax.lax.top_k(logits_BK, top_k)
       in_top_B = jnp.any(top_BT == labels_B[:, None], axis=-1)
@@ -55,7 +55,7 @@ def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
               "confusion": sums["confusion"] + confusion_KK}
     zeros = {"loss": jnp.float32(0), "top_k": jnp.int32(0),
              "confusion": jnp.zeros((num_classes, num_classes), jnp.int32)}
-    return train.scan_test_set(add_batch, zeros, data, mesh, eval_batch_size,
+    return steps.scan_test_set(add_batch, zeros, data, mesh, eval_batch_size,
                                num_batches)
 
   return jax.jit(evaluate)
@@ -76,8 +76,9 @@ def evaluate_trained(trained: Trained, dataset: data_lib.Dataset) -> dict[str, A
   mesh = sharding.make_mesh()
   # The same evaluation batch as training used, so the numbers agree exactly.
   num_test = len(dataset.test_labels)
-  eval_batch_size = train.evaluation_batch_size(config, num_test, mesh.devices.size)
-  device_data = train.place_data(dataset, mesh, eval_batch_size)
+  eval_batch_size = feed.evaluation_batch_size(config.eval_batch_size, num_test,
+                                              mesh.devices.size)
+  device_data = feed.place_data(dataset, mesh, eval_batch_size)
   sums = jax.device_get(make_detailed_evaluate(
       trained, mesh, eval_batch_size,
       len(device_data.test_labels) // eval_batch_size)(trained.state, device_data))
@@ -129,12 +130,12 @@ def main(argv):
   dataset = load_dataset(trained, _DATA_DIR.value)
   report = evaluate_trained(trained, dataset)
   report["weights"] = "moving average" if _EMA.value else "trained"
-  train.write_json_atomic(workdir / "eval.json", report)
+  outputs.write_json_atomic(workdir / "eval.json", report)
   print(format_report(report))
   logging.info("wrote %s", workdir / "eval.json")
   if _PLOTS.value:
     config = trained.config
-    history = train.read_metrics(workdir, trained.epoch)
+    history = outputs.read_metrics(workdir, trained.epoch)
     if not history:  # A checkpoint copied without it, say: the rest still plot.
       metrics = workdir / "metrics.jsonl"
       logging.warning("training curves skipped: %s %s", metrics,
@@ -142,7 +143,7 @@ def main(argv):
     written = report_lib.write_plots(
         workdir, functools.partial(trained.logits_fn, trained.state),
         trained.class_names, dataset, history,
-        train.evaluation_batch_size(config, len(dataset.test_labels),
+        feed.evaluation_batch_size(config.eval_batch_size, len(dataset.test_labels),
                                     jax.device_count()),
         f"{dataset.name}, {config.model}, epoch {trained.epoch}")
     logging.info("plots: %s", ", ".join(str(p) for p in written))

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from mnist_jax import cli
+from mnist_jax import cli, outputs
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
@@ -43,12 +43,9 @@ _PLATFORMS = flags.DEFINE_list(
 
 def _write_atomic(path: Path, data: bytes):
   """Whole or not at all: a reader never sees half a file, even after a kill."""
-  tmp = path.with_name(path.name + ".tmp")
   try:
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    outputs.write_atomic(path, data)
   except OSError as e:
-    tmp.unlink(missing_ok=True)
     raise UserError(f"cannot write {path} ({e.strerror}); pass --out with a "
                     f"writable path") from None
 

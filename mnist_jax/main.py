@@ -15,6 +15,7 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
+import mnist_jax
 from mnist_jax import cli, config_reference, train
 from mnist_jax.errors import UserError
 
@@ -38,7 +39,8 @@ def main(argv):
     return
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or str(Path("runs") / Path(config_file).stem)
-  train.train_and_evaluate(_CONFIG.value, workdir)
+  # The run started when this process imported the package.
+  train.train_and_evaluate(_CONFIG.value, workdir, started_at=mnist_jax.IMPORT_TIME)
 
 
 if __name__ == "__main__":

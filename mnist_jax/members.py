@@ -38,14 +38,13 @@ class Members:
 
   @classmethod
   def from_config(cls, config) -> "Members":
-    """The members of `config` (a ConfigDict, or a checkpoint's config dict)."""
-    config = ml_collections.ConfigDict(config)
-    num_seeds = config.get("num_seeds", 1)
+    """The members of `config` (every field present: config.with_defaults)."""
+    num_seeds = config.num_seeds
     if not isinstance(num_seeds, int) or num_seeds < 1:
       raise UserError(f"config.num_seeds must be a positive integer, got "
                       f"{num_seeds!r}")
     sweep = {field: _values(field, text)
-             for field, text in (config.get("sweep") or {}).items() if text != ""}
+             for field, text in config.sweep.items() if text != ""}
     for field in sweep:
       _check_sweepable(field, config)
     points = tuple(dict(zip(sweep, values))

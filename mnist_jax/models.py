@@ -283,7 +283,7 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
 # core, so splitting their batches over virtual CPU devices only adds
 # all-reduces (measured, mlp at batch 128 on 2 cores: 40,277 images/s on one
 # device, 26,483 on two: benchmarks/results/cpu-cpu/harness-1dev-20261121T0520.json
-# and harness-1dev-20261121T0448.json); sharding.configure_cpu_devices keeps
+# and harness-1dev-20261121T0448.json); runtime.configure_cpu_devices keeps
 # them on one.
 DENSE_ONLY = ("mlp",)
 
@@ -300,11 +300,7 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
   `init` the initialisation of its convolutions and dense layers: "flax"
   (the layers' own: LeCun normal weights, zero biases) or "torch" (see
   `torch_init`)."""
-  if name not in MODELS:
-    raise UserError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
-  if init not in INITS:
-    raise UserError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
-  factory = MODELS[name]
+  factory = MODELS[name]  # config.validate names the valid ones.
   constructor = factory.__init__ if isinstance(factory, type) else factory
   accepted = inspect.signature(constructor).parameters
   kwargs = {}

@@ -35,8 +35,8 @@ def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
          for epoch in _epochs(config.lr_step_epochs)})
   if config.lr_schedule == "onecycle":
     return onecycle_schedule(max(total_steps, 1), lr, config.onecycle_pct_start,
-                             config.get("onecycle_div_factor", 25.0),
-                             config.get("onecycle_final_div_factor", 1e4))
+                             config.onecycle_div_factor,
+                             config.onecycle_final_div_factor)
   if config.lr_schedule == "cosine" and not warmup_steps:
     return optax.cosine_decay_schedule(lr, total_steps)
   if config.lr_schedule == "cosine":
@@ -44,8 +44,7 @@ def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
         init_value=0.0, peak_value=lr,
         warmup_steps=warmup_steps,
         decay_steps=max(total_steps, warmup_steps + 1))
-  raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one of "
-                  f"{', '.join(SCHEDULES)}")
+  raise KeyError(config.lr_schedule)  # config.validate names the valid ones.
 
 
 def onecycle_schedule(total_steps: int, peak: float, pct_start: float = 0.3,
@@ -103,9 +102,7 @@ def _base(config: ml_collections.ConfigDict, lr, weight_decay,
     # Classic SGD weight decay: an L2 term added to the gradient.
     return optax.chain(optax.add_decayed_weights(wd),
                        optax.sgd(lr, momentum=momentum, nesterov=nesterov))
-  # .get: configs saved before these fields existed lack them.
-  betas = dict(b1=config.get("adam_b1", 0.9), b2=config.get("adam_b2", 0.999),
-               eps=config.get("adam_eps", 1e-8))
+  betas = dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
   if config.optimizer == "adam":
     return optax.adam(lr, **betas)
   if config.optimizer == "adamw":
@@ -116,8 +113,7 @@ def _base(config: ml_collections.ConfigDict, lr, weight_decay,
     # Newton-Schulz orthogonalised momentum for the dense (2D) weights; the
     # others (convolution kernels, biases) take AdamW.
     return optax.contrib.muon(lr, weight_decay=wd, adam_weight_decay=wd)
-  raise UserError(f"unknown optimizer '{config.optimizer}'; choose one of "
-                  f"{', '.join(OPTIMIZERS)}")
+  raise KeyError(config.optimizer)  # config.validate names the valid ones.
 
 
 def create(config: ml_collections.ConfigDict, steps_per_epoch: int,

@@ -1,7 +1,6 @@
 """Timing helpers for benchmarks: timed windows on the device's own clock."""
 
 import datetime
-import json
 import os
 import re
 import platform
@@ -83,7 +82,8 @@ def write_record(record: dict, name: str, out: str | os.PathLike | None = None,
                   f"{machine['backend']}-{machine['device_kind']}")
   path = Path(out) if out else Path(results_dir) / folder / f"{name}.json"
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(record, indent=2) + "\n")
+  from mnist_jax import outputs  # pylint: disable=g-import-not-at-top
+  outputs.write_json_atomic(path, record)
   print(f"wrote {path}")
   return path
 

@@ -10,30 +10,33 @@ import ml_collections
 from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import sharding, train
+from mnist_jax import config as config_lib
+from mnist_jax import sharding, steps
+from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
-from mnist_jax.members import Members, select
+from mnist_jax.members import select
 
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
-  config: ml_collections.ConfigDict
+  config: ml_collections.ConfigDict  # As saved, the fields it lacks filled.
   epoch: int
   class_names: tuple[str, ...]
-  model: train.Model
-  state: train.TrainState
+  graphs: state_lib.Graphs
+  recipe: state_lib.StepRecipe
+  state: state_lib.TrainState
 
   def with_ema_weights(self) -> "Trained":
     """The same run with the moving average of its weights as parameters."""
     if self.state.ema is None:
       raise UserError("this run kept no moving average of its weights; train "
                       "with e.g. --config.ema_decay=0.999")
-    return dataclasses.replace(self, state=train.with_ema_weights(self.state))
+    return dataclasses.replace(self, state=state_lib.with_ema_weights(self.state))
 
   @functools.cached_property
   def logits_fn(self):
     """A jitted f(state, uint8 images [B, 28, 28]) -> logits [B, K], compiled once per shape."""
-    return train.make_logits_fn(self.model)
+    return steps.make_logits_fn(self.graphs, self.recipe)
 
 
 def load_trained(workdir: str | Path, member: int | None = None) -> Trained:
@@ -45,17 +48,17 @@ def load_trained(workdir: str | Path, member: int | None = None) -> Trained:
     meta = checkpoints.latest_meta()
     if meta is None:
       raise UserError(f"no readable checkpoint in {checkpoints.directory}")
-    config = ml_collections.ConfigDict(meta["config"])
+    config = config_lib.with_defaults(meta["config"])
     num_classes = meta["num_classes"]
-    model, state, _ = train.create_model_and_state(config, num_classes, 1)
-    state = jax.device_put(state, sharding.replicated(sharding.make_mesh()))
+    built = state_lib.build(config, num_classes, steps_per_epoch=1)
+    state = jax.device_put(built.state, sharding.replicated(sharding.make_mesh()))
     restored = checkpoints.restore_latest(state, config, num_classes)
     if restored is None:
       raise UserError(f"no readable checkpoint in {checkpoints.directory}")
     state, meta = restored
   finally:
     checkpoints.close()
-  members = Members.from_config(config)
+  members, recipe = built.members, built.recipe
   if members.count == 1 and member not in (None, 0):
     raise UserError(f"--member={member}: this run trained one model; drop --member")
   if members.count > 1:
@@ -64,8 +67,9 @@ def load_trained(workdir: str | Path, member: int | None = None) -> Trained:
       raise UserError(f"--member={member}: this run has members 0 to "
                       f"{members.count - 1}; see its summary.json")
     state = select(state, member)
-    model = dataclasses.replace(model, members=1, seeds_per_point=1)
+    recipe = dataclasses.replace(recipe, members=1, seeds_per_point=1)
     config = members.configs(config)[member]
     logging.info("member %d of %d: %s", member, members.count,
                  members.describe(member))
-  return Trained(config, meta["epoch"], tuple(meta["class_names"]), model, state)
+  return Trained(config, meta["epoch"], tuple(meta["class_names"]),
+                 built.graphs, recipe, state)

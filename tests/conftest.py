@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Start JAX's CPU backend now, with the devices $XLA_FLAGS gives (1 by
 # default): runs inside this process then keep them, instead of the first
-# one choosing a count for all the others (sharding.configure_cpu_devices).
+# one choosing a count for all the others (runtime.configure_cpu_devices).
 # Runs in subprocesses choose as a user's would.
 jax.devices()
 

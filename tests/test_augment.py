@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import toy_config
-from mnist_jax import augment, train
+from mnist_jax import augment, steps, train
 from mnist_jax.errors import UserError
 
 
@@ -119,6 +119,6 @@ def test_mixing_erasing_and_test_time_views_train_and_evaluate(synthetic_data, t
   assert result.summary["final_test_accuracy"] > 0.5
   # The evaluation averages views: it differs from the plain logits.
   images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 28, 28)), jnp.uint8)
-  plain = dataclasses.replace(result.model, tta=())
-  assert not np.allclose(train.eval_logits(result.model, result.state, images),
-                         train.eval_logits(plain, result.state, images))
+  plain = dataclasses.replace(result.recipe, tta=())
+  assert not np.allclose(steps.eval_logits(result.graphs, result.recipe, result.state, images),
+                         steps.eval_logits(result.graphs, plain, result.state, images))

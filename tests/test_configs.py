@@ -11,7 +11,9 @@ from absl import flags
 from conftest import REPO
 from ml_collections import config_flags
 
-from mnist_jax import data, models, optim, train
+from mnist_jax import config as config_lib
+from mnist_jax import data, models, optim
+from mnist_jax import state as state_lib
 
 CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*.py")
                       if p.name != "__init__.py")
@@ -39,7 +41,7 @@ def test_config_loads_validates_and_builds_its_model_and_optimizer(path):
   # Every field is one of default.py's: a misspelled field would be ignored.
   assert set(config.to_dict()) <= set(default.get_config().to_dict()), (
       set(config.to_dict()) - set(default.get_config().to_dict()))
-  train.validate(config)
+  config_lib.validate(config)
   assert config.dataset in {*data.BUILTIN, *data.SLICES}
   assert config.model in models.MODELS and config.optimizer in optim.OPTIMIZERS
   # What validate cannot see without data: the model and the optimizer build
@@ -47,9 +49,22 @@ def test_config_loads_validates_and_builds_its_model_and_optimizer(path):
   # classes; traced only (jax.eval_shape), not run, which would compile.
   steps_per_epoch = 60_000 // config.batch_size
   state = jax.eval_shape(
-      lambda: train.create_model_and_state(config, 10, steps_per_epoch)[1])
+      lambda: state_lib.build(config, 10, steps_per_epoch).state)
   assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
   lr = optim.schedule(config, steps_per_epoch)
   total_steps = config.num_epochs * steps_per_epoch
   lrs = [float(lr(s)) for s in range(0, total_steps, total_steps // 8)]
   assert all(0 <= x < float("inf") for x in lrs) and max(lrs) > 0
+
+
+def test_a_config_saved_before_newer_fields_gets_their_defaults():
+  # What a checkpoint of an older run holds: fewer fields, ints for floats.
+  saved = {"model": "cnn", "seed": 3, "width": 1, "sweep": {"learning_rate": "0.1"},
+           "retired_field": 7}
+  config = config_lib.with_defaults(saved)
+  assert config.seed == 3 and config.width == 1.0 and isinstance(config.width, float)
+  assert config.sweep.learning_rate == "0.1" and config.sweep.momentum == ""
+  defaults = config_lib.defaults()
+  for field in ("adam_b1", "pixel_std", "onecycle_div_factor", "init", "num_seeds"):
+    assert config[field] == defaults[field]
+  assert config.retired_field == 7  # Kept: the checkpoint's record of the run.

@@ -30,7 +30,7 @@ from PIL import Image
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import cli
 from mnist_jax import data as data_lib
-from mnist_jax import metrics_file, predict, train
+from mnist_jax import outputs, predict, state as state_lib
 from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
 
@@ -275,13 +275,13 @@ def test_metrics_reader(tmp_path):
     kind, payload, up_to_epoch = case
     path.write_bytes(payload)
     if up_to_epoch is None:  # evaluate, compare
-      history = read_or_refuse(lambda: train.read_metrics(workdir), workdir)
+      history = read_or_refuse(lambda: outputs.read_metrics(workdir), workdir)
     else:  # resume, which rewrites the file
-      history = read_or_refuse(lambda: metrics_file.resume_metrics(workdir, up_to_epoch),
+      history = read_or_refuse(lambda: outputs.resume_metrics(workdir, up_to_epoch),
                                workdir)
       if history is not REFUSED:
         assert [p.name for p in workdir.iterdir()] == ["metrics.jsonl"]
-        assert train.read_metrics(workdir) == history
+        assert outputs.read_metrics(workdir) == history
     if history is not REFUSED:
       _check_history(history, up_to_epoch or 3)
     if kind == "truncated":  # As a kill leaves it: the whole lines are read.
@@ -299,7 +299,7 @@ def test_a_corrupt_metrics_line_is_refused_not_dropped_with_the_ones_after(tmp_p
   valid = _metrics_file(1).decode()
   (tmp_path / "metrics.jsonl").write_text(valid.replace('"epoch": 2,', '"epoch": 2;'))
   with pytest.raises(UserError, match=r"metrics.jsonl is corrupt: line 2 is not JSON"):
-    metrics_file.resume_metrics(tmp_path, 3)
+    outputs.resume_metrics(tmp_path, 3)
   assert (tmp_path / "metrics.jsonl").read_text() == valid.replace('"epoch": 2,', '"epoch": 2;')
 
 
@@ -314,7 +314,7 @@ def saved_run(tmp_path_factory):
   """A workdir with the checkpoint of epoch 1 of a tiny untrained MLP."""
   workdir = tmp_path_factory.mktemp("fuzz_checkpoint") / "run"
   config = toy_config(workdir.parent / "data", batch_size=16)
-  _, state, _ = train.create_model_and_state(config, 3, 1)
+  state = state_lib.build(config, 3, 1).state
   checkpoints = checkpoint_lib.Checkpoints(workdir / "checkpoints")
   checkpoints.save(1, state, {"config": config.to_dict(), "num_classes": 3,
                               "class_names": ["a", "b", "c"], "epoch": 1})

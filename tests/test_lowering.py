@@ -3,7 +3,7 @@
 `jax.export.export(jitted, platforms=("cuda", "tpu"))` lowers to StableHLO
 for those platforms on a machine that has neither: lowering needs no device.
 For every model, in float32 and bfloat16, the training chunk as GPU/TPU run
-it (the whole epoch in one `lax.scan`, `train.default_steps_per_call`), the
+it (the whole epoch in one `lax.scan`, `loop.default_steps_per_call`), the
 evaluation, and the vmapped multi-member step and evaluation
 (`member_loop="vmap"`, what GPU/TPU use) are lowered, and each module must
 hold no host callback or host transfer and only custom calls that GPU/TPU
@@ -24,7 +24,9 @@ import numpy as np
 import pytest
 
 from configs import default
-from mnist_jax import models, train
+from mnist_jax import config as config_lib
+from mnist_jax import feed, loop, models, steps
+from mnist_jax import state as state_lib
 
 PLATFORMS = ("cuda", "tpu")
 # Custom-call targets GPU and TPU compile: GSPMD's sharding annotations (with
@@ -65,11 +67,11 @@ def _abstract(tree):
                       tree)
 
 
-def _device_data() -> train.DeviceData:
+def _device_data() -> feed.DeviceData:
   s = jax.ShapeDtypeStruct
-  return train.DeviceData(s((NUM_TRAIN, 28, 28), jnp.uint8), s((NUM_TRAIN,), jnp.uint8),
-                          s((NUM_TEST, 28, 28), jnp.uint8), s((NUM_TEST,), jnp.uint8),
-                          s((NUM_TEST,), jnp.bool_))
+  return feed.DeviceData(s((NUM_TRAIN, 28, 28), jnp.uint8), s((NUM_TRAIN,), jnp.uint8),
+                         s((NUM_TEST, 28, 28), jnp.uint8), s((NUM_TEST,), jnp.uint8),
+                         s((NUM_TEST,), jnp.bool_))
 
 
 def _lowered(model_name: str, dtype: str, num_seeds: int = 1) -> dict[str, str]:
@@ -79,16 +81,18 @@ def _lowered(model_name: str, dtype: str, num_seeds: int = 1) -> dict[str, str]:
   config.num_seeds, config.member_loop = num_seeds, "vmap"
   config.width = 0.25
   steps_per_epoch = NUM_TRAIN // BATCH
-  model, state, tx = train.create_model_and_state(config, 10, steps_per_epoch)
-  assert model.members == num_seeds and model.dtype == train.DTYPES[dtype]
-  steps = train.default_steps_per_call("cuda", steps_per_epoch)
-  assert steps == train.default_steps_per_call("tpu", steps_per_epoch) == steps_per_epoch
-  perm = jax.ShapeDtypeStruct((num_seeds,) * (num_seeds > 1) + (steps, BATCH), jnp.int32)
+  built = state_lib.build(config, 10, steps_per_epoch)
+  graphs, recipe, state = built.graphs, built.recipe, built.state
+  assert recipe.members == num_seeds and recipe.dtype == config_lib.DTYPES[dtype]
+  num_steps = loop.default_steps_per_call("cuda", steps_per_epoch)
+  assert num_steps == loop.default_steps_per_call("tpu", steps_per_epoch) == steps_per_epoch
+  perm = jax.ShapeDtypeStruct((num_seeds,) * (num_seeds > 1) + (num_steps, BATCH), jnp.int32)
   export = lambda fn: jax.export.export(fn, platforms=PLATFORMS)
-  chunk = export(train.make_train_chunk(model, tx, MESH, steps))(
-      _abstract(state), _abstract(train.Totals.zeros(state.step.shape)),
+  chunk = export(steps.make_train_chunk(graphs, recipe, built.tx, MESH, num_steps))(
+      _abstract(state), _abstract(steps.Totals.zeros(state.step.shape)),
       _device_data(), perm)
-  evaluate = export(train.make_evaluate(model, MESH, EVAL_BATCH, NUM_TEST // EVAL_BATCH))(
+  evaluate = export(steps.make_evaluate(graphs, recipe, MESH, EVAL_BATCH,
+                                        NUM_TEST // EVAL_BATCH))(
       _abstract(state), _device_data())
   for exported in (chunk, evaluate):
     assert exported.platforms == PLATFORMS

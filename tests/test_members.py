@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import toy_config
-from mnist_jax import data, members, train
+from mnist_jax import data, members, outputs, steps, train
+from mnist_jax import loop as loop_lib
 from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
 
@@ -65,7 +66,7 @@ def test_each_member_matches_the_single_run_of_its_seed_and_hyperparameters(
   assert jax.tree.leaves(vectorised.state.params)[0].shape[0] == 4
   assert vectorised.summary["steps_per_call"] == steps_per_call  # 256 / 128 = 2 steps.
   if steps_per_call == 2:  # What a GPU or TPU picks by itself.
-    assert train.default_steps_per_call("gpu", 2) == 2
+    assert loop_lib.default_steps_per_call("gpu", 2) == 2
     assert members.member_loop("auto", "tpu") == "vmap"
 
   for member, (seed, lr) in SINGLES.items():
@@ -93,14 +94,14 @@ def test_summary_gives_members_spread_and_ensemble(synthetic_data, tmp_path):
 
   # The ensemble: the argmax of the members' mean probabilities.
   ds = data.load("toy", synthetic_data)
-  logits_fn = train.make_logits_fn(result.model)
+  logits_fn = steps.make_logits_fn(result.graphs, result.recipe)
   probs = np.mean([jax.nn.softmax(logits_fn(members.select(result.state, k),
                                             ds.test_images)) for k in range(3)], 0)
   expected = float(np.mean(np.argmax(probs, -1) == ds.test_labels))
   assert summary["final_ensemble_test_accuracy"] == pytest.approx(expected)
   assert summary["points"][0]["final_ensemble_test_accuracy"] == pytest.approx(expected)
 
-  records = train.read_metrics(tmp_path / "run")
+  records = outputs.read_metrics(tmp_path / "run")
   assert [len(r["members"]) for r in records] == [3, 3]
   assert records[-1]["ensembles"][0]["test_accuracy"] == pytest.approx(expected)
   assert records[-1]["images_per_sec_all_members"] == pytest.approx(
@@ -201,7 +202,7 @@ def test_evaluate_predict_and_export_use_the_member_asked_for(
     paths.append(tmp_path / f"{i}.png")
     Image.fromarray(ds.test_images[i]).save(paths[-1])
   inputs = np.stack([predict.to_mnist_format(p, "auto", "whole") for p in paths])
-  logits_fn = train.make_logits_fn(load_trained(workdir, member=0).model)
+  logits_fn = load_trained(workdir, member=0).logits_fn
   logits = [np.asarray(logits_fn(members.select(result.state, k), inputs))
             for k in (0, 1)]
   capsys.readouterr()
@@ -241,12 +242,12 @@ def test_members_with_a_moving_average_and_test_time_views_evaluate_as_alone(
   result = train.train_and_evaluate(
       toy_config(synthetic_data, model="bn_cnn", width=0.25, batch_size=64,
                  num_epochs=1, num_seeds=2, ema_decay=0.9, tta="flip"), workdir)
-  last = train.read_metrics(workdir)[-1]
+  last = outputs.read_metrics(workdir)[-1]
   ds = data.load("toy", synthetic_data)
   probabilities = []
   for k in (0, 1):
     trained = load_trained(workdir, member=k)
-    assert trained.model.tta == ("flip",)
+    assert trained.recipe.tta == ("flip",)
     weights = evaluate.evaluate_trained(trained, ds)
     average = evaluate.evaluate_trained(trained.with_ema_weights(), ds)
     assert weights["test_loss"] == pytest.approx(last["members"][k]["test_loss"], rel=1e-5)
@@ -257,7 +258,7 @@ def test_members_with_a_moving_average_and_test_time_views_evaluate_as_alone(
     assert average["test_loss"] != pytest.approx(weights["test_loss"], rel=1e-5)
     probabilities.append(jax.nn.softmax(trained.logits_fn(trained.state, ds.test_images)))
   # The views count: without the mirrored one, another loss.
-  plain = dataclasses.replace(trained, model=dataclasses.replace(trained.model, tta=()))
+  plain = dataclasses.replace(trained, recipe=dataclasses.replace(trained.recipe, tta=()))
   assert evaluate.evaluate_trained(plain, ds)["test_loss"] != pytest.approx(
       weights["test_loss"], rel=1e-5)
   # The ensemble averages the members' view-averaged predictions.

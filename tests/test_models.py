@@ -34,8 +34,12 @@ def test_width_scales_every_hidden_layer(name):
 
 
 def test_unknown_model():
-  with pytest.raises(UserError, match="unknown model 'resnet9000'"):
-    models.create("resnet9000", 10, nnx.Rngs(0))
+  # Model names are checked once, with the config (not again in models.create).
+  from mnist_jax import config as config_lib
+  config = config_lib.defaults()
+  config.model = "resnet9000"
+  with pytest.raises(UserError, match="unknown model 'resnet9000'; choose one of cnn"):
+    config_lib.validate(config)
 
 
 def test_reshape_pooling_equals_reduce_window_pooling():
@@ -94,7 +98,7 @@ def test_resnet_depth_sets_the_blocks_and_the_stages_shrink_the_image():
 def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
     synthetic_data, tmp_path, name):
   from conftest import toy_config
-  from mnist_jax import train
+  from mnist_jax import outputs, steps, train
   # A constant schedule: a 1-epoch run then resumed to 2 trains like a 2-epoch one.
   config = toy_config(synthetic_data, model=name, width=0.5, num_epochs=2,
                       lr_schedule="constant", ema_decay=0.9)
@@ -103,7 +107,7 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
   assert stats and all(np.isfinite(x).all() for x in stats)
   assert any(float(jnp.abs(x).max()) > 0 for x in stats)  # Means moved off 0.
   # Evaluation mode: an image's logits do not depend on the rest of the batch.
-  logits = train.make_logits_fn(result.model)
+  logits = steps.make_logits_fn(result.graphs, result.recipe)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 28, 28)),
                        jnp.uint8)
   np.testing.assert_allclose(logits(result.state, images[:1]),
@@ -114,7 +118,7 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
                                       ema_decay=0.9), tmp_path / "split")
   resumed = train.train_and_evaluate(config, tmp_path / "split")
   learning = lambda run: [(r["train_loss"], r["test_loss"], r["test_accuracy"])
-                          for r in train.read_metrics(tmp_path / run)]
+                          for r in outputs.read_metrics(tmp_path / run)]
   assert learning("split") == learning("full")
   # The moving average covers the statistics too, and is checkpointed.
   for a, b in zip(jax.tree.leaves((result.state.rest, result.state.ema)),

@@ -29,3 +29,35 @@ def test_a_run_writes_tensorboard_scalars_and_plots(synthetic_data, tmp_path):
 def pytest_approx(value):
   import pytest
   return pytest.approx(value, rel=1e-6)  # Stored as a 32-bit float.
+
+
+def test_a_run_of_two_members_writes_each_ones_hyperparameters_and_accuracy(
+    synthetic_data, tmp_path):
+  from test_tensorboard import _read, _session
+  workdir = tmp_path / "run"
+  result = train.train_and_evaluate(
+      toy_config(synthetic_data, num_epochs=1, num_seeds=2, seed=5), workdir)
+  for k, member in enumerate(result.summary["members"]):
+    logdir = workdir / "tensorboard" / f"member_{k}"
+    hparams, metrics = _session(logdir)
+    # Each member's own seed, and the run's other fields, nested ones flattened.
+    assert hparams["seed"] == 5 + k and hparams["model"] == "mlp"
+    assert hparams["sweep.learning_rate"] == ""
+    assert sorted(metrics) == ["best_test_accuracy", "final_test_accuracy"]
+    final = _read(logdir).Scalars("final_test_accuracy")
+    assert [e.value for e in final] == [pytest_approx(member["final_test_accuracy"])]
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_leftovers(tmp_path):
+  import pytest
+  from mnist_jax import outputs
+  path = tmp_path / "summary.json"
+  outputs.write_json_atomic(path, {"epoch": 1})
+  with pytest.raises(RuntimeError):
+    with outputs.atomic_file(path) as f:
+      f.write('{"epoch": 2, "half')
+      raise RuntimeError("killed mid-write")
+  assert path.read_text() == '{\n  "epoch": 1\n}\n'
+  assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+  outputs.write_atomic(path, b"whole")
+  assert path.read_bytes() == b"whole"

@@ -162,12 +162,13 @@ def test_evaluate_plots_without_metrics_draws_the_others_and_says_so(tmp_path):
   """A workdir with a checkpoint but no metrics.jsonl (copied without it, say):
   the plots that need only the checkpoint, one line about the curves, exit 0."""
   from conftest import run_module, synthetic_split, toy_config, write_dataset
-  from mnist_jax import checkpoint, train
+  from mnist_jax import checkpoint
+  from mnist_jax import state as state_lib
   data_dir = tmp_path / "data"
   write_dataset(data_dir / "toy", *synthetic_split(64, 10, seed=1),
                 *synthetic_split(40, 10, seed=2))
   config = toy_config(data_dir, batch_size=16)
-  _, state, _ = train.create_model_and_state(config, 10, 1)
+  state = state_lib.build(config, 10, 1).state
   checkpoints = checkpoint.Checkpoints(tmp_path / "run" / "checkpoints")
   checkpoints.save(1, state, {"config": config.to_dict(), "num_classes": 10,
                               "class_names": [str(k) for k in range(10)], "epoch": 1})

@@ -10,7 +10,9 @@ import optax
 import pytest
 from flax import nnx
 
-from mnist_jax import models, optim, train
+from mnist_jax import config as config_lib
+from mnist_jax import models, optim, steps
+from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 from tests.conftest import toy_config
 
@@ -164,9 +166,10 @@ def test_the_step_uses_the_configs_pixel_statistics(synthetic_data):
   logits = {}
   for mean in (0.0, 0.5):
     config = toy_config(synthetic_data, pixel_mean=mean, pixel_std=0.25)
-    model, state, _ = train.create_model_and_state(config, ds.num_classes, 8)
-    logits[mean] = np.asarray(train.eval_logits(model, state, jnp.asarray(ds.test_images[:4])))
-    module = nnx.merge(model.eval_graph, state.params, state.rest)
+    built = state_lib.build(config, ds.num_classes, 8)
+    logits[mean] = np.asarray(steps.eval_logits(built.graphs, built.recipe, built.state,
+                                                jnp.asarray(ds.test_images[:4])))
+    module = nnx.merge(built.graphs.eval, built.state.params, built.state.rest)
     by_hand = module(models.normalize(jnp.asarray(ds.test_images[:4]), mean, 0.25))
     np.testing.assert_allclose(logits[mean], np.asarray(by_hand), rtol=1e-5, atol=1e-6)
   assert not np.allclose(logits[0.0], logits[0.5])
@@ -183,5 +186,5 @@ def test_the_step_uses_the_configs_pixel_statistics(synthetic_data):
 def test_bad_recipe_fields_are_one_line_errors(field, value, message):
   config = toy_config("unused", **{field: value})
   with pytest.raises(UserError, match=message) as error:
-    train.validate(config)
+    config_lib.validate(config)
   assert "\n" not in str(error.value)

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import REPO, run_module, toy_config
 
-from mnist_jax import train
+from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 
 
@@ -46,4 +46,4 @@ def test_the_backend_there_is_accepted(synthetic_data, tmp_path):
 def test_an_unknown_backend_is_refused(synthetic_data, value):
   with pytest.raises(UserError, match=r"config.require_backend=.*: choose gpu, "
                      r"tpu, cpu, or '' for any backend"):
-    train.validate(toy_config(synthetic_data, require_backend=value))
+    config_lib.validate(toy_config(synthetic_data, require_backend=value))

@@ -47,21 +47,21 @@ def test_batch_that_does_not_divide_by_the_devices(shared_data, tmp_path):
 
 
 def test_auto_cpu_devices_take_about_64_images_each():
-  from mnist_jax import sharding
-  assert sharding.auto_cpu_devices(128, cores=2) == 2
-  assert sharding.auto_cpu_devices(256, cores=2) == 4
-  assert sharding.auto_cpu_devices(512, cores=2) == 8
-  assert sharding.auto_cpu_devices(4096, cores=2) == 8  # At most 4 per core.
-  assert sharding.auto_cpu_devices(16, cores=2) == 2    # At least one per core.
-  assert sharding.auto_cpu_devices(96, cores=8) == 8
-  assert sharding.auto_cpu_devices(100, cores=8) == 5   # The largest divisor.
-  assert sharding.auto_cpu_devices(7, cores=2) == 1
-  assert sharding.auto_cpu_devices(256, cores=2, model="mlp") == 1  # No convolutions.
+  from mnist_jax import runtime
+  assert runtime.auto_cpu_devices(128, cores=2) == 2
+  assert runtime.auto_cpu_devices(256, cores=2) == 4
+  assert runtime.auto_cpu_devices(512, cores=2) == 8
+  assert runtime.auto_cpu_devices(4096, cores=2) == 8  # At most 4 per core.
+  assert runtime.auto_cpu_devices(16, cores=2) == 2    # At least one per core.
+  assert runtime.auto_cpu_devices(96, cores=8) == 8
+  assert runtime.auto_cpu_devices(100, cores=8) == 5   # The largest divisor.
+  assert runtime.auto_cpu_devices(7, cores=2) == 1
+  assert runtime.auto_cpu_devices(256, cores=2, dense_only=True) == 1  # No convolutions.
 
 
 def test_cpu_devices_default_explicit_and_xla_flags(shared_data, tmp_path):
-  from mnist_jax import sharding
-  expected = sharding.auto_cpu_devices(16, len(os.sched_getaffinity(0)))
+  from mnist_jax import runtime
+  expected = runtime.auto_cpu_devices(16, len(os.sched_getaffinity(0)))
   flags = ("--config.num_epochs=1", "--config.batch_size=16", "--config.plots=False")
   auto = run_module("mnist_jax.main", f"--config={REPO}/configs/mnist160.py",
                     f"--config.data_dir={shared_data}", f"--workdir={tmp_path / 'a'}",
@@ -82,7 +82,8 @@ def test_cpu_devices_default_explicit_and_xla_flags(shared_data, tmp_path):
 _ONE_STEP_TWO_WAYS = """
 import jax, numpy as np
 from configs import default
-from mnist_jax import sharding, train
+from mnist_jax import sharding, steps
+from mnist_jax import state as state_lib
 config = default.get_config()
 config.model, config.optimizer, config.learning_rate = "speedrun", "adam", 1e-3
 config.batch_size = 256
@@ -92,10 +93,11 @@ labels = rng.integers(0, 10, 256).astype(np.int32)
 params = []
 for devices in (jax.devices()[:1], jax.devices()):  # Plain, then CPU's default.
   mesh = sharding.make_mesh(devices)
-  model, state, tx = train.create_model_and_state(config, 10, 10)
+  built = state_lib.build(config, 10, 10)
+  graphs, recipe, state, tx = built.graphs, built.recipe, built.state, built.tx
   state = jax.device_put(state, sharding.replicated(mesh))
   batch = jax.device_put((images, labels), sharding.batch_sharded(mesh))
-  step = jax.jit(lambda s, x, y: train.train_step(model, tx, s, x, y))
+  step = jax.jit(lambda s, x, y: steps.train_step(graphs, recipe, tx, s, x, y))
   for _ in range(3):
     state, _ = step(state, *batch)
   params.append([np.asarray(p) for p in jax.tree.leaves(state.params)])
@@ -107,8 +109,8 @@ print(max(float(np.abs(a - b).max() / np.abs(a).max())
 def test_the_default_cpu_split_computes_what_one_device_does():
   """Batch 256 on CPU's default 4 devices (on 2 cores) against 1 device:
   three Adam steps on random inputs agree to float32 rounding."""
-  from mnist_jax import sharding
-  devices = sharding.auto_cpu_devices(256, cores=2)
+  from mnist_jax import runtime
+  devices = runtime.auto_cpu_devices(256, cores=2)
   result = subprocess.run(
       [sys.executable, "-c", _ONE_STEP_TWO_WAYS], cwd=REPO, capture_output=True,
       text=True, timeout=300,

@@ -1,7 +1,6 @@
 import dataclasses
 import json
 import logging
-import re
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +10,8 @@ import pytest
 from conftest import toy_config
 from flax import nnx
 
-from mnist_jax import data, models, train
+import test_steps
+from mnist_jax import data, feed, models, outputs, sharding, steps, train
 from mnist_jax.errors import UserError
 
 EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "test_loss",
@@ -46,13 +46,14 @@ def test_evaluation_counts_every_test_image_once(synthetic_data, tmp_path):
   config = toy_config(synthetic_data, num_epochs=1, eval_batch_size=16)
   result = train.train_and_evaluate(config, tmp_path / "run")
   ds = data.load("toy", synthetic_data)
-  module = nnx.merge(result.model.eval_graph, result.state.params,
+  module = nnx.merge(result.graphs.eval, result.state.params,
                      result.state.rest)
   logits = module(models.normalize(jnp.asarray(ds.test_images)))
   expected = float(np.mean(np.argmax(logits, -1) == ds.test_labels))
   assert result.summary["final_test_accuracy"] == pytest.approx(expected, abs=1e-9)
-  totals, ensembles = train.make_evaluate(result.model, train.sharding.make_mesh(), 16, 7)(
-      result.state, train.place_data(ds, train.sharding.make_mesh(), 16))
+  mesh = sharding.make_mesh()
+  totals, ensembles = steps.make_evaluate(result.graphs, result.recipe, mesh, 16, 7)(
+      result.state, feed.place_data(ds, mesh, 16))
   assert ensembles is None  # One member.
   assert int(totals.count) == 100
 
@@ -162,7 +163,7 @@ def test_every_optimizer_learns(synthetic_data, tmp_path, optimizer):
   result = train.train_and_evaluate(
       toy_config(synthetic_data, optimizer=optimizer, learning_rate=lr,
                  weight_decay=1e-4, num_epochs=2), tmp_path / "run")
-  history = train.read_metrics(tmp_path / "run")
+  history = outputs.read_metrics(tmp_path / "run")
   assert history[-1]["train_loss"] < history[0]["train_loss"]
   assert result.summary["final_test_accuracy"] > 0.5
 
@@ -242,66 +243,6 @@ def test_clipping_changes_training_and_keeps_the_optimizer_state(
   assert jax.tree.structure(states[0]) == jax.tree.structure(states[1])
 
 
-def _hand_computed_step(config, mix=None):
-  """One training step of `config`'s model (SGD, no momentum) on a fixed
-  batch, and the same step computed here from the textbook formulas: the
-  cross-entropy against (1 - a) one_hot + a / K for label smoothing a, and
-  for mixed images lam times the loss on the own label plus 1 - lam times
-  the loss on the partner's (example B-1-i).
-
-  Returns ((step's mean loss, hand's), (step's new params, hand's)).
-  """
-  model, state, tx = train.create_model_and_state(config, 10, 8)
-  if mix is not None:
-    model = dataclasses.replace(model, mix=mix)
-  rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.integers(0, 256, (16, 28, 28)), jnp.uint8)
-  labels = jnp.asarray(rng.permutation(16) % 10, jnp.int32)
-  new_state, (loss_sum, _, count) = jax.jit(
-      lambda s: train.train_step(model, tx, s, images, labels))(state)
-
-  a = config.label_smoothing
-  def hand_loss(params):
-    x, lam = models.normalize(images), 1.0
-    if mix is not None:
-      x, lam = mix(None, x)
-    log_p = jax.nn.log_softmax(nnx.merge(model.train_graph, params, state.rest,
-                                         copy=True)(x))
-    cross_entropy = lambda y: -jnp.sum(
-        ((1 - a) * jax.nn.one_hot(y, 10) + a / 10) * log_p, axis=-1)
-    return jnp.mean(lam * cross_entropy(labels) + (1 - lam) * cross_entropy(labels[::-1]))
-
-  loss, grads = jax.value_and_grad(hand_loss)(state.params)
-  hand_params = jax.tree.map(lambda p, g: p - config.learning_rate * g,
-                             state.params, grads)
-  return (float(loss_sum / count), float(loss)), (new_state.params, hand_params)
-
-
-@pytest.mark.parametrize("smoothing", [0.0, 0.2])
-@pytest.mark.parametrize("mix", [None, "mixup", "cutmix"])
-def test_the_training_loss_smooths_labels_and_weighs_the_partners_labels(
-    smoothing, mix):
-  from mnist_jax import augment  # pylint: disable=g-import-not-at-top
-  config = toy_config("unused", optimizer="sgd", momentum=0.0, learning_rate=0.5,
-                      lr_schedule="constant", width=0.1, label_smoothing=smoothing)
-  mixes = {"mixup": lambda key, x: (augment.mixup(jnp.float32(0.3), x), 0.3),
-           # A fixed box: the kept fraction of area is the own label's weight.
-           "cutmix": lambda key, x: augment.cutmix(jax.random.key(1),
-                                                   jnp.float32(0.6), x)}
-  (step_loss, hand_loss), (step_params, hand_params) = _hand_computed_step(
-      config, mixes.get(mix))
-  assert step_loss == pytest.approx(hand_loss, rel=1e-5)
-  for got, want in zip(jax.tree.leaves(step_params), jax.tree.leaves(hand_params),
-                       strict=True):
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  if smoothing or mix:  # Not the plain step: by the same tolerance, the twin differs.
-    plain = toy_config("unused", optimizer="sgd", momentum=0.0, learning_rate=0.5,
-                       lr_schedule="constant", width=0.1)
-    _, (plain_params, _) = _hand_computed_step(plain)
-    assert not all(np.allclose(got, want, rtol=1e-5, atol=1e-6) for got, want in zip(
-        jax.tree.leaves(step_params), jax.tree.leaves(plain_params), strict=True))
-
-
 def test_label_smoothing_trains_differently_and_evaluates_unsmoothed(
     synthetic_data, tmp_path):
   base = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
@@ -310,32 +251,16 @@ def test_label_smoothing_trains_differently_and_evaluates_unsmoothed(
       toy_config(synthetic_data, num_epochs=1, label_smoothing=0.2),
       tmp_path / "smoothed")
   # Same seed and data order: only the loss differs.
-  assert (train.read_metrics(tmp_path / "smoothed")[0]["train_loss"]
-          != train.read_metrics(tmp_path / "base")[0]["train_loss"])
+  assert (outputs.read_metrics(tmp_path / "smoothed")[0]["train_loss"]
+          != outputs.read_metrics(tmp_path / "base")[0]["train_loss"])
   # The reported test loss is the plain cross-entropy of the model's logits.
   ds = data.load("toy", synthetic_data)
-  logits = train.eval_logits(smoothed.model, smoothed.state, jnp.asarray(ds.test_images))
+  logits = steps.eval_logits(smoothed.graphs, smoothed.recipe, smoothed.state,
+                             jnp.asarray(ds.test_images))
   plain = float(jnp.mean(-jnp.take_along_axis(
       jax.nn.log_softmax(logits), jnp.asarray(ds.test_labels)[:, None], -1)))
   assert smoothed.summary["final_test_loss"] == pytest.approx(plain, rel=1e-5)
   assert base.summary["final_test_loss"] != smoothed.summary["final_test_loss"]
-
-
-def test_update_ema_warms_up_then_averages_weights_and_statistics():
-  params, rest = {"w": jnp.array([1.0, 2.0])}, {"mean": jnp.array([0.5]),
-                                                 "count": jnp.array([7], jnp.uint32)}
-  ema = {"count": jnp.int32(0), "params": params, "rest": rest}
-  new_params, new_rest = {"w": jnp.array([2.0, 1.0])}, {"mean": jnp.array([1.5]),
-                                                         "count": jnp.array([8], jnp.uint32)}
-  ema = train.update_ema(ema, new_params, new_rest, 0.9)
-  # The first update's decay is min(0.9, 1/10): mostly the new values.
-  np.testing.assert_allclose(ema["params"]["w"], [1.9, 1.1], rtol=1e-6)
-  np.testing.assert_allclose(ema["rest"]["mean"], [1.4], rtol=1e-6)
-  assert int(ema["rest"]["count"][0]) == 8  # Integers are taken as they are.
-  for _ in range(200):  # Later ones use the full decay.
-    previous = ema["params"]["w"]
-    ema = train.update_ema(ema, {"w": jnp.array([5.0, 5.0])}, new_rest, 0.9)
-  np.testing.assert_allclose(ema["params"]["w"], 0.9 * previous + 0.1 * 5.0, rtol=1e-6)
 
 
 def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
@@ -345,7 +270,7 @@ def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
   workdir = tmp_path / "run"
   result = train.train_and_evaluate(
       toy_config(synthetic_data, ema_decay=0.9, num_epochs=2), workdir)
-  history = train.read_metrics(workdir)
+  history = outputs.read_metrics(workdir)
   assert all(0 <= r["ema_test_accuracy"] <= 1 for r in history)
   assert result.summary["final_ema_test_accuracy"] == history[-1]["ema_test_accuracy"]
   assert any(not np.array_equal(a, b) for a, b in zip(
@@ -365,35 +290,14 @@ def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
   assert "kept no moving average" in refused.stderr
 
 
-def matmul_dtypes(stablehlo: str) -> set[str]:
-  """The element types of the operands of a program's convolutions and
-  matrix products (StableHLO text): where a model spends its arithmetic."""
-  return set(re.findall(
-      r"stablehlo\.(?:convolution|dot_general).*: \(tensor<[^>]*x(\w+)>, tensor<[^>]*x\w+>\)",
-      stablehlo))
-
-
 def test_bfloat16_trains_checkpoints_evaluates_predicts_and_exports_in_bf16(
     synthetic_data, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from mnist_jax import evaluate, export, predict  # pylint: disable=g-import-not-at-top
   from mnist_jax.trained import load_trained  # pylint: disable=g-import-not-at-top
   config = toy_config(synthetic_data, model="cnn", width=0.25, dtype="bfloat16")
-  in_f32 = lambda model: dataclasses.replace(model, dtype=jnp.float32)
+  in_f32 = lambda recipe: dataclasses.replace(recipe, dtype=jnp.float32)
   ds = data.load("toy", synthetic_data)
-
-  # A training step: every convolution and matrix product (forward and
-  # backward) in bf16; the loss close to float32's but not the same bits.
-  model, state, tx = train.create_model_and_state(config, 10, 8)
-  images, labels = jnp.asarray(ds.train_images[:32]), jnp.asarray(ds.train_labels[:32])
-  step = lambda m: jax.jit(lambda s: train.train_step(m, tx, s, images, labels))
-  assert matmul_dtypes(step(model).lower(state).as_text()) == {"bf16"}
-  assert matmul_dtypes(step(in_f32(model)).lower(state).as_text()) == {"f32"}
-  (new_state, (loss, _, _)), (_, (loss_f32, _, _)) = (step(model)(state),
-                                                      step(in_f32(model))(state))
-  assert float(loss) != float(loss_f32)
-  assert float(loss) == pytest.approx(float(loss_f32), rel=1e-3)
-  assert {x.dtype for x in jax.tree.leaves(new_state.params)} == {np.dtype("float32")}
 
   # A run: float32 state, checkpointed with its dtype.
   workdir = tmp_path / "run"
@@ -403,13 +307,13 @@ def test_bfloat16_trains_checkpoints_evaluates_predicts_and_exports_in_bf16(
   assert {x.dtype for x in jax.tree.leaves(result.state.opt_state)
           if jnp.issubdtype(x.dtype, jnp.floating)} == {np.dtype("float32")}
   trained = load_trained(workdir)
-  assert trained.model.dtype == jnp.bfloat16
+  assert trained.recipe.dtype == jnp.bfloat16
 
   # Evaluate: the numbers training reported (in bf16), which float32 misses.
   report = evaluate.evaluate_trained(trained, ds)
   assert report["test_loss"] == pytest.approx(result.summary["final_test_loss"], rel=1e-6)
   f32_report = evaluate.evaluate_trained(
-      dataclasses.replace(trained, model=in_f32(trained.model)), ds)
+      dataclasses.replace(trained, recipe=in_f32(trained.recipe)), ds)
   assert f32_report["test_loss"] != pytest.approx(report["test_loss"], rel=1e-6)
 
   # Predict: the probabilities of the bf16 logits.
@@ -421,15 +325,16 @@ def test_bfloat16_trains_checkpoints_evaluates_predicts_and_exports_in_bf16(
                         for _, ranked in predict.predict(workdir, paths, fit="whole",
                                                          top=10)])
   inputs = np.stack([predict.to_mnist_format(p, "auto", "whole") for p in paths])
-  for m, close in ((trained.model, True), (in_f32(trained.model), False)):
-    expected = jax.nn.softmax(train.make_logits_fn(m)(trained.state, inputs))
+  for recipe, close in ((trained.recipe, True), (in_f32(trained.recipe), False)):
+    expected = jax.nn.softmax(steps.make_logits_fn(trained.graphs, recipe)(
+        trained.state, inputs))
     assert np.allclose(predicted, expected, rtol=1e-6, atol=1e-9) == close
 
   # Export: a module whose arithmetic is bf16, computing the same logits.
   path = export.export(trained, tmp_path / "model.jax_export", ["cpu"])
   exported = jax.export.deserialize(bytearray(path.read_bytes()))
-  assert matmul_dtypes(exported.mlir_module()) == {"bf16"}
-  in_bf16 = train.eval_logits(trained.model, trained.state, inputs)
+  assert test_steps.matmul_dtypes(exported.mlir_module()) == {"bf16"}
+  in_bf16 = steps.eval_logits(trained.graphs, trained.recipe, trained.state, inputs)
   np.testing.assert_allclose(exported.call(inputs), in_bf16,
                              atol=0.05 * float(jnp.abs(in_bf16).max()))
 
@@ -452,6 +357,6 @@ def test_dropout_changes_training_repeats_exactly_and_resumes_exactly(
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
   # Dropout's masks raise the training loss above the plain run's.
-  loss = lambda name: train.read_metrics(tmp_path / name)[-1]["train_loss"]
+  loss = lambda name: outputs.read_metrics(tmp_path / name)[-1]["train_loss"]
   assert loss("straight") > loss("plain")
   assert straight.summary["final_test_accuracy"] > 0.5

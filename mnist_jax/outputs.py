@@ -1,0 +1,336 @@
+"""The workdir's files and the console's lines: their single owner.
+
+A run writes `metrics.jsonl` (a record per epoch, one JSON object a line),
+TensorBoard's event files (scalars per epoch; hyperparameters with the final
+accuracy, one session per member, for its HParams tab) and `summary.json`,
+through `RunFiles`; process 0 only. Every file the package writes (these,
+eval.json, exported models, downloads) is written through `atomic_file`, so
+that a reader never sees half a file, even after a kill.
+
+metrics.jsonl is read back on resume (which keeps the epochs up to the
+checkpoint's), by evaluate's plots and by compare. A last line without its
+newline was cut off by a kill and is left out; any other line that is not a
+record as a run writes it is a corrupt file, refused with the line's number
+rather than read as wrong curves or a wrong summary.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from absl import logging
+
+from mnist_jax import config as config_lib
+from mnist_jax import members as members_lib
+from mnist_jax import models, tensorboard, timing
+from mnist_jax.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+  """A file opened for writing beside `path` and renamed onto it when the
+  block ends without an exception; removed when it raises. A reader sees the
+  old file or the whole new one, never half of it."""
+  path = Path(path)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+  try:
+    with os.fdopen(fd, mode) as f:
+      yield f
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def write_atomic(path: str | os.PathLike, content: str | bytes):
+  with atomic_file(path, "wb" if isinstance(content, bytes) else "w") as f:
+    f.write(content)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any):
+  write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def prepare_workdir(workdir: Path) -> Path:
+  """`workdir`, created; refused in one line when it cannot be written."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f".write_test.{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise UserError(f"cannot write to workdir {workdir} ({e.strerror}); "
+                    f"pass --workdir with a writable folder") from None
+  return workdir
+
+
+class RunFiles:
+  """metrics.jsonl, TensorBoard and summary.json of a run; only process 0
+  (`enabled`) writes them. TensorBoard's file is opened at the first epoch."""
+
+  def __init__(self, workdir: Path, enabled: bool):
+    self.workdir, self.enabled = workdir, enabled
+    self._tensorboard = None
+
+  def resume(self, up_to_epoch: int) -> list[dict[str, Any]]:
+    """The records of epochs 1..up_to_epoch; metrics.jsonl cut to them."""
+    return resume_metrics(self.workdir, up_to_epoch, rewrite=self.enabled)
+
+  def add_epoch(self, record: dict[str, Any]):
+    if not self.enabled:
+      return
+    with (self.workdir / "metrics.jsonl").open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    self._writer().scalars({
+        "train/loss": record["train_loss"],
+        "train/accuracy": record["train_accuracy"],
+        "test/loss": record["test_loss"],
+        "test/accuracy": record["test_accuracy"],
+        "learning_rate": record["learning_rate"],
+        "images_per_sec": record["images_per_sec"]}, step=record["epoch"])
+
+  def finish(self, summary: dict[str, Any], members: members_lib.Members):
+    """summary.json, and the hyperparameters of each member with its final
+    and best test accuracy for TensorBoard's HParams tab."""
+    if not self.enabled:
+      return
+    write_json_atomic(self.workdir / "summary.json", summary)
+    per_member = summary.get("members", [summary])
+    self._writer().hparams([
+        (f"member_{k}" if members.count > 1 else "hparams",
+         {**summary["config"], **members.describe(k)},
+         {"final_test_accuracy": m["final_test_accuracy"],
+          "best_test_accuracy": m["best_test_accuracy"]})
+        for k, m in enumerate(per_member)])
+
+  def _writer(self) -> tensorboard.SummaryWriter:
+    if self._tensorboard is None:
+      self._tensorboard = tensorboard.SummaryWriter(self.workdir / "tensorboard")
+    return self._tensorboard
+
+  def close(self):
+    if self._tensorboard:
+      self._tensorboard.close()
+
+
+# What summary.json, the plots and the logs read from every record.
+REQUIRED = ("train_loss", "train_accuracy", "test_loss", "test_accuracy",
+            "learning_rate", "epoch_seconds")
+# And from each of a record's "members" and "ensembles".
+REQUIRED_PER_MODEL = ("test_loss", "test_accuracy")
+
+
+def _is_number(value) -> bool:
+  return type(value) in (int, float)  # Not bool; NaN is a diverged loss.
+
+
+def _problem(record) -> str | None:
+  """What makes `record` not an epoch's record, or None."""
+  if not isinstance(record, dict):
+    return "is not a JSON object"
+  if type(record.get("epoch")) is not int or record["epoch"] < 1:
+    return "has no epoch number"
+  for name in REQUIRED:
+    if not _is_number(record.get(name)):
+      return f"has no number '{name}'"
+  for group in ("members", "ensembles"):
+    models = record.get(group, [])
+    if not (isinstance(models, list) and all(
+        isinstance(m, dict) and all(_is_number(m.get(k)) for k in REQUIRED_PER_MODEL)
+        for m in models)):
+      return f"has no {', '.join(REQUIRED_PER_MODEL)} for each of its '{group}'"
+  return None
+
+
+def _parse(line: bytes):
+  try:
+    return json.loads(line.decode("utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError):
+    return None
+
+
+def read_metrics(workdir: str | os.PathLike,
+                 up_to_epoch: int | None = None) -> list[dict[str, Any]]:
+  """The records in `<workdir>/metrics.jsonl` (of epochs <= up_to_epoch), or []."""
+  path = Path(workdir) / "metrics.jsonl"
+  try:
+    lines = path.read_bytes().split(b"\n")
+  except FileNotFoundError:
+    return []
+  except OSError as e:
+    raise UserError(f"cannot read {path} ({e.strerror}); fix its permissions") from None
+  *complete, unterminated = lines  # b"" when the file ends with its newline.
+  history = []
+  for number, line in enumerate(complete, start=1):
+    record = _parse(line)
+    problem = "is not JSON" if record is None else _problem(record)
+    if problem is None and history and record["epoch"] != history[-1]["epoch"] + 1:
+      problem = f"is epoch {record['epoch']}, after epoch {history[-1]['epoch']}"
+    if problem:
+      raise UserError(
+          f"{path} is corrupt: line {number} {problem}; restore the file, or "
+          f"delete that line and the ones after it (their epochs lose their curves)")
+    history.append(record)
+  record = _parse(unterminated)  # Whole when only its newline was lost.
+  if (record is not None and _problem(record) is None
+      and (not history or record["epoch"] == history[-1]["epoch"] + 1)):
+    history.append(record)
+  return [r for r in history if up_to_epoch is None or r["epoch"] <= up_to_epoch]
+
+
+def resume_metrics(workdir: Path, up_to_epoch: int,
+                   rewrite: bool = True) -> list[dict[str, Any]]:
+  """The records of epochs 1..up_to_epoch, rewriting the file to just those.
+
+  After a resume the file continues from the checkpoint's epoch: records of
+  epochs trained after that checkpoint were lost with the run and are
+  trained, and written, again.
+  """
+  history = read_metrics(workdir, up_to_epoch) if up_to_epoch else []
+  if rewrite:  # A kill never leaves half of it.
+    write_atomic(Path(workdir) / "metrics.jsonl",
+                 "".join(json.dumps(r) + "\n" for r in history))
+  return history
+
+
+def log_start(config, dataset, mesh, plan, state, members: members_lib.Members):
+  """The run's first lines: devices, config, data, model, members, epoch plan."""
+  logging.info("backend %s, %d device(s): %s; mesh %s", plan.backend,
+               plan.num_devices, jax.devices()[0].device_kind, dict(mesh.shape))
+  logging.info("config: %s", config_lib.differences(config) or "the defaults")
+  logging.info("%s: %d train / %d test images, %d classes; model %s with %s "
+               "parameters", dataset.name, plan.num_train,
+               len(dataset.test_labels), dataset.num_classes, config.model,
+               f"{models.num_params(state.params) // members.count:,}")
+  if members.count > 1:
+    logging.info("%d members in one compiled program (%s): seeds %s%s",
+                 members.count,
+                 members_lib.member_loop(config.member_loop, plan.backend),
+                 list(members.seeds),
+                 f" at each of {len(members.points)} sweep points of "
+                 f"{', '.join(members.swept)}" if members.swept else "")
+  dropped = plan.num_train - plan.steps_per_epoch * plan.batch_size
+  logging.info("each epoch: %d steps of %d, %d step(s) per compiled call%s",
+               plan.steps_per_epoch, plan.batch_size, plan.steps_per_call,
+               f"; the last partial batch ({dropped} images, a different "
+               f"subset each epoch) is dropped" if dropped else "")
+
+
+def epoch_values(members: members_lib.Members, values: dict[str, Any],
+                 ensembles: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+  """An epoch's metrics for its record: each of `values` (floats, or [M]
+  arrays with a value per member) as the mean over members; with several
+  members also each one's (under "members") and the ensembles' of each
+  sweep point's seeds (under "ensembles")."""
+  record = {name: float(np.mean(v)) for name, v in values.items()}
+  if members.count > 1:
+    record["members"] = [
+        {**members.describe(k), **{name: float(v[k]) for name, v in values.items()}}
+        for k in range(members.count)]
+  if ensembles is not None:
+    losses, accuracies = ensembles
+    record["ensembles"] = [
+        {**point, "seeds": list(members.seeds), "test_loss": float(losses[p]),
+         "test_accuracy": float(accuracies[p])}
+        for p, point in enumerate(members.points)]
+  return record
+
+
+def log_epoch(record: dict[str, Any], num_epochs: int, num_members: int):
+  accuracy = f"acc {100 * record['test_accuracy']:.2f}%"
+  if num_members > 1:
+    accuracies = [100 * m["test_accuracy"] for m in record["members"]]
+    accuracy = (f"acc {min(accuracies):.2f}..{max(accuracies):.2f}% over "
+                f"{num_members} members (mean {100 * record['test_accuracy']:.2f}%)")
+  logging.info(
+      "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f %s  "
+      "%s img/s  %.1f s%s%s", record["epoch"], num_epochs, record["train_loss"],
+      100 * record["train_accuracy"], record["test_loss"], accuracy,
+      f"{record['images_per_sec']:,.0f}", record["epoch_seconds"],
+      f"  (EMA: test acc {100 * record['ema_test_accuracy']:.2f}%)"
+      if "ema_test_accuracy" in record else "",
+      "  ensembles: " + ", ".join(f"{100 * e['test_accuracy']:.2f}%"
+                                  for e in record["ensembles"])
+      if "ensembles" in record else "")
+
+
+def members_summary(members: members_lib.Members,
+                     history: list[dict[str, Any]]) -> dict[str, Any]:
+  """summary.json's account of each member, and of each sweep point over
+  its seeds: the spread of final accuracies and its ensemble's."""
+  last = history[-1]
+  per_member = []
+  for k, final in enumerate(last["members"]):
+    per_member.append({
+        **members.describe(k),
+        "final_test_accuracy": final["test_accuracy"],
+        "best_test_accuracy": max(r["members"][k]["test_accuracy"] for r in history),
+        "final_test_loss": final["test_loss"],
+        **({"final_ema_test_accuracy": final["ema_test_accuracy"]}
+           if "ema_test_accuracy" in final else {})})
+  num_seeds = len(members.seeds)
+  points = []
+  for p, point in enumerate(members.points):
+    finals = [m["final_test_accuracy"] for m in per_member[p * num_seeds:(p + 1) * num_seeds]]
+    points.append({**point, "seeds": list(members.seeds),
+                   "final_test_accuracy": timing.spread(finals),
+                   **({"final_ensemble_test_accuracy": last["ensembles"][p]["test_accuracy"]}
+                      if "ensembles" in last else {})})
+  return {"num_members": members.count, "members": per_member,
+          "final_test_accuracy_over_members": timing.spread(
+              [m["final_test_accuracy"] for m in per_member]),
+          "points": points,
+          **({"final_ensemble_test_accuracy": points[0]["final_ensemble_test_accuracy"]}
+             if len(points) == 1 and "ensembles" in last else {})}
+
+
+def log_members(summary: dict[str, Any]):
+  """One line per sweep point: its seeds' final test accuracies, ensembled."""
+  for point in summary["points"]:
+    values = {k: v for k, v in point.items()
+              if k not in ("seeds", "final_test_accuracy",
+                           "final_ensemble_test_accuracy")}
+    accuracy = point["final_test_accuracy"]
+    logging.info(
+        "%s: final test accuracy %.2f%% mean over seeds %s (std %.2f, "
+        "%.2f..%.2f%%)%s", ", ".join(f"{k}={v:g}" for k, v in values.items())
+        or "all members", 100 * accuracy["mean"], point["seeds"],
+        100 * accuracy["std"], 100 * accuracy["min"], 100 * accuracy["max"],
+        f"; their ensemble {100 * point['final_ensemble_test_accuracy']:.2f}%"
+        if "final_ensemble_test_accuracy" in point else "")
+
+
+def run_summary(config, dataset_name: str, plan, members: members_lib.Members,
+                history: list[dict[str, Any]], **timings) -> dict[str, Any]:
+  """summary.json of a run: its final and best accuracy over `history` (its
+  epochs' records), its timings (compile_seconds, seconds_to_first_step,
+  resumed_from_epoch: as given), its plan and machine, and its members'."""
+  train_seconds = sum(r["epoch_seconds"] for r in history)
+  last = history[-1]
+  return {
+      "dataset": dataset_name,
+      "model": config.model,
+      "num_epochs": config.num_epochs,
+      "final_test_accuracy": last["test_accuracy"],
+      "best_test_accuracy": max(r["test_accuracy"] for r in history),
+      "final_test_loss": last["test_loss"],
+      **({"final_ema_test_accuracy": last["ema_test_accuracy"]}
+         if "ema_test_accuracy" in last else {}),
+      "train_seconds": train_seconds,
+      "compile_seconds": timings["compile_seconds"],
+      "seconds_to_first_step": timings["seconds_to_first_step"],
+      "images_per_sec": plan.images_per_epoch * len(history) / train_seconds,
+      "resumed_from_epoch": timings["resumed_from_epoch"],
+      "steps_per_call": plan.steps_per_call,
+      "backend": plan.backend,
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": plan.num_devices,
+      "jax_version": jax.__version__,
+      "config": config.to_dict(),
+      **(members_summary(members, history) if members.count > 1 else {}),
+  }

@@ -1,0 +1,135 @@
+"""The model and its training state: what a run builds from its config once.
+
+The model is split once into static graphs (training and evaluation mode)
+and its variables (`nnx.split`); the steps merge them back inside `jax.jit`.
+Besides the graphs, the steps need a `StepRecipe`: how a batch is augmented
+and mixed, the loss's smoothing, the dtype, the test-time views, the moving
+average and the members. `build` makes all of these, with the optimizer and
+its schedule, from a config: the rooms after it take those pieces.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx, struct
+
+from mnist_jax import augment, models, optim
+from mnist_jax import config as config_lib
+from mnist_jax import members as members_lib
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: nnx.State
+  rest: nnx.State  # Model variables that are not parameters (e.g. batch stats).
+  opt_state: optax.OptState
+  # For stochastic layers. Raw key data (uint32), not a typed key, so that the
+  # state is plain arrays that checkpoint libraries can save.
+  rng: jax.Array
+  # With config.ema_decay > 0: {"count", "params", "rest"}, the moving average
+  # of the weights and of the batch statistics that go with them; else None.
+  ema: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Graphs:
+  """The static half of a split NNX model, in training and evaluation mode."""
+  train: nnx.GraphDef
+  eval: nnx.GraphDef
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRecipe:
+  """What the steps do besides running the model (see `from_config`)."""
+  augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  # f(key, float images) -> (mixed images, lam): mixup / cutmix, or None.
+  mix: Callable | None = None
+  label_smoothing: float = 0.0  # Of the training loss only.
+  tta: tuple[str, ...] = ()  # Test-time views: "flip", "translate".
+  # Computation dtype; parameters, optimizer state and loss stay float32.
+  dtype: Any = jnp.float32
+  # Inputs are (pixel / 255 - pixel_mean) / pixel_std (models.normalize).
+  pixel_mean: float = 0.0
+  pixel_std: float = 1.0
+  ema_decay: float = 0.0
+  dropout: float = 0.0  # The rate; > 0: the model's call takes a dropout_key.
+  # Members of the run (states stacked on a leading axis, steps mapped over
+  # it when > 1), and seeds per sweep point: their ensembles are evaluated.
+  members: int = 1
+  seeds_per_point: int = 1
+  member_loop: str = "vmap"  # members.map_members: "vmap" or "unroll".
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict,
+                  members: members_lib.Members, backend: str) -> "StepRecipe":
+    names = augment.parse(config.augment, config.dataset)
+    return cls(augment=augment.make(names, config.translate_pixels),
+               mix=augment.make_mix(names, config.mix_alpha),
+               label_smoothing=config.label_smoothing,
+               tta=augment.parse_tta(config.tta, config.dataset),
+               dtype=config_lib.DTYPES[config.dtype],
+               pixel_mean=config.pixel_mean, pixel_std=config.pixel_std,
+               ema_decay=config.ema_decay, dropout=config.dropout,
+               members=members.count, seeds_per_point=len(members.seeds),
+               member_loop=members_lib.member_loop(config.member_loop, backend))
+
+
+@dataclasses.dataclass(frozen=True)
+class Built:
+  """A run's pieces, built from its config in one place."""
+  members: members_lib.Members
+  graphs: Graphs
+  recipe: StepRecipe
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  state: TrainState  # The initial state, stacked when there are members.
+
+
+def build(config: ml_collections.ConfigDict, num_classes: int,
+          steps_per_epoch: int, backend: str | None = None) -> Built:
+  """The members, model, step recipe, optimizer, schedule and initial state
+  of `config` (validated, or filled by config.with_defaults)."""
+  members = members_lib.Members.from_config(config)
+  tx = optim.create(config, steps_per_epoch, injected=members.swept)
+  inits = [_init_member(member_config, num_classes, tx, members.describe(k))
+           for k, member_config in enumerate(members.configs(config))]
+  graphs, state = inits[0]
+  if members.count > 1:
+    state = members_lib.stack([member_state for _, member_state in inits])
+  recipe = StepRecipe.from_config(config, members,
+                                  backend or jax.default_backend())
+  return Built(members, graphs, recipe, tx,
+               optim.schedule(config, steps_per_epoch), state)
+
+
+def _init_member(config, num_classes: int, tx,
+                 description: dict[str, Any]) -> tuple[Graphs, TrainState]:
+  """The graphs and initial state of the model of `config.seed`; the
+  optimizer's injected hyperparameters set to the ones `description` gives."""
+  init_key, rng = jax.random.split(jax.random.key(config.seed))
+  module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
+                         width=config.width, depth=config.depth or None,
+                         dropout=config.dropout, init=config.init)
+  module.eval()
+  eval_graph, *_ = nnx.split(module, nnx.Param, ...)
+  module.train()
+  train_graph, params, rest = nnx.split(module, nnx.Param, ...)
+  opt_state = tx.init(params)
+  injected = {field: description[field] for field in description if field != "seed"}
+  if injected:
+    opt_state = optim.set_hyperparameters(opt_state, injected)
+  state = TrainState(step=jnp.int32(0), params=params, rest=rest,
+                     opt_state=opt_state, rng=jax.random.key_data(rng),
+                     ema=({"count": jnp.int32(0), "params": params, "rest": rest}
+                          if config.ema_decay else None))
+  return Graphs(train_graph, eval_graph), state
+
+
+def with_ema_weights(state: TrainState) -> TrainState:
+  """`state` with the moving average as its weights and batch statistics."""
+  return state.replace(params=state.ema["params"], rest=state.ema["rest"])

@@ -1,0 +1,267 @@
+"""The pure steps: loss, a training step, evaluation; no I/O, no logging.
+
+Each step merges the static graph with the state's variables inside the
+compiled function (`nnx.merge`), so a compiled call carries no Python object
+overhead. One compiled training call runs `num_steps` steps (a `lax.scan`
+when more than one); each gathers its batch from the device-resident
+dataset by the epoch's permutation. Runs of several members (members.py)
+map the same steps over their stacked states.
+"""
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from mnist_jax import augment, models, sharding
+from mnist_jax import members as members_lib
+from mnist_jax.feed import DeviceData
+from mnist_jax.state import Graphs, StepRecipe, TrainState
+
+
+@struct.dataclass
+class Totals:
+  """Sums over the steps or batches done so far: device scalars, or [M]
+  arrays (one per member) but for `steps`."""
+  loss: jax.Array
+  correct: jax.Array
+  count: jax.Array
+  steps: jax.Array
+
+  @classmethod
+  def zeros(cls, shape: tuple[int, ...] = ()) -> "Totals":
+    # numpy arrays: valid jit inputs in a multi-process run too, where a
+    # jax array committed to one local device would not be.
+    return cls(np.zeros(shape, np.float32), np.zeros(shape, np.int32),
+               np.zeros(shape, np.int32), np.int32(0))
+
+  def add(self, loss_sum, correct, count) -> "Totals":
+    return Totals(self.loss + loss_sum, self.correct + correct,
+                  self.count + count, self.steps + 1)
+
+  def means(self):
+    """(mean loss, accuracy) on the host, floats or [M] arrays: this waits
+    for the device."""
+    loss, correct, count = jax.device_get((self.loss, self.correct, self.count))
+    count = np.maximum(count, 1)
+    if np.ndim(count) == 0:
+      return float(loss) / int(count), float(correct) / int(count)
+    return loss / count, correct / count
+
+
+def in_dtype(tree, dtype):
+  """Floating-point leaves of `tree` cast to `dtype` (a no-op for float32).
+
+  The model then computes in `dtype`; gradients flow back through the cast
+  to the float32 parameters.
+  """
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0):
+  """Summed cross-entropy and correct count over the (unmasked) batch."""
+  if label_smoothing:
+    targets_BK = optax.smooth_labels(
+        jax.nn.one_hot(labels_B, logits_BK.shape[-1]), label_smoothing)
+    losses_B = optax.softmax_cross_entropy(logits_BK, targets_BK)
+  else:
+    losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
+  correct_B = jnp.argmax(logits_BK, -1) == labels_B
+  if mask_B is None:
+    mask_B = jnp.ones_like(labels_B, dtype=bool)
+  return (jnp.sum(jnp.where(mask_B, losses_B, 0.0)),
+          jnp.sum(correct_B & mask_B, dtype=jnp.int32),
+          jnp.sum(mask_B, dtype=jnp.int32))
+
+
+def train_step(graphs: Graphs, recipe: StepRecipe, tx: optax.GradientTransformation,
+               state: TrainState, images_BHW, labels_B):
+  """One optimizer step on one batch; returns the new state and batch sums."""
+  step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  if recipe.augment:
+    images_BHW = recipe.augment(step_key, images_BHW)
+  x_BHWC, lam = models.normalize(images_BHW, recipe.pixel_mean, recipe.pixel_std), None
+  if recipe.mix:
+    x_BHWC, lam = recipe.mix(jax.random.fold_in(step_key, 1), x_BHWC)
+
+  def loss_fn(params, rest):
+    # Fresh variables (copy=True) made inside the gradient's trace: layers
+    # that update their state (batch norm's statistics) may then do so.
+    module = nnx.merge(graphs.train, in_dtype(params, recipe.dtype), rest,
+                       copy=True)
+    # Only models built with dropout take its key (a user's model may not).
+    dropout = {"dropout_key": jax.random.fold_in(step_key, 2)} if recipe.dropout else {}
+    logits_BK = module(x_BHWC.astype(recipe.dtype), **dropout).astype(jnp.float32)
+    loss_sum, correct, count = loss_and_metrics(
+        logits_BK, labels_B, label_smoothing=recipe.label_smoothing)
+    if lam is not None:  # Mixed images: their partners' labels weigh 1 - lam.
+      partner_sum, _, _ = loss_and_metrics(
+          logits_BK, labels_B[::-1], label_smoothing=recipe.label_smoothing)
+      loss_sum = lam * loss_sum + (1 - lam) * partner_sum
+    _, _, new_rest = nnx.split(module, nnx.Param, ...)
+    return loss_sum / count, (loss_sum, correct, count, new_rest)
+
+  grads, (loss_sum, correct, count, new_rest) = jax.grad(
+      loss_fn, has_aux=True)(state.params, state.rest)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = (update_ema(state.ema, params, new_rest, recipe.ema_decay)
+         if state.ema is not None else None)
+  state = state.replace(step=state.step + 1, params=params, rest=new_rest,
+                        opt_state=opt_state, ema=ema)
+  return state, (loss_sum, correct, count)
+
+
+def update_ema(ema: dict, params, rest, decay: float) -> dict:
+  """The moving average after one more step.
+
+  Update t decays by min(decay, (1 + t) / (10 + t)), as TensorFlow's
+  ExponentialMovingAverage with num_updates does: early on the average
+  follows the weights instead of holding on to their random initialisation.
+  Batch statistics are averaged alongside the weights, so that the average
+  evaluates with statistics of the same mix of weights; integer state (e.g.
+  RNG counters) is taken as it is.
+  """
+  count = ema["count"]
+  d = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+  def average(old, new):
+    return d * old + (1 - d) * new if jnp.issubdtype(new.dtype, jnp.floating) else new
+  return {"count": count + 1, "params": jax.tree.map(average, ema["params"], params),
+          "rest": jax.tree.map(average, ema["rest"], rest)}
+
+
+def eval_logits(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BHW):
+  """Evaluation-mode logits [B, K] of uint8 images [B, 28, 28].
+
+  With test-time augmentation, the log of the views' mean probabilities
+  (softmax of it gives that mean, so it serves as logits).
+  """
+  module = nnx.merge(graphs.eval, in_dtype(state.params, recipe.dtype),
+                     state.rest)
+  normalize = lambda v: models.normalize(v, recipe.pixel_mean, recipe.pixel_std)
+  logits = lambda v: module(normalize(v).astype(recipe.dtype)).astype(jnp.float32)
+  if not recipe.tta:
+    return logits(images_BHW)
+  views = augment.test_time_views(recipe.tta, images_BHW)
+  return log_mean_probabilities(jnp.stack([logits(v) for v in views]), axis=0)
+
+
+def log_mean_probabilities(logits, axis: int):
+  """Log of the mean over `axis` of softmax(logits): the logits of an
+  average of predictions (test-time views, or the models of an ensemble)."""
+  probs = jax.nn.softmax(logits).mean(axis)
+  return jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
+
+
+def eval_step(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BHW,
+              labels_B, mask_B):
+  return loss_and_metrics(eval_logits(graphs, recipe, state, images_BHW),
+                          labels_B, mask_B)
+
+
+def _repeat(step_fn: Callable, num_steps: int, carry):
+  """`num_steps` calls of `step_fn(carry, i)`: a Python call when 1, else a scan.
+
+  A scan of one step still compiles to a loop, which XLA:CPU runs slowly for
+  convolution gradients (jax-ml/jax#12868), so one step stays straight-line.
+  """
+  if num_steps == 1:
+    return step_fn(carry, jnp.int32(0))[0]
+  return jax.lax.scan(step_fn, carry, jnp.arange(num_steps))[0]
+
+
+def make_train_chunk(graphs: Graphs, recipe: StepRecipe, tx, mesh,
+                     num_steps: int) -> Callable:
+  """Returns f(state, totals, data, perm) running the next `num_steps` steps.
+
+  `perm` is [S, B], or [M, S, B] with a data order per member. Step
+  `totals.steps` of the epoch trains on images `perm[..., totals.steps, :]`.
+  The batch's indices are constrained to the `data` axis, so each device
+  gathers only its own shard of the batch from the replicated dataset.
+  """
+  step = functools.partial(train_step, graphs, recipe, tx)
+  if recipe.members > 1:
+    # Over the members' states, images and labels.
+    step = members_lib.map_members(step, recipe.members, recipe.member_loop)
+  batch_sharding = sharding.batch_sharded(mesh, member_axis=recipe.members > 1)
+
+  def one_step(carry, _):
+    state, totals, data, perm = carry
+    idx = jax.lax.dynamic_index_in_dim(perm, totals.steps, axis=perm.ndim - 2,
+                                       keepdims=False)
+    idx = jax.lax.with_sharding_constraint(idx, batch_sharding)
+    state, sums = step(state, data.train_images[idx], data.train_labels[idx])
+    return (state, totals.add(*sums), data, perm), None
+
+  def chunk(state, totals, data, perm):
+    state, totals, _, _ = _repeat(one_step, num_steps, (state, totals, data, perm))
+    return state, totals
+
+  return jax.jit(chunk, donate_argnums=0)
+
+
+def scan_test_set(add_batch: Callable, zeros, data: DeviceData, mesh,
+                  eval_batch_size: int, num_batches: int):
+  """Folds `add_batch(sums, images_BHW, labels_B, mask_B)` over the test batches.
+
+  Forward-only convolutions do not hit XLA:CPU's slow loop path (the CNN over
+  the 10,000 MNIST test images took the same time as one scan as in per-batch
+  calls, in a measurement that was not recorded), so
+  the whole test set is one scan, inside one call, on every backend. Each
+  batch is split over the `data` axis.
+  """
+  batch_sharding = sharding.batch_sharded(mesh)
+
+  def one_batch(sums, i):
+    def take(x):
+      x = jax.lax.dynamic_slice_in_dim(x, i * eval_batch_size, eval_batch_size)
+      return jax.lax.with_sharding_constraint(x, batch_sharding)
+    return add_batch(sums, take(data.test_images), take(data.test_labels),
+                     take(data.test_mask)), None
+  return jax.lax.scan(one_batch, zeros, jnp.arange(num_batches))[0]
+
+
+def make_evaluate(graphs: Graphs, recipe: StepRecipe, mesh, eval_batch_size: int,
+                  num_batches: int) -> Callable:
+  """Returns f(state, data) -> (Totals, ensembles) over the whole (padded,
+  masked) test set.
+
+  With members the Totals are per member, [M]. `ensembles` are the Totals
+  of each sweep point's seeds' averaged predictions, [P], when points have
+  several seeds; else None.
+  """
+  member_logits = members_lib.map_members(functools.partial(eval_logits, graphs, recipe),
+                                          recipe.members, recipe.member_loop,
+                                          in_axes=(0, None))
+  # Cheap (no convolutions): always vmapped.
+  member_metrics = jax.vmap(loss_and_metrics, in_axes=(0, None, None))
+
+  def add_batch(sums, state, images_BHW, labels_B, mask_B):
+    totals, ensembles = sums
+    if recipe.members == 1:
+      return totals.add(*eval_step(graphs, recipe, state, images_BHW, labels_B, mask_B)), None
+    logits_MBK = member_logits(state, images_BHW)
+    totals = totals.add(*member_metrics(logits_MBK, labels_B, mask_B))
+    if ensembles is not None:
+      logits_PSBK = logits_MBK.reshape(-1, recipe.seeds_per_point, *logits_MBK.shape[1:])
+      ensembles = ensembles.add(*member_metrics(
+          log_mean_probabilities(logits_PSBK, axis=1), labels_B, mask_B))
+    return totals, ensembles
+
+  def evaluate(state, data):
+    zeros = (Totals.zeros(state.step.shape),
+             Totals.zeros((recipe.members // recipe.seeds_per_point,))
+             if recipe.seeds_per_point > 1 else None)
+    return scan_test_set(lambda sums, *batch: add_batch(sums, state, *batch),
+                         zeros, data, mesh, eval_batch_size, num_batches)
+  return jax.jit(evaluate)
+
+
+def make_logits_fn(graphs: Graphs, recipe: StepRecipe) -> Callable:
+  """A jitted f(state, uint8 images [B, 28, 28]) -> logits [B, K], eval mode."""
+  return jax.jit(functools.partial(eval_logits, graphs, recipe))
