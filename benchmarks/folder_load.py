@@ -116,6 +116,7 @@ def main(argv=None):
     assert (from_csv.train_images[by_class] == first.train_images).all()
     images = len(first.train_images) + len(first.test_images)
     record = {
+        "benchmark": "folder_load",
         "machine": timing.machine_info(),
         "images": images,
         "image_shape": list(first.image_shape),

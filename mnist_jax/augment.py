@@ -14,8 +14,10 @@ from mnist_jax.errors import UserError
 # (applied to the normalised float batch, with their labels).
 AUGMENTATIONS = ("flip", "translate", "erase", "mixup", "cutmix")
 MIXES = ("mixup", "cutmix")
-# Datasets whose classes a mirror image changes (a mirrored 2 is no digit).
+# Datasets whose classes a mirror image changes (a mirrored 2 is no digit):
+# digits and characters. Clothing and medical images may be flipped.
 NO_FLIP_DATASETS = ("mnist", "kmnist", "mnist160")
+NO_FLIP_PREFIXES = ("emnist",)
 
 
 def _parse(text: str, dataset: str, field: str, kind: str,
@@ -25,7 +27,8 @@ def _parse(text: str, dataset: str, field: str, kind: str,
   if unknown:
     raise UserError(f"config.{field}: unknown {kind} '{unknown[0]}'; "
                     f"choose from {', '.join(allowed)}")
-  if "flip" in names and dataset in NO_FLIP_DATASETS:
+  if "flip" in names and (dataset in NO_FLIP_DATASETS
+                          or dataset.startswith(NO_FLIP_PREFIXES)):
     raise UserError(f"config.{field}: 'flip' mirrors images, which changes "
                     f"what {dataset}'s characters mean; drop it for {dataset}")
   return names
@@ -41,31 +44,33 @@ def parse_tta(text: str, dataset: str) -> tuple[str, ...]:
   return _parse(text, dataset, "tta", "test-time view", ("flip", "translate"))
 
 
-def flip_horizontally(key: jax.Array, images_BHW: jax.Array) -> jax.Array:
+def flip_horizontally(key: jax.Array, images_BHWC: jax.Array) -> jax.Array:
   """Mirrors each image left-right with probability 1/2."""
-  flip_B = jax.random.bernoulli(key, 0.5, images_BHW.shape[:1])
-  return jnp.where(flip_B[:, None, None], images_BHW[:, :, ::-1], images_BHW)
+  flip_B = jax.random.bernoulli(key, 0.5, images_BHWC.shape[:1])
+  return jnp.where(flip_B[:, None, None, None], images_BHWC[:, :, ::-1], images_BHWC)
 
 
-def translate(key: jax.Array, images_BHW: jax.Array, max_pixels: int) -> jax.Array:
+def translate(key: jax.Array, images_BHWC: jax.Array, max_pixels: int) -> jax.Array:
   """Shifts each image by up to `max_pixels` rows and columns, filling with 0.
 
-  The same as padding by `max_pixels` and taking a random 28x28 crop.
+  The same as padding by `max_pixels` and taking a random H x W crop.
   """
   if max_pixels == 0:
-    return images_BHW
-  b, h, w = images_BHW.shape
+    return images_BHWC
+  b, h, w, c = images_BHWC.shape
   shift_B2 = jax.random.randint(key, (b, 2), 0, 2 * max_pixels + 1)
-  padded_BHW = jnp.pad(images_BHW, ((0, 0), (max_pixels,) * 2, (max_pixels,) * 2))
-  crop = lambda image, shift: jax.lax.dynamic_slice(image, shift, (h, w))
-  return jax.vmap(crop)(padded_BHW, shift_B2)
+  padded_BHWC = jnp.pad(images_BHWC, ((0, 0), (max_pixels,) * 2, (max_pixels,) * 2,
+                                      (0, 0)))
+  crop = lambda image, shift: jax.lax.dynamic_slice(
+      image, (shift[0], shift[1], 0), (h, w, c))
+  return jax.vmap(crop)(padded_BHWC, shift_B2)
 
 
-def erase(key: jax.Array, images_BHW: jax.Array, probability: float = 0.5,
+def erase(key: jax.Array, images_BHWC: jax.Array, probability: float = 0.5,
           area=(0.02, 0.25), aspect=(0.3, 3.3)) -> jax.Array:
   """Random erasing (Zhong et al. 2017): with `probability`, each image gets
-  a rectangle of random area and aspect ratio set to 0."""
-  b, h, w = images_BHW.shape
+  a rectangle of random area and aspect ratio set to 0 (every channel)."""
+  b, h, w, _ = images_BHWC.shape
   keys = jax.random.split(key, 5)
   erase_B = jax.random.bernoulli(keys[0], probability, (b,))
   area_B = jax.random.uniform(keys[1], (b,), minval=area[0], maxval=area[1]) * h * w
@@ -80,23 +85,23 @@ def erase(key: jax.Array, images_BHW: jax.Array, probability: float = 0.5,
   in_rows_BH = (rows_BH >= top_B[:, None]) & (rows_BH < (top_B + eh_B)[:, None])
   in_cols_BW = (cols_BW >= left_B[:, None]) & (cols_BW < (left_B + ew_B)[:, None])
   box_BHW = in_rows_BH[:, :, None] & in_cols_BW[:, None, :] & erase_B[:, None, None]
-  return jnp.where(box_BHW, jnp.zeros_like(images_BHW), images_BHW)
+  return jnp.where(box_BHW[..., None], jnp.zeros_like(images_BHWC), images_BHWC)
 
 
 def make(names: tuple[str, ...], translate_pixels: int):
-  """f(key, uint8 images [B, H, W]) -> augmented images, or None for none."""
+  """f(key, uint8 images [B, H, W, C]) -> augmented images, or None for none."""
   if not set(names) - set(MIXES):
     return None
 
-  def augment(key, images_BHW):
+  def augment(key, images_BHWC):
     flip_key, translate_key, erase_key = jax.random.split(key, 3)
     if "flip" in names:
-      images_BHW = flip_horizontally(flip_key, images_BHW)
+      images_BHWC = flip_horizontally(flip_key, images_BHWC)
     if "translate" in names:
-      images_BHW = translate(translate_key, images_BHW, translate_pixels)
+      images_BHWC = translate(translate_key, images_BHWC, translate_pixels)
     if "erase" in names:
-      images_BHW = erase(erase_key, images_BHW)
-    return images_BHW
+      images_BHWC = erase(erase_key, images_BHWC)
+    return images_BHWC
 
   return augment
 
@@ -147,15 +152,15 @@ def make_mix(names: tuple[str, ...], alpha: float):
   return mix
 
 
-def test_time_views(names: tuple[str, ...], images_BHW: jax.Array) -> list[jax.Array]:
+def test_time_views(names: tuple[str, ...], images_BHWC: jax.Array) -> list[jax.Array]:
   """The views of a test batch whose predictions are averaged: the batch, and
   its mirror image (for "flip") and one-pixel shifts (for "translate")."""
-  views = [images_BHW]
+  views = [images_BHWC]
   if "flip" in names:
-    views.append(images_BHW[:, :, ::-1])
+    views.append(images_BHWC[:, :, ::-1])
   if "translate" in names:
-    padded = jnp.pad(images_BHW, ((0, 0), (1, 1), (1, 1)))
-    h, w = images_BHW.shape[1:]
+    padded = jnp.pad(images_BHWC, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = images_BHWC.shape[1:3]
     for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
       views.append(padded[:, dy:dy + h, dx:dx + w])
   return views

@@ -28,11 +28,18 @@ def defaults() -> ml_collections.ConfigDict:
 
 def _add_data_and_model_fields(config: ml_collections.ConfigDict):
   # Data.
-  config.dataset = "mnist"       # mnist, fashion_mnist, kmnist, mnist160, or a folder name.
+  # mnist, fashion_mnist, kmnist, mnist160, emnist_<split>, a MedMNIST name
+  # (pathmnist, ...), a folder in data_dir, or a path to a folder or .npz.
+  config.dataset = "mnist"
   # None: $MNIST_JAX_DATA, else ~/.cache/mnist_jax/datasets. A typed
   # placeholder, so that --config.data_dir=DIR can override the None.
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.data_source = "idx"     # "idx" (the four gzip files) or "tfds" (needs the tfds extra).
+  # A dataset given by path: "idx", "folder", "csv" or "npz"; "" detects it.
+  config.dataset_format = ""
+  # > 0: every image resized to this many pixels squared at load (Pillow,
+  # antialiased); needed for image folders of mixed sizes.
+  config.image_size = 0
   # Model and optimizer.
   config.model = "cnn"           # cnn, mlp, speedrun, bn_cnn, resnet.
   config.width = 1.0             # Multiplies the features of every hidden layer.
@@ -179,6 +186,12 @@ def validate(config: ml_collections.ConfigDict):
   if not config.learning_rate > 0:
     raise UserError(f"config.learning_rate must be positive, got "
                     f"{config.learning_rate!r}")
+  if not isinstance(config.image_size, int) or config.image_size < 0:
+    raise UserError(f"config.image_size must be 0 (as stored) or a positive "
+                    f"number of pixels, got {config.image_size!r}")
+  if config.dataset_format not in ("", "idx", "folder", "csv", "npz"):
+    raise UserError(f"config.dataset_format={config.dataset_format!r}: choose "
+                    f"idx, folder, csv or npz, or '' to detect it")
   if not isinstance(config.cpu_devices, int) or config.cpu_devices < 0:
     raise UserError("config.cpu_devices must be 0 (automatic) or a positive "
                     f"number of devices, got {config.cpu_devices!r}")

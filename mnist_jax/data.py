@@ -27,7 +27,6 @@ import numpy as np
 from mnist_jax import outputs
 from mnist_jax.errors import UserError
 
-IMAGE_SHAPE = (28, 28)
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
@@ -101,17 +100,77 @@ PACKAGED_DIR = Path(__file__).resolve().parent / "datasets"
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A whole dataset as host arrays: images uint8 [N, 28, 28], labels int32 [N]."""
+  """A whole dataset as host arrays: images uint8 [N, H, W, C] (C = 1 or 3),
+  labels int32 [N]; a validation split where the dataset ships one."""
   name: str
   class_names: tuple[str, ...]
   train_images: np.ndarray
   train_labels: np.ndarray
   test_images: np.ndarray
   test_labels: np.ndarray
+  val_images: np.ndarray | None = None
+  val_labels: np.ndarray | None = None
 
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    """(H, W, C) of every image."""
+    return tuple(self.train_images.shape[1:])
+
+
+def checked(name: str, where, class_names, train_images, train_labels,
+            test_images, test_labels, val_images=None, val_labels=None) -> Dataset:
+  """A Dataset from arrays any source read, after the checks every source
+  needs, each a one-line error naming `where` (the file or folder). Images
+  [N, H, W] gain a channel axis."""
+  splits = [("train", train_images, train_labels), ("test", test_images, test_labels)]
+  if val_images is not None or val_labels is not None:
+    splits.append(("validation", val_images, val_labels))
+  arrays, shape = {}, None
+  for split, images, labels in splits:
+    if images is None or labels is None:
+      raise UserError(f"{where}: the {split} split has images but no labels, "
+                      f"or labels but no images; give both")
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim == 3:
+      images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
+      raise UserError(f"{where}: {split} images are {images.dtype} of shape "
+                      f"{images.shape}; expected uint8 [N, H, W] or [N, H, W, C] "
+                      f"with 1 (grayscale) or 3 (RGB) channels")
+    if shape is not None and images.shape[1:] != shape:
+      raise UserError(f"{where}: {split} images are {_shape_text(images.shape[1:])}"
+                      f", train images {_shape_text(shape)}; every split must "
+                      f"have one image size and channel count")
+    shape = images.shape[1:]
+    if labels.ndim == 2 and labels.shape[1] == 1:  # MedMNIST's [N, 1].
+      labels = labels[:, 0]
+    if labels.ndim != 1 or len(images) != len(labels):
+      raise UserError(f"{where}: the {split} split has {len(images)} images but "
+                      f"labels of shape {labels.shape}; they must match")
+    if len(images) == 0:
+      raise UserError(f"{where}: the {split} split is empty")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or (
+        labels.max() >= len(class_names)):
+      raise UserError(
+          f"{where}: {split} labels must be integers in 0..{len(class_names) - 1} "
+          f"(one per class), found {labels.min()}..{labels.max()}; fix the labels")
+    arrays[split] = (images, labels.astype(np.int32))
+  missing = sorted(set(range(len(class_names))) - set(arrays["train"][1].tolist()))
+  if missing:
+    raise UserError(f"{where}: the train split has no image of class(es) "
+                    f"{', '.join(class_names[c] for c in missing[:10])}"
+                    f"{' ...' if len(missing) > 10 else ''}; every class needs "
+                    f"training images")
+  val = arrays.get("validation", (None, None))
+  return Dataset(name, tuple(class_names), *arrays["train"], *arrays["test"], *val)
+
+
+def _shape_text(shape) -> str:
+  return f"{shape[0]}x{shape[1]}x{shape[2]}"
 
 
 def default_data_dir() -> Path:
@@ -122,10 +181,29 @@ def default_data_dir() -> Path:
   return cache / "mnist_jax" / "datasets"
 
 
+# config.dataset_format: how a dataset given by path is stored.
+FORMATS = ("idx", "folder", "csv", "npz")
+
+
 def load(name: str, data_dir: str | os.PathLike | None = None,
-         source: str = "idx") -> Dataset:
-  """Loads dataset `name` from `data_dir` (downloading built-ins if missing)."""
+         source: str = "idx", dataset_format: str = "",
+         image_size: int = 0) -> Dataset:
+  """Dataset `name` (built in, a folder in `data_dir`, or a path to a folder
+  or `.npz` file) in `dataset_format` (detected where ""), downloading
+  built-ins if missing; every image resized to `image_size` squared if > 0."""
   data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+  if dataset_format and dataset_format not in FORMATS:
+    raise UserError(f"config.dataset_format={dataset_format!r}: choose one of "
+                    f"{', '.join(FORMATS)}, or '' to detect it")
+  dataset = _load(name, data_dir, source, dataset_format, image_size)
+  return resized(dataset, image_size) if image_size else dataset
+
+
+def _load(name: str, data_dir: Path, source: str, dataset_format: str,
+          image_size: int) -> Dataset:
+  from mnist_jax import sources  # pylint: disable=g-import-not-at-top
+  if source not in ("idx", "tfds"):
+    raise UserError(f"unknown data_source '{source}'; use 'idx' or 'tfds'")
   if name in SLICES:
     if source != "idx":
       raise UserError(
@@ -135,22 +213,45 @@ def load(name: str, data_dir: str | os.PathLike | None = None,
       return _load_packaged(name)
     parent, per_class = SLICES[name]
     return _class_slice(load(parent, data_dir, source), name, per_class)
-  if source == "idx":
-    return _load_idx(name, data_dir)
   if source == "tfds":
-    return _load_tfds(name, data_dir)
-  raise UserError(f"unknown data_source '{source}'; use 'idx' or 'tfds'")
+    return sources.load_tfds(name, data_dir)
+  builtin = sources.load_builtin(name, data_dir, image_size)
+  if builtin is not None:
+    return builtin
+  path = Path(name).expanduser()
+  if not sources.looks_like_path(name):
+    path = data_dir / name  # A folder in data_dir, of any format.
+    if not path.exists():
+      raise UserError(
+          f"unknown dataset '{name}': it is not built in ({sources.KNOWN}) and "
+          f"{path} does not exist; put the dataset there, or pass its path")
+  return sources.load_path(path, dataset_format, image_size)
 
 
-def _load_idx(name: str, data_dir: Path) -> Dataset:
-  folder = data_dir / name
-  info = BUILTIN.get(name)
+def resized(dataset: Dataset, size: int) -> Dataset:
+  """Every image of `dataset` resized to `size` x `size` (Pillow, Lanczos:
+  antialiased when shrinking), once, on the host."""
+  def resize(images_NHWC):
+    if images_NHWC is None or images_NHWC.shape[1:3] == (size, size):
+      return images_NHWC
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    gray = images_NHWC.shape[-1] == 1
+    out = [np.asarray(Image.fromarray(image[..., 0] if gray else image).resize(
+        (size, size), Image.Resampling.LANCZOS)) for image in images_NHWC]
+    return np.stack(out).reshape(len(out), size, size, -1)
+  return dataclasses.replace(
+      dataset, train_images=resize(dataset.train_images),
+      test_images=resize(dataset.test_images), val_images=resize(dataset.val_images))
+
+
+def load_idx(folder: Path, info: DatasetInfo | None = None) -> Dataset:
+  """The four IDX files in `folder`: a built-in's (`info`, downloaded where
+  missing) or a custom dataset's (as many classes as its labels name)."""
+  name = info.name if info else folder.name
   missing = [f for f in FILES if not (folder / f).is_file()]
   if missing and info is None:
-    known = ", ".join(sorted([*BUILTIN, *SLICES]))
-    raise UserError(
-        f"unknown dataset '{name}': it is not built in ({known}) and {folder} "
-        f"does not hold the four MNIST-format files ({', '.join(FILES)})")
+    raise UserError(f"{folder} does not hold the four MNIST-format files "
+                    f"({', '.join(missing)} missing)")
   if missing:
     for file_name in missing:
       download(info, file_name, folder)
@@ -163,34 +264,8 @@ def _load_idx(name: str, data_dir: Path) -> Dataset:
   else:  # A custom dataset: as many classes as its labels name.
     num_classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
     class_names = tuple(str(c) for c in range(num_classes))
-  return _checked(name, folder, class_names, train_images, train_labels,
-                  test_images, test_labels)
-
-
-def _checked(name, folder, class_names, train_images, train_labels,
-             test_images, test_labels) -> Dataset:
-  """Validates shapes, counts and label range; returns the Dataset."""
-  for split, images, labels in (("train", train_images, train_labels),
-                                ("test", test_images, test_labels)):
-    if images.shape[1:] != IMAGE_SHAPE:
-      raise UserError(
-          f"{name}: {split} images are {images.shape[1]}x{images.shape[2]}, "
-          f"but models here take {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}; resize "
-          f"the files in {folder}")
-    if len(images) != len(labels):
-      raise UserError(
-          f"{name}: {split} split has {len(images)} images but {len(labels)} "
-          f"labels; the image and label files in {folder} must match")
-    if len(images) == 0:
-      raise UserError(f"{name}: {split} split in {folder} is empty")
-    if labels.max() >= len(class_names):
-      raise UserError(
-          f"{name}: {split} label {int(labels.max())} is outside the "
-          f"{len(class_names)} classes (0..{len(class_names) - 1}); fix the "
-          f"label file in {folder}")
-  return Dataset(name, tuple(class_names), train_images,
-                 train_labels.astype(np.int32), test_images,
-                 test_labels.astype(np.int32))
+  return checked(name, folder, class_names, train_images, train_labels,
+                 test_images, test_labels)
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -279,9 +354,9 @@ def _load_packaged(name: str) -> Dataset:
     raise UserError(f"the packaged dataset {path} does not match its sha256 "
                     f"checksum: it is damaged; {reinstall}")
   with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
-    return _checked(name, PACKAGED_DIR, BUILTIN[SLICES[name][0]].class_names,
-                    arrays["train_images"], arrays["train_labels"],
-                    arrays["test_images"], arrays["test_labels"])
+    return checked(name, path, BUILTIN[SLICES[name][0]].class_names,
+                   arrays["train_images"], arrays["train_labels"],
+                   arrays["test_images"], arrays["test_labels"])
 
 
 def write_packaged(name: str, data_dir: str | os.PathLike,
@@ -289,41 +364,12 @@ def write_packaged(name: str, data_dir: str | os.PathLike,
   """Makes `<out_dir>/<name>.npz` from the parent's files in `data_dir`;
   returns its sha256, for `PACKAGED` (the same bytes every time)."""
   parent, per_class = SLICES[name]
-  sliced = _class_slice(_load_idx(parent, Path(data_dir)), name, per_class)
+  sliced = _class_slice(load_idx(Path(data_dir) / parent, BUILTIN[parent]), name,
+                        per_class)
   path = Path(out_dir) / f"{name}.npz"
-  np.savez_compressed(path, train_images=sliced.train_images,
+  # [N, 28, 28], as the file has always held them (its sha256 is pinned).
+  np.savez_compressed(path, train_images=sliced.train_images[..., 0],
                       train_labels=sliced.train_labels.astype(np.uint8),
-                      test_images=sliced.test_images,
+                      test_images=sliced.test_images[..., 0],
                       test_labels=sliced.test_labels.astype(np.uint8))
   return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _load_tfds(name: str, data_dir: Path) -> Dataset:
-  """Loads through tensorflow-datasets, offline from `<data_dir>/<name>/`.
-
-  TFDS stores examples in its own shuffled order, so the arrays hold the same
-  examples as the IDX files but not in the same order.
-  """
-  info = BUILTIN.get(name)
-  if info is None:
-    raise UserError(f"data_source='tfds' supports {', '.join(BUILTIN)}; "
-                    f"load '{name}' with data_source='idx'")
-  try:
-    # TensorFlow first: tensorflow_datasets imports without it, then has no load().
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise UserError(f"data_source='tfds' needs the tfds extra ({e.name or e} is "
-                    "not installed): pip install -e '.[tfds]'") from None
-  manual_dir = data_dir / name
-  download_config = tfds.download.DownloadConfig(
-      manual_dir=str(manual_dir) if manual_dir.is_dir() else None)
-  splits = tfds.load(
-      info.tfds_name, split=["train", "test"], batch_size=-1,
-      as_supervised=True,
-      # Read now, not when tfds was imported: a caller may set it later.
-      data_dir=os.environ.get("TFDS_DATA_DIR"),
-      download_and_prepare_kwargs={"download_config": download_config})
-  (train_x, train_y), (test_x, test_y) = tfds.as_numpy(splits)
-  return _checked(name, manual_dir, info.class_names,
-                  train_x[..., 0], train_y, test_x[..., 0], test_y)

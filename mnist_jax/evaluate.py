@@ -42,8 +42,8 @@ def make_detailed_evaluate(trained: Trained, mesh, eval_batch_size: int,
   top_k = min(5, num_classes)
 
   def evaluate(state, data: feed.DeviceData):
-    def add_batch(sums, images_BHW, labels_B, mask_B):
-      logits_BK = steps.eval_logits(trained.graphs, trained.recipe, state, images_BHW)
+    def add_batch(sums, images_BHWC, labels_B, mask_B):
+      logits_BK = steps.eval_logits(trained.graphs, trained.recipe, state, images_BHWC)
       losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
       _, top_BT = jax.lax.top_k(logits_BK, top_k)
       in_top_B = jnp.any(top_BT == labels_B[:, None], axis=-1)
@@ -65,7 +65,7 @@ def load_dataset(trained: Trained, data_dir: str | None = None) -> data_lib.Data
   """The dataset the run was trained on, from `data_dir` if given."""
   config = trained.config
   return data_lib.load(config.dataset, data_dir or config.data_dir,
-                       config.data_source)
+                       config.data_source, config.dataset_format, config.image_size)
 
 
 def evaluate_trained(trained: Trained, dataset: data_lib.Dataset) -> dict[str, Any]:

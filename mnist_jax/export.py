@@ -7,7 +7,7 @@ It runs without this package, Flax, optax or the checkpoint, on any of
 `--platforms` (default: all of JAX's, whichever machine exported it):
 
   exported = jax.export.deserialize(bytearray(open(path, "rb").read()))
-  logits_BK = exported.call(images_BHW)  # uint8 [B, 28, 28], any B.
+  logits_BK = exported.call(images_BHW)  # uint8 [B, H, W] (RGB: [B, H, W, 3]), any B.
 """
 
 import json
@@ -25,7 +25,13 @@ from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
 DEFAULT_NAME = "model.jax_export"
-IMAGE_SHAPE = (28, 28)
+
+
+def input_shape(trained: Trained) -> tuple[int, ...]:
+  """An image's shape in the module's signature: [H, W] for grayscale (as
+  MNIST's IDX files hold them), [H, W, 3] for RGB."""
+  h, w, c = trained.image_shape
+  return (h, w) if c == 1 else (h, w, c)
 # All of them by default: else a model exported on a GPU runs only on GPUs.
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
@@ -75,7 +81,7 @@ def export_trained(trained: Trained,
     return logits(inference_state, images_BHW)
 
   (batch,) = jax.export.symbolic_shape("b")
-  images_spec = jax.ShapeDtypeStruct((batch, *IMAGE_SHAPE), jnp.uint8)
+  images_spec = jax.ShapeDtypeStruct((batch, *input_shape(trained)), jnp.uint8)
   return jax.export.export(jax.jit(logits_from_images),
                            platforms=tuple(platforms))(images_spec)
 
@@ -86,10 +92,12 @@ def describe(trained: Trained, exported: jax.export.Exported) -> dict:
   return {
       "format": "jax.export serialized module (jax.export.deserialize)",
       "input": {
-          "shape": ["b", *IMAGE_SHAPE],
+          "shape": ["b", *input_shape(trained)],
           "dtype": str(np.dtype(exported.in_avals[0].dtype)),
-          "description": "grayscale images as in the dataset's IDX files: "
-                         "light on dark, 0..255; any batch size b >= 1",
+          "description": ("grayscale images as in the dataset's files: light on "
+                          "dark, 0..255" if trained.image_shape[-1] == 1 else
+                          "RGB images as in the dataset's files, 0..255")
+                         + "; any batch size b >= 1",
       },
       "output": {
           "shape": ["b", num_classes],

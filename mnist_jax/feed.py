@@ -21,9 +21,9 @@ from mnist_jax import members as members_lib
 @struct.dataclass
 class DeviceData:
   """The dataset on device, uint8, replicated on every device of the mesh."""
-  train_images: jax.Array  # [N, 28, 28]
+  train_images: jax.Array  # [N, H, W, C]
   train_labels: jax.Array  # [N]
-  test_images: jax.Array   # [T_pad, 28, 28], padded to whole eval batches
+  test_images: jax.Array   # [T_pad, H, W, C], padded to whole eval batches
   test_labels: jax.Array   # [T_pad]
   test_mask: jax.Array     # [T_pad] bool, False on padding
 
@@ -33,7 +33,8 @@ def place_data(dataset: data_lib.Dataset, mesh, eval_batch_size: int) -> DeviceD
   num_test = len(dataset.test_labels)
   padded = math.ceil(num_test / eval_batch_size) * eval_batch_size
   pad = padded - num_test
-  test_images = np.pad(dataset.test_images, ((0, pad), (0, 0), (0, 0)))
+  test_images = np.pad(dataset.test_images,
+                       ((0, pad),) + ((0, 0),) * (dataset.test_images.ndim - 1))
   test_labels = np.pad(dataset.test_labels, (0, pad))
   test_mask = np.arange(padded) < num_test
   arrays = DeviceData(dataset.train_images, dataset.train_labels,

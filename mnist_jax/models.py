@@ -1,4 +1,7 @@
-"""Models, written with Flax NNX. Input: float images [B, 28, 28, 1].
+"""Models, written with Flax NNX. Input: float images [B, H, W, C].
+
+Every model builds for its dataset's image shape (`input_shape`, (H, W, C);
+MNIST's (28, 28, 1) by default): the dense layers' input sizes follow from it.
 
 Every model takes `dropout`, a rate (0: no dropout layers at all), and its
 call an explicit `dropout_key`, needed in training mode when the rate is
@@ -23,8 +26,15 @@ def avg_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
   gradient is a broadcast, where `reduce_window`'s backward pass is slower on
   XLA:CPU (as measured for max pooling: benchmarks/README.md, item 3).
   """
-  b, h, w, c = x_BHWC.shape
-  return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+  b, h, w, c = _even(x_BHWC).shape
+  return _even(x_BHWC).reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def _even(x_BHWC: jax.Array) -> jax.Array:
+  """The even rows and columns' part: an odd last row or column is dropped,
+  as PyTorch's pooling floors. (No slice at all for even sizes.)"""
+  _, h, w, _ = x_BHWC.shape
+  return x_BHWC if not (h % 2 or w % 2) else x_BHWC[:, :h - h % 2, :w - w % 2]
 
 
 def max_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
@@ -35,8 +45,8 @@ def max_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
   not recorded: benchmarks/README.md, item 3). Its gradient shares each tie
   evenly (reduce-max's own); `max_pool_2x2_first` is faster.
   """
-  b, h, w, c = x_BHWC.shape
-  return x_BHWC.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+  b, h, w, c = _even(x_BHWC).shape
+  return _even(x_BHWC).reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 @jax.custom_vjp
@@ -56,12 +66,13 @@ def max_pool_2x2_first(x_BHWC: jax.Array) -> jax.Array:
 
 
 def _max_pool_first_fwd(x_BHWC):
-  y_BHWC = max_pool_2x2(x_BHWC)
+  y_BHWC = max_pool_2x2(x_BHWC)  # Odd sizes: see _max_pool_first_bwd.
   return y_BHWC, (x_BHWC, y_BHWC)
 
 
 def _max_pool_first_bwd(residuals, dy_BHWC):
-  x_BHWC, y_BHWC = residuals
+  full_BHWC, y_BHWC = residuals
+  x_BHWC = _even(full_BHWC)  # A dropped row or column gets no gradient.
   b, h, w, c = x_BHWC.shape
   # Windows as [B, H/2, 2, W/2, 2, C]; hit[:, :, i, :, j]: position (i, j)
   # holds its window's maximum.
@@ -72,10 +83,25 @@ def _max_pool_first_bwd(residuals, dy_BHWC):
   second_row = jnp.stack([h10 & ~(h00 | h01), ~(h00 | h01 | h10)], axis=3)
   take = jnp.stack([first_row, second_row], axis=2)
   dx = jnp.where(take, dy_BHWC[:, :, None, :, None], jnp.zeros((), dy_BHWC.dtype))
-  return (dx.reshape(b, h, w, c),)
+  dx = dx.reshape(b, h, w, c)
+  _, full_h, full_w, _ = full_BHWC.shape
+  if (full_h, full_w) != (h, w):
+    dx = jnp.pad(dx, ((0, 0), (0, full_h - h), (0, full_w - w), (0, 0)))
+  return (dx,)
 
 
 max_pool_2x2_first.defvjp(_max_pool_first_fwd, _max_pool_first_bwd)
+
+
+# (H, W, C) of MNIST's images, the models' default input.
+MNIST_SHAPE = (28, 28, 1)
+
+
+def _check_size(model: str, input_shape, fits: bool, smallest: int):
+  if not fits:
+    raise UserError(f"model '{model}' needs images of at least {smallest}x"
+                    f"{smallest} pixels, got {input_shape[0]}x{input_shape[1]}; "
+                    f"set a larger config.image_size or another model")
 
 
 def _scaled(features: tuple[int, ...], width: float) -> tuple[int, ...]:
@@ -121,11 +147,15 @@ class Speedrun(nnx.Module):
   28 -> 24 -> 12 -> 10 -> 5."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               dropout: float = 0.0):
+               dropout: float = 0.0, input_shape=MNIST_SHAPE):
     c1, c2, d = _scaled((24, 32, 256), width)
-    self.conv1 = nnx.Conv(1, c1, kernel_size=(5, 5), padding="VALID", rngs=rngs)
+    h, w, c = input_shape
+    # Valid 5x5, pool, valid 3x3, pool: 28 -> 24 -> 12 -> 10 -> 5.
+    out_h, out_w = (((h - 4) // 2 - 2) // 2, ((w - 4) // 2 - 2) // 2)
+    _check_size("speedrun", input_shape, min(out_h, out_w) >= 1, 10)
+    self.conv1 = nnx.Conv(c, c1, kernel_size=(5, 5), padding="VALID", rngs=rngs)
     self.conv2 = nnx.Conv(c1, c2, kernel_size=(3, 3), padding="VALID", rngs=rngs)
-    self.dense1 = nnx.Linear(5 * 5 * c2, d, rngs=rngs)
+    self.dense1 = nnx.Linear(out_h * out_w * c2, d, rngs=rngs)
     self.dropout = _dropout(dropout)
     self.dense2 = nnx.Linear(d, num_classes, rngs=rngs)
 
@@ -141,11 +171,13 @@ class CNN(nnx.Module):
   """The CNN of Flax's MNIST example: conv 32, conv 64, dense 256, dense out."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               dropout: float = 0.0):
+               dropout: float = 0.0, input_shape=MNIST_SHAPE):
     c1, c2, d = _scaled((32, 64, 256), width)
-    self.conv1 = nnx.Conv(1, c1, kernel_size=(3, 3), rngs=rngs)
+    h, w, c = input_shape
+    _check_size("cnn", input_shape, min(h, w) >= 4, 4)
+    self.conv1 = nnx.Conv(c, c1, kernel_size=(3, 3), rngs=rngs)
     self.conv2 = nnx.Conv(c1, c2, kernel_size=(3, 3), rngs=rngs)
-    self.dense1 = nnx.Linear(7 * 7 * c2, d, rngs=rngs)
+    self.dense1 = nnx.Linear((h // 2 // 2) * (w // 2 // 2) * c2, d, rngs=rngs)
     self.dropout = _dropout(dropout)
     self.dense2 = nnx.Linear(d, num_classes, rngs=rngs)
 
@@ -175,11 +207,14 @@ class BNCNN(nnx.Module):
   max-pool, two of 64, max-pool, dense 256 (BN, ReLU), dense out."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               dropout: float = 0.0):
+               dropout: float = 0.0, input_shape=MNIST_SHAPE):
     c1, c2, d = _scaled((32, 64, 256), width)
-    self.block1 = nnx.List([ConvBN(1, c1, rngs=rngs), ConvBN(c1, c1, rngs=rngs)])
+    h, w, c = input_shape
+    _check_size("bn_cnn", input_shape, min(h, w) >= 4, 4)
+    self.block1 = nnx.List([ConvBN(c, c1, rngs=rngs), ConvBN(c1, c1, rngs=rngs)])
     self.block2 = nnx.List([ConvBN(c1, c2, rngs=rngs), ConvBN(c2, c2, rngs=rngs)])
-    self.dense1 = nnx.Linear(7 * 7 * c2, d, use_bias=False, rngs=rngs)
+    self.dense1 = nnx.Linear((h // 2 // 2) * (w // 2 // 2) * c2, d, use_bias=False,
+                             rngs=rngs)
     self.norm = nnx.BatchNorm(d, momentum=0.9, rngs=rngs)
     self.dropout = _dropout(dropout)
     self.dense2 = nnx.Linear(d, num_classes, rngs=rngs)
@@ -229,13 +264,13 @@ class ResNet(nnx.Module):
   stage, 16 two, 28 four."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               depth: int = 10, dropout: float = 0.0):
+               depth: int = 10, dropout: float = 0.0, input_shape=MNIST_SHAPE):
     if depth < 10 or (depth - 4) % 6:
       raise UserError(f"config.depth={depth}: a wide ResNet has 6n + 4 layers, "
                       f"n >= 1 (10, 16, 22, 28, ...)")
     blocks_per_stage = (depth - 4) // 6
     widths = _scaled((16, 32, 64), width)
-    self.stem = nnx.Conv(1, 16, (3, 3), use_bias=False, rngs=rngs)
+    self.stem = nnx.Conv(input_shape[2], 16, (3, 3), use_bias=False, rngs=rngs)
     blocks, features = [], 16
     for stage, out in enumerate(widths):
       for i in range(blocks_per_stage):
@@ -260,8 +295,9 @@ class MLP(nnx.Module):
   """The simplest baseline: two hidden ReLU layers."""
 
   def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               hidden: tuple[int, ...] = (512, 512), dropout: float = 0.0):
-    widths = (28 * 28, *_scaled(hidden, width))
+               hidden: tuple[int, ...] = (512, 512), dropout: float = 0.0,
+               input_shape=MNIST_SHAPE):
+    widths = (math.prod(input_shape), *_scaled(hidden, width))
     self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs)
                             for a, b in zip(widths[:-1], widths[1:])])
     self.dropout = _dropout(dropout)
@@ -294,7 +330,7 @@ INITS = ("flax", "torch")
 
 def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
            depth: int | None = None, dropout: float = 0.0,
-           init: str = "flax") -> nnx.Module:
+           init: str = "flax", input_shape=MNIST_SHAPE) -> nnx.Module:
   """Model `name`; `width` multiplies the features of every hidden layer,
   `depth` (resnet only) sets the number of layers, `dropout` is the rate,
   `init` the initialisation of its convolutions and dense layers: "flax"
@@ -306,10 +342,14 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
   kwargs = {}
   # Models of one size need not take these.
   for field, value, default in (("width", width, 1.0), ("depth", depth, None),
-                                ("dropout", dropout, 0.0)):
+                                ("dropout", dropout, 0.0),
+                                ("input_shape", tuple(input_shape), MNIST_SHAPE)):
     if value == default:
       continue
     if field not in accepted:
+      if field == "input_shape":
+        raise UserError(f"model '{name}' takes only {MNIST_SHAPE} images, not "
+                        f"{tuple(input_shape)}; give it an input_shape argument")
       raise UserError(f"model '{name}' has no {field} to set; drop config.{field}")
     kwargs[field] = value
   module = factory(num_classes, rngs=rngs, **kwargs)
@@ -346,12 +386,12 @@ def num_params(params: nnx.State) -> int:
   return sum(p.size for p in jax.tree.leaves(params))
 
 
-def normalize(images_BHW: jax.Array, mean: float = 0.0,
+def normalize(images_BHWC: jax.Array, mean: float = 0.0,
               std: float = 1.0) -> jax.Array:
-  """uint8 [B, H, W] -> float32 [B, H, W, 1]: (pixel / 255 - mean) / std,
-  in [0, 1] by default (config.pixel_mean, config.pixel_std); runs inside the
-  step."""
-  x = images_BHW.astype(jnp.float32) * (1.0 / 255.0)
+  """uint8 [B, H, W, C] (or [B, H, W]: grayscale) -> float32 [B, H, W, C]:
+  (pixel / 255 - mean) / std, in [0, 1] by default (config.pixel_mean,
+  config.pixel_std); runs inside the step."""
+  x = images_BHWC.astype(jnp.float32) * (1.0 / 255.0)
   if mean or std != 1.0:
     x = (x - mean) * (1.0 / std)
-  return x[..., None]
+  return x[..., None] if x.ndim == 3 else x

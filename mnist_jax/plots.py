@@ -146,7 +146,10 @@ def prediction_grid(images_NHW: np.ndarray, labels_N: np.ndarray,
     ax.set_axis_off()
     if i >= n:
       continue
-    ax.imshow(images_NHW[i], cmap="gray", vmin=0, vmax=255,
+    image = images_NHW[i]
+    if image.ndim == 3 and image.shape[-1] == 1:  # Grayscale [H, W, 1].
+      image = image[..., 0]
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255,
               interpolation="nearest")
     label, predicted = int(labels_N[i]), int(predictions_N[i])
     text = f"{class_names[predicted]} {100 * float(probabilities_N[i]):.0f}%"

@@ -76,17 +76,20 @@ def _on_paper(image: Image.Image) -> np.ndarray:
   return alpha * gray + (1 - alpha) * paper
 
 
-def _resized(pixels: np.ndarray, box: int) -> np.ndarray:
-  """Scaled, keeping the aspect ratio, so that the longer side is `box`."""
+def _resized(pixels: np.ndarray, box_h: int, box_w: int) -> np.ndarray:
+  """Scaled, keeping the aspect ratio, to fit a box_h x box_w box."""
   h, w = pixels.shape
-  scale = box / max(h, w)
+  scale = min(box_h / h, box_w / w)
   size = (max(1, round(w * scale)), max(1, round(h * scale)))
   return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS),
                     np.float32).clip(0, 255)
 
 
-def to_mnist_format(path: Path, invert: str = "auto", fit: str = "whole") -> np.ndarray:
-  """One image file as uint8 [28, 28], light on dark."""
+def to_mnist_format(path: Path, invert: str = "auto", fit: str = "whole",
+                    size: tuple[int, int] = (28, 28)) -> np.ndarray:
+  """One image file as uint8 [H, W] (`size`, MNIST's 28x28 by default),
+  light on dark."""
+  height, width = size
   pixels = _read_grayscale(path)
   border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
   if invert == "yes" or (invert == "auto" and border.mean() > 127):
@@ -94,20 +97,36 @@ def to_mnist_format(path: Path, invert: str = "auto", fit: str = "whole") -> np.
   pixels = pixels - pixels.min()  # Background to 0, whatever the paper's shade.
   if pixels.max() <= 0:
     raise UserError(f"{path} is blank: nothing to classify")
-  canvas = np.zeros((28, 28), np.float32)
+  canvas = np.zeros((height, width), np.float32)
   if fit == "whole":
-    patch = _resized(pixels, 28)
-    top, left = (28 - patch.shape[0]) // 2, (28 - patch.shape[1]) // 2
-  else:
+    patch = _resized(pixels, height, width)
+    top, left = (height - patch.shape[0]) // 2, (width - patch.shape[1]) // 2
+  else:  # MNIST's digits: 20x20 in a 28x28 field, scaled to `size`.
+    box = max(1, round(20 * min(height, width) / 28))
     rows, cols = np.nonzero(pixels > 0.25 * pixels.max())
-    patch = _resized(pixels[rows.min():rows.max() + 1, cols.min():cols.max() + 1], 20)
+    patch = _resized(pixels[rows.min():rows.max() + 1, cols.min():cols.max() + 1],
+                     box, box)
     ys, xs = np.indices(patch.shape)
     mass = patch.sum()
     centre_y, centre_x = (ys * patch).sum() / mass, (xs * patch).sum() / mass
-    top = int(np.clip(round(14 - centre_y), 0, 28 - patch.shape[0]))
-    left = int(np.clip(round(14 - centre_x), 0, 28 - patch.shape[1]))
+    top = int(np.clip(round(height / 2 - centre_y), 0, height - patch.shape[0]))
+    left = int(np.clip(round(width / 2 - centre_x), 0, width - patch.shape[1]))
   canvas[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
   return np.round(canvas * (255 / canvas.max())).astype(np.uint8)
+
+
+def to_dataset_format(path: Path, image_shape: tuple[int, int, int],
+                      invert: str = "auto", fit: str = "whole") -> np.ndarray:
+  """One image file as uint8 [H, W, C], the dataset's `image_shape`:
+  grayscale as MNIST's images are made (`to_mnist_format`), RGB resized
+  whole (antialiased) to H x W."""
+  height, width, channels = image_shape
+  if channels == 1:
+    return to_mnist_format(path, invert, fit, (height, width))[..., None]
+  _read_grayscale(path)  # The same one-line errors for a file that is no image.
+  with Image.open(path) as image:
+    rgb = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+  return np.asarray(rgb, np.uint8)
 
 
 def predict(workdir, paths: list[str], invert="auto", fit="auto", top=1,
@@ -116,9 +135,11 @@ def predict(workdir, paths: list[str], invert="auto", fit="auto", top=1,
   run's model (member `member` of a run of several)."""
   trained = load_trained(workdir, member)
   if fit == "auto":
-    fit = "digit" if trained.config.dataset in DIGIT_DATASETS else "whole"
-  images_NHW = np.stack([to_mnist_format(Path(p), invert, fit) for p in paths])
-  logits_NK = trained.logits_fn(trained.state, images_NHW)
+    fit = ("digit" if trained.config.dataset in DIGIT_DATASETS
+           or trained.config.dataset.startswith("emnist") else "whole")
+  images_NHWC = np.stack([to_dataset_format(Path(p), trained.image_shape, invert, fit)
+                          for p in paths])
+  logits_NK = trained.logits_fn(trained.state, images_NHWC)
   probabilities_NK = np.asarray(jax.nn.softmax(logits_NK, axis=-1))
   results = []
   for path, probabilities_K in zip(paths, probabilities_NK):

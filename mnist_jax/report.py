@@ -13,12 +13,12 @@ NUM_SAMPLES = 32
 NUM_MISTAKES = 32
 
 
-LogitsFn = Callable[[np.ndarray], jax.Array]  # uint8 [B, 28, 28] -> [B, K]
+LogitsFn = Callable[[np.ndarray], jax.Array]  # uint8 [B, H, W, C] -> [B, K]
 
 
 def probabilities(logits_fn: LogitsFn, images_NHW: np.ndarray,
                   batch_size: int) -> np.ndarray:
-  """Class probabilities [N, K] for uint8 images [N, 28, 28], on the host.
+  """Class probabilities [N, K] for uint8 images [N, H, W, C], on the host.
 
   Every batch has `batch_size` images (the last is padded), so the function
   compiles once.
@@ -26,7 +26,7 @@ def probabilities(logits_fn: LogitsFn, images_NHW: np.ndarray,
   out = []
   for start in range(0, len(images_NHW), batch_size):
     batch = images_NHW[start:start + batch_size]
-    padded = np.pad(batch, ((0, batch_size - len(batch)), (0, 0), (0, 0)))
+    padded = np.pad(batch, ((0, batch_size - len(batch)),) + ((0, 0),) * (batch.ndim - 1))
     logits_BK = logits_fn(padded)[:len(batch)]
     out.append(np.asarray(jax.nn.softmax(logits_BK, axis=-1)))
   return np.concatenate(out)

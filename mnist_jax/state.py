@@ -91,12 +91,15 @@ class Built:
 
 
 def build(config: ml_collections.ConfigDict, num_classes: int,
-          steps_per_epoch: int, backend: str | None = None) -> Built:
+          steps_per_epoch: int, backend: str | None = None,
+          image_shape: tuple[int, int, int] = models.MNIST_SHAPE) -> Built:
   """The members, model, step recipe, optimizer, schedule and initial state
-  of `config` (validated, or filled by config.with_defaults)."""
+  of `config` (validated, or filled by config.with_defaults), for images of
+  `image_shape` (H, W, C)."""
   members = members_lib.Members.from_config(config)
   tx = optim.create(config, steps_per_epoch, injected=members.swept)
-  inits = [_init_member(member_config, num_classes, tx, members.describe(k))
+  inits = [_init_member(member_config, num_classes, tuple(image_shape), tx,
+                        members.describe(k))
            for k, member_config in enumerate(members.configs(config))]
   graphs, state = inits[0]
   if members.count > 1:
@@ -107,14 +110,15 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
                optim.schedule(config, steps_per_epoch), state)
 
 
-def _init_member(config, num_classes: int, tx,
+def _init_member(config, num_classes: int, image_shape: tuple[int, int, int], tx,
                  description: dict[str, Any]) -> tuple[Graphs, TrainState]:
   """The graphs and initial state of the model of `config.seed`; the
   optimizer's injected hyperparameters set to the ones `description` gives."""
   init_key, rng = jax.random.split(jax.random.key(config.seed))
   module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
                          width=config.width, depth=config.depth or None,
-                         dropout=config.dropout, init=config.init)
+                         dropout=config.dropout, init=config.init,
+                         input_shape=image_shape)
   module.eval()
   eval_graph, *_ = nnx.split(module, nnx.Param, ...)
   module.train()

@@ -53,6 +53,11 @@ class Totals:
     return loss / count, correct / count
 
 
+def with_channels(images) -> jax.Array:
+  """uint8 images [B, H, W, C]; grayscale [B, H, W] gain their channel axis."""
+  return images[..., None] if images.ndim == 3 else images
+
+
 def in_dtype(tree, dtype):
   """Floating-point leaves of `tree` cast to `dtype` (a no-op for float32).
 
@@ -80,12 +85,13 @@ def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0):
 
 
 def train_step(graphs: Graphs, recipe: StepRecipe, tx: optax.GradientTransformation,
-               state: TrainState, images_BHW, labels_B):
+               state: TrainState, images_BHWC, labels_B):
   """One optimizer step on one batch; returns the new state and batch sums."""
   step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  images_BHWC = with_channels(images_BHWC)
   if recipe.augment:
-    images_BHW = recipe.augment(step_key, images_BHW)
-  x_BHWC, lam = models.normalize(images_BHW, recipe.pixel_mean, recipe.pixel_std), None
+    images_BHWC = recipe.augment(step_key, images_BHWC)
+  x_BHWC, lam = models.normalize(images_BHWC, recipe.pixel_mean, recipe.pixel_std), None
   if recipe.mix:
     x_BHWC, lam = recipe.mix(jax.random.fold_in(step_key, 1), x_BHWC)
 
@@ -135,19 +141,20 @@ def update_ema(ema: dict, params, rest, decay: float) -> dict:
           "rest": jax.tree.map(average, ema["rest"], rest)}
 
 
-def eval_logits(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BHW):
-  """Evaluation-mode logits [B, K] of uint8 images [B, 28, 28].
+def eval_logits(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BHWC):
+  """Evaluation-mode logits [B, K] of uint8 images [B, H, W, C].
 
   With test-time augmentation, the log of the views' mean probabilities
   (softmax of it gives that mean, so it serves as logits).
   """
+  images_BHWC = with_channels(images_BHWC)
   module = nnx.merge(graphs.eval, in_dtype(state.params, recipe.dtype),
                      state.rest)
   normalize = lambda v: models.normalize(v, recipe.pixel_mean, recipe.pixel_std)
   logits = lambda v: module(normalize(v).astype(recipe.dtype)).astype(jnp.float32)
   if not recipe.tta:
-    return logits(images_BHW)
-  views = augment.test_time_views(recipe.tta, images_BHW)
+    return logits(images_BHWC)
+  views = augment.test_time_views(recipe.tta, images_BHWC)
   return log_mean_probabilities(jnp.stack([logits(v) for v in views]), axis=0)
 
 
@@ -158,9 +165,9 @@ def log_mean_probabilities(logits, axis: int):
   return jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
 
 
-def eval_step(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BHW,
+def eval_step(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BHWC,
               labels_B, mask_B):
-  return loss_and_metrics(eval_logits(graphs, recipe, state, images_BHW),
+  return loss_and_metrics(eval_logits(graphs, recipe, state, images_BHWC),
                           labels_B, mask_B)
 
 
@@ -207,7 +214,7 @@ def make_train_chunk(graphs: Graphs, recipe: StepRecipe, tx, mesh,
 
 def scan_test_set(add_batch: Callable, zeros, data: DeviceData, mesh,
                   eval_batch_size: int, num_batches: int):
-  """Folds `add_batch(sums, images_BHW, labels_B, mask_B)` over the test batches.
+  """Folds `add_batch(sums, images_BHWC, labels_B, mask_B)` over the test batches.
 
   Forward-only convolutions do not hit XLA:CPU's slow loop path (the CNN over
   the 10,000 MNIST test images took the same time as one scan as in per-batch
@@ -241,11 +248,11 @@ def make_evaluate(graphs: Graphs, recipe: StepRecipe, mesh, eval_batch_size: int
   # Cheap (no convolutions): always vmapped.
   member_metrics = jax.vmap(loss_and_metrics, in_axes=(0, None, None))
 
-  def add_batch(sums, state, images_BHW, labels_B, mask_B):
+  def add_batch(sums, state, images_BHWC, labels_B, mask_B):
     totals, ensembles = sums
     if recipe.members == 1:
-      return totals.add(*eval_step(graphs, recipe, state, images_BHW, labels_B, mask_B)), None
-    logits_MBK = member_logits(state, images_BHW)
+      return totals.add(*eval_step(graphs, recipe, state, images_BHWC, labels_B, mask_B)), None
+    logits_MBK = member_logits(state, images_BHWC)
     totals = totals.add(*member_metrics(logits_MBK, labels_B, mask_B))
     if ensembles is not None:
       logits_PSBK = logits_MBK.reshape(-1, recipe.seeds_per_point, *logits_MBK.shape[1:])
@@ -263,5 +270,5 @@ def make_evaluate(graphs: Graphs, recipe: StepRecipe, mesh, eval_batch_size: int
 
 
 def make_logits_fn(graphs: Graphs, recipe: StepRecipe) -> Callable:
-  """A jitted f(state, uint8 images [B, 28, 28]) -> logits [B, K], eval mode."""
+  """A jitted f(state, uint8 images [B, H, W, C]) -> logits [B, K], eval mode."""
   return jax.jit(functools.partial(eval_logits, graphs, recipe))

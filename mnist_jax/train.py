@@ -54,11 +54,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   started_at = time.perf_counter() if started_at is None else started_at
   config_lib.validate(config)
   run = runtime.start(config)
-  dataset = data_lib.load(config.dataset, config.data_dir, config.data_source)
+  dataset = data_lib.load(config.dataset, config.data_dir, config.data_source,
+                          config.dataset_format, config.image_size)
   plan = loop.Plan.make(dataset, run, config.batch_size, config.steps_per_call,
                         config.eval_batch_size)
   built = state_lib.build(config, dataset.num_classes, plan.steps_per_epoch,
-                          run.backend)
+                          run.backend, dataset.image_shape)
   state = distributed.put_global(built.state, sharding.replicated(run.mesh))
   # Only once the config and data are known good: a refused run leaves
   # nothing behind. A refused resume leaves the workdir as it was.
@@ -89,7 +90,8 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
 
   saver = _Saver(checkpoints, done_epochs, {
       "config": config.to_dict(), "num_classes": dataset.num_classes,
-      "class_names": list(dataset.class_names)})
+      "class_names": list(dataset.class_names),
+      "image_shape": list(dataset.image_shape)})
   diverged_members = set()
   with signals.StopOnSignal() as stop, contextlib.closing(files):
     for result in loop.epochs(compiled, plan, state, device_data, data_key,

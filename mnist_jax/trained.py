@@ -11,7 +11,7 @@ from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import config as config_lib
-from mnist_jax import sharding, steps
+from mnist_jax import models, sharding, steps
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 from mnist_jax.members import select
@@ -22,6 +22,7 @@ class Trained:
   config: ml_collections.ConfigDict  # As saved, the fields it lacks filled.
   epoch: int
   class_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]  # (H, W, C) of the images it takes.
   graphs: state_lib.Graphs
   recipe: state_lib.StepRecipe
   state: state_lib.TrainState
@@ -35,7 +36,7 @@ class Trained:
 
   @functools.cached_property
   def logits_fn(self):
-    """A jitted f(state, uint8 images [B, 28, 28]) -> logits [B, K], compiled once per shape."""
+    """A jitted f(state, uint8 images [B, H, W, C]) -> logits [B, K], compiled once per shape."""
     return steps.make_logits_fn(self.graphs, self.recipe)
 
 
@@ -50,7 +51,10 @@ def load_trained(workdir: str | Path, member: int | None = None) -> Trained:
       raise UserError(f"no readable checkpoint in {checkpoints.directory}")
     config = config_lib.with_defaults(meta["config"])
     num_classes = meta["num_classes"]
-    built = state_lib.build(config, num_classes, steps_per_epoch=1)
+    # Runs saved before images had other shapes were all MNIST's.
+    image_shape = tuple(meta.get("image_shape", models.MNIST_SHAPE))
+    built = state_lib.build(config, num_classes, steps_per_epoch=1,
+                            image_shape=image_shape)
     state = jax.device_put(built.state, sharding.replicated(sharding.make_mesh()))
     restored = checkpoints.restore_latest(state, config, num_classes)
     if restored is None:
@@ -71,5 +75,5 @@ def load_trained(workdir: str | Path, member: int | None = None) -> Trained:
     config = members.configs(config)[member]
     logging.info("member %d of %d: %s", member, members.count,
                  members.describe(member))
-  return Trained(config, meta["epoch"], tuple(meta["class_names"]),
+  return Trained(config, meta["epoch"], tuple(meta["class_names"]), image_shape,
                  built.graphs, recipe, state)

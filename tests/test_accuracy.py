@@ -54,7 +54,7 @@ def test_predict_classifies_image_files_in_either_polarity(mnist_run, tmp_path):
   mnist = data.load("mnist", require_real_data())
   paths, labels = [], []
   for i in range(12):
-    image, label = mnist.test_images[i], int(mnist.test_labels[i])
+    image, label = mnist.test_images[i, ..., 0], int(mnist.test_labels[i])
     as_is = tmp_path / f"white_on_black_{i}.png"
     Image.fromarray(image).save(as_is)
     # Black ink on a white RGB photo, 4x larger, with a margin: another framing.

@@ -12,12 +12,13 @@ from mnist_jax import augment, steps, train
 from mnist_jax.errors import UserError
 
 
-def _images(n=64, border=3, seed=0):
-  """Random uint8 images that are black within `border` pixels of the edge."""
+def _images(n=64, border=3, seed=0, channels=1):
+  """Random uint8 images [n, 28, 28, channels] that are black within
+  `border` pixels of the edge."""
   rng = np.random.default_rng(seed)
-  images = np.zeros((n, 28, 28), np.uint8)
+  images = np.zeros((n, 28, 28, channels), np.uint8)
   images[:, border:-border, border:-border] = rng.integers(
-      1, 256, (n, 28 - 2 * border, 28 - 2 * border))
+      1, 256, (n, 28 - 2 * border, 28 - 2 * border, channels))
   return jnp.asarray(images)
 
 
@@ -74,16 +75,29 @@ def test_augmented_training_learns_and_changes_what_the_model_sees(synthetic_dat
 
 
 def test_erase_blanks_one_rectangle_in_about_half_of_the_images():
-  images = jnp.full((64, 28, 28), 200, jnp.uint8)
+  images = jnp.full((64, 28, 28, 1), 200, jnp.uint8)
   erased = np.asarray(augment.erase(jax.random.key(5), images))
   zero_B = (erased == 0).reshape(64, -1).sum(axis=1)
   assert 16 <= (zero_B > 0).sum() <= 48
   for image, zeros in zip(erased, zero_B):
     if zeros:
-      rows, cols = np.nonzero(image == 0)
+      rows, cols, _ = np.nonzero(image == 0)
       # One solid rectangle of 2% to 25% of the image (rounding aside).
       assert zeros == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
       assert 0.01 * 784 <= zeros <= 0.3 * 784
+
+
+def test_rgb_images_are_augmented_alike_in_every_channel():
+  # Catches an augmentation that draws per channel, or moves only one of them.
+  gray = _images(n=32, channels=1)
+  rgb = jnp.concatenate([gray, gray // 2, gray // 3], axis=-1)
+  fn = augment.make(("flip", "translate", "erase"), 2)
+  out_gray, out_rgb = fn(jax.random.key(7), gray), fn(jax.random.key(7), rgb)
+  assert out_rgb.shape == (32, 28, 28, 3)
+  np.testing.assert_array_equal(out_rgb[..., :1], out_gray)
+  np.testing.assert_array_equal(out_rgb[..., 1:2], fn(jax.random.key(7), gray // 2))
+  views = augment.test_time_views(("flip", "translate"), rgb)
+  assert all(v.shape == rgb.shape for v in views)
 
 
 def test_mixup_and_cutmix_blend_each_image_with_its_partner():

@@ -98,7 +98,7 @@ def test_export_then_predict_agree_on_an_image(run):
                              f"run/model.jax_export.json\n")
   assert logged(exported.stderr, ("exported ",)) == ["exported the checkpoint of epoch 1"]
 
-  image = data.load("mnist160").test_images[0]
+  image = data.load("mnist160").test_images[0, ..., 0]
   Image.fromarray(image).save(run / "digit.png")
   predicted = mnist_jax(run, "predict", "--workdir=run", "--top=10", "digit.png")
   assert predicted.stderr == ""  # Not even orbax's read-only notes.

@@ -320,7 +320,7 @@ def test_bfloat16_trains_checkpoints_evaluates_predicts_and_exports_in_bf16(
   paths = []
   for i in range(3):
     paths.append(tmp_path / f"{i}.png")
-    Image.fromarray(ds.test_images[i]).save(paths[-1])
+    Image.fromarray(ds.test_images[i, ..., 0]).save(paths[-1])
   predicted = np.array([[dict(ranked)[name] for name in trained.class_names]
                         for _, ranked in predict.predict(workdir, paths, fit="whole",
                                                          top=10)])
