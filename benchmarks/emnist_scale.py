@@ -182,7 +182,8 @@ def stage_load(folder: Path) -> dict:
                  "place_data_seconds": place_s,
                  "dataset_bytes": sum(leaf.nbytes for leaf in leaves),
                  "leaves": {f.name: getattr(placed, f.name).nbytes
-                            for f in dataclasses.fields(placed)},
+                            for f in dataclasses.fields(placed)
+                            if getattr(placed, f.name) is not None},
                  "bytes_on_all_devices": sum(per_device.values()),
                  "bytes_per_device": per_device,
                  "memory_stats": stats},
@@ -198,6 +199,15 @@ def stage_train(folder: Path) -> dict:
              (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
   return {"wall_seconds": wall_s, "summary": summary, "metrics": metrics,
           "memory_at_end": memory()}
+
+
+def changed_files() -> list[str] | None:
+  """Tracked files that differ from HEAD, taken before the run."""
+  try:
+    return subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.split()
+  except (OSError, subprocess.CalledProcessError):
+    return None
 
 
 def child(stage: str, folder: Path) -> dict:
@@ -217,6 +227,7 @@ def main(argv=None):
     (folder / f"{args.stage}.json").write_text(json.dumps(result))
     return
   load_before = os.getloadavg()
+  changed = changed_files()
   folder = Path(tempfile.mkdtemp(prefix="mnist_jax_emnist_scale_"))
   try:
     synthetic = synthesize(Path(args.data_dir), folder, args.scale)
@@ -231,6 +242,8 @@ def main(argv=None):
       "command": "python benchmarks/emnist_scale.py " + " ".join(
           sys.argv[1:] if argv is None else argv),
       "note": args.note,
+      # The code that ran: machine.git_commit plus these uncommitted changes.
+      "git_changed_files": changed,
       "load_average_before_after": [load_before, os.getloadavg()],
       "synthetic": synthetic,
       **loaded,
