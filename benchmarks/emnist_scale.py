@@ -9,7 +9,8 @@ the real byclass mapping file. The files go in a temporary folder outside the
 repo, deleted at the end. Then, each in a fresh process:
   - loading: `data.load("emnist_byclass", ...)` twice (read the gz IDX files,
     transpose, check), the two parts of the first load timed again alone,
-    the arrays' bytes and the process's peak and current RSS before and after,
+    the arrays' bytes, and the process's RSS before and after each step with
+    its peak during that step (getrusage, the mark reset before each step),
     then `feed.place_data` on the mesh a training run makes (same device
     count): the bytes on device (sum of its leaves' nbytes, and of every
     device's shards) and `memory_stats()` where the backend reports it;
@@ -69,7 +70,13 @@ def parse_args(argv=None):
 
 
 def memory() -> dict:
-  """The process's peak RSS so far (getrusage) and its RSS now, bytes."""
+  """The process's peak RSS (getrusage) and its RSS now, bytes.
+
+  On Linux getrusage's peak is the larger of the address space's high-water
+  mark, which `reset_peak()` restarts, and the peak of the process that
+  started this one (carried across exec): so each stage runs in a child of
+  a small parent, and a reading after `reset_peak()` is the peak since then.
+  """
   current = None
   for line in Path("/proc/self/status").read_text().splitlines():
     if line.startswith("VmRSS:"):
@@ -77,6 +84,14 @@ def memory() -> dict:
   # ru_maxrss is in KiB on Linux.
   return {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
           "rss_bytes": current}
+
+
+def reset_peak():
+  """Restarts the high-water mark from the RSS now (Linux: clear_refs 5)."""
+  try:
+    Path("/proc/self/clear_refs").write_text("5")
+  except OSError:
+    pass
 
 
 def synthesize(data_dir: Path, folder: Path, scale: float) -> dict:
@@ -125,14 +140,17 @@ def stage_load(folder: Path) -> dict:
   run = runtime.start(config)  # The device count a training run would use.
   machine = timing.machine_info()
   before = memory()
+  reset_peak()
   load = lambda: data.load(config.dataset, config.data_dir)
   dataset, first_s = timing.timed(load)
   after_first = memory()
+  reset_peak()
   second, second_s = timing.timed(load)
   assert (second.train_images == dataset.train_images).all()
   del second
   gc.collect()
-  after_second = memory()
+  after_second = memory()  # Its peak: the first dataset held, and a second.
+  reset_peak()
 
   # The first load's parts, again: reading the gz files, then the transpose.
   names = emnist.file_names(SPLIT)
@@ -152,7 +170,8 @@ def stage_load(folder: Path) -> dict:
 
   plan = loop.Plan.make(dataset, run, config.batch_size, config.steps_per_call,
                         config.eval_batch_size)
-  before_place = memory()
+  before_place = memory()  # Its peak: the parts timed again.
+  reset_peak()
   placed, place_s = timing.timed(lambda: jax.block_until_ready(
       feed.place_data(dataset, run.mesh, plan.eval_batch_size)))
   after_place = memory()
@@ -210,11 +229,12 @@ def changed_files() -> list[str] | None:
     return None
 
 
-def child(stage: str, folder: Path) -> dict:
+def child(stage: str, folder: Path, extra=()) -> dict:
   """Runs `stage` in a fresh process (JAX picks its devices as a run does)."""
   out = folder / f"{stage}.json"
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  subprocess.run([sys.executable, __file__, f"--stage={stage}", f"--folder={folder}"],
+  subprocess.run([sys.executable, __file__, f"--stage={stage}", f"--folder={folder}",
+                  *extra],
                  cwd=ROOT, env=env, check=True)
   return json.loads(out.read_text())
 
@@ -223,14 +243,19 @@ def main(argv=None):
   args = parse_args(argv)
   if args.stage:
     folder = Path(args.folder)
-    result = {"load": stage_load, "train": stage_train}[args.stage](folder)
+    stages = {"write": lambda f: synthesize(Path(args.data_dir), f, args.scale),
+              "load": stage_load, "train": stage_train}
+    result = stages[args.stage](folder)
     (folder / f"{args.stage}.json").write_text(json.dumps(result))
     return
   load_before = os.getloadavg()
   changed = changed_files()
   folder = Path(tempfile.mkdtemp(prefix="mnist_jax_emnist_scale_"))
   try:
-    synthetic = synthesize(Path(args.data_dir), folder, args.scale)
+    # Each stage in a process of its own: a child started while this process
+    # held the synthetic arrays would inherit its peak RSS (memory()).
+    synthetic = child("write", folder, [f"--data_dir={args.data_dir}",
+                                        f"--scale={args.scale}"])
     loaded = child("load", folder)
     trained = child("train", folder)
   finally:
