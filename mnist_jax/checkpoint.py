@@ -108,10 +108,21 @@ class Checkpoints:
     check_meta(meta, epoch)
     return meta
 
-  def latest_meta(self) -> dict[str, Any] | None:
-    """The JSON record of the newest readable checkpoint, or None if there is none."""
+  def _candidates(self, epoch: int | None) -> list[int]:
+    """The epochs to try, newest first: all, or just `epoch` (which must exist)."""
+    if epoch is None:
+      return list(reversed(self.epochs()))
+    if epoch not in self.epochs():
+      raise UserError(f"--checkpoint={epoch}: {self.directory} holds no checkpoint "
+                      f"of epoch {epoch}; it holds "
+                      f"{', '.join(map(str, self.epochs())) or 'none'}")
+    return [epoch]
+
+  def latest_meta(self, epoch: int | None = None) -> dict[str, Any] | None:
+    """The JSON record of the newest readable checkpoint (or of `epoch`), or
+    None if there is none."""
     errors = []
-    for epoch in reversed(self.epochs()):
+    for epoch in self._candidates(epoch):
       try:
         return self._meta(epoch)
       except Exception as e:  # pylint: disable=broad-except
@@ -119,8 +130,8 @@ class Checkpoints:
     self._raise_if_unreadable(errors)
     return None
 
-  def restore_latest(self, like_state, config,
-                     num_classes: int) -> tuple[Any, dict[str, Any]] | None:
+  def restore_latest(self, like_state, config, num_classes: int,
+                     epoch: int | None = None) -> tuple[Any, dict[str, Any]] | None:
     """(state, meta) of the newest checkpoint that loads, or None if there is none.
 
     `like_state` gives the structure, shapes, dtypes and shardings to restore
@@ -129,7 +140,7 @@ class Checkpoints:
     """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
     errors = []
-    for epoch in reversed(self.epochs()):
+    for epoch in self._candidates(epoch):
       try:
         # The JSON record first: it says whether the state can fit at all.
         meta = self._meta(epoch)

@@ -31,6 +31,16 @@ def workdir_flag() -> flags.FlagHolder:
       "stem>; compare: default runs/compare; the others: required).")
 
 
+def checkpoint_flag() -> flags.FlagHolder:
+  """The `--checkpoint` flag of the tools that load a trained run (defined once)."""
+  if "checkpoint" in flags.FLAGS:
+    return flags.FlagHolder(flags.FLAGS, flags.FLAGS["checkpoint"])
+  return flags.DEFINE_string(
+      "checkpoint", "", "Which checkpoint: best (the best epoch by validation "
+      "accuracy), last (the newest) or an epoch number; default best where the "
+      "run kept one (it had a validation split), else last.")
+
+
 def member_flag() -> flags.FlagHolder:
   """The `--member` flag of the tools that load a trained run (defined once)."""
   if "member" in flags.FLAGS:

@@ -96,6 +96,18 @@ def _add_training_fields(config: ml_collections.ConfigDict):
   # and loss (mixed precision; pays on GPU/TPU, not on CPU).
   config.dtype = "float32"
   # Training.
+  # Images of the training split held out as the validation split (0: none),
+  # stratified by class and chosen by validation_seed alone, so every seed
+  # and config of a comparison holds out the same ones. Datasets that ship a
+  # validation split (MedMNIST, an image folder's val/) use theirs. With one,
+  # every choice (best epoch, early stopping, best checkpoint, rankings) is
+  # made on it; without, on the test set.
+  config.validation_size = 0
+  config.validation_seed = 0
+  # Stop when validation accuracy has not improved by more than the min delta
+  # for this many epochs (0: never); needs a validation split.
+  config.early_stopping_patience = 0
+  config.early_stopping_min_delta = 0.0
   config.batch_size = 128
   config.num_epochs = 10
   config.seed = 0
@@ -186,6 +198,13 @@ def validate(config: ml_collections.ConfigDict):
   if not config.learning_rate > 0:
     raise UserError(f"config.learning_rate must be positive, got "
                     f"{config.learning_rate!r}")
+  for field in ("validation_size", "early_stopping_patience"):
+    if not isinstance(config[field], int) or config[field] < 0:
+      raise UserError(f"config.{field} must be 0 (off) or a positive integer, "
+                      f"got {config[field]!r}")
+  if not config.early_stopping_min_delta >= 0:
+    raise UserError(f"config.early_stopping_min_delta must be 0 or positive, "
+                    f"got {config.early_stopping_min_delta!r}")
   if not isinstance(config.image_size, int) or config.image_size < 0:
     raise UserError(f"config.image_size must be 0 (as stored) or a positive "
                     f"number of pixels, got {config.image_size!r}")
@@ -195,18 +214,6 @@ def validate(config: ml_collections.ConfigDict):
   if not isinstance(config.cpu_devices, int) or config.cpu_devices < 0:
     raise UserError("config.cpu_devices must be 0 (automatic) or a positive "
                     f"number of devices, got {config.cpu_devices!r}")
-  augment.parse(config.augment, config.dataset)
-  augment.parse_tta(config.tta, config.dataset)
-  members_lib.Members.from_config(config)
-  # Checks the name only: asking JAX for the backend here would start it
-  # before configure_cpu_devices.
-  members_lib.member_loop(config.member_loop, backend="cpu")
-  if config.require_backend not in BACKEND_FIXES:
-    raise UserError(f"config.require_backend={config.require_backend!r}: choose "
-                    f"gpu, tpu, cpu, or '' for any backend")
-  if config.dtype not in DTYPES:
-    raise UserError(f"config.dtype={config.dtype!r}: choose one of "
-                    f"{', '.join(DTYPES)}")
   if not config.mix_alpha > 0:
     raise UserError(f"config.mix_alpha must be positive, got {config.mix_alpha!r}")
   if not 0 <= config.dropout < 1:
@@ -220,15 +227,6 @@ def validate(config: ml_collections.ConfigDict):
   if config.steps_per_call < 0:
     raise UserError("config.steps_per_call must be 0 (per-backend default) or "
                     f"positive, got {config.steps_per_call}")
-  if config.model not in models.MODELS:
-    raise UserError(f"unknown model '{config.model}'; choose one of "
-                    f"{', '.join(models.MODELS)}")
-  if config.optimizer not in optim.OPTIMIZERS:
-    raise UserError(f"unknown optimizer '{config.optimizer}'; choose one of "
-                    f"{', '.join(optim.OPTIMIZERS)}")
-  if config.init not in models.INITS:
-    raise UserError(f"unknown init '{config.init}'; choose one of "
-                    f"{', '.join(models.INITS)}")
   if not config.pixel_std > 0:
     raise UserError(f"config.pixel_std must be positive, got {config.pixel_std!r}")
   if not (0 <= config.adam_b1 < 1 and 0 <= config.adam_b2 < 1):
@@ -243,9 +241,35 @@ def validate(config: ml_collections.ConfigDict):
                     f"got {config.onecycle_pct_start!r}, "
                     f"{config.onecycle_div_factor!r}, "
                     f"{config.onecycle_final_div_factor!r}")
+  _check_names(config)
+
+
+def _check_names(config: ml_collections.ConfigDict):
+  """The fields that name something: each must name a known one."""
+  if config.model not in models.MODELS:
+    raise UserError(f"unknown model '{config.model}'; choose one of "
+                    f"{', '.join(models.MODELS)}")
+  if config.optimizer not in optim.OPTIMIZERS:
+    raise UserError(f"unknown optimizer '{config.optimizer}'; choose one of "
+                    f"{', '.join(optim.OPTIMIZERS)}")
+  if config.init not in models.INITS:
+    raise UserError(f"unknown init '{config.init}'; choose one of "
+                    f"{', '.join(models.INITS)}")
   if config.lr_schedule not in optim.SCHEDULES:
     raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one "
                     f"of {', '.join(optim.SCHEDULES)}")
+  augment.parse(config.augment, config.dataset)
+  augment.parse_tta(config.tta, config.dataset)
+  members_lib.Members.from_config(config)
+  # Checks the name only: asking JAX for the backend here would start it
+  # before configure_cpu_devices.
+  members_lib.member_loop(config.member_loop, backend="cpu")
+  if config.require_backend not in BACKEND_FIXES:
+    raise UserError(f"config.require_backend={config.require_backend!r}: choose "
+                    f"gpu, tpu, cpu, or '' for any backend")
+  if config.dtype not in DTYPES:
+    raise UserError(f"config.dtype={config.dtype!r}: choose one of "
+                    f"{', '.join(DTYPES)}")
 
 
 # config.require_backend: how to get each backend.

@@ -25,6 +25,7 @@ from mnist_jax.trained import Trained, load_trained
 
 _WORKDIR = cli.workdir_flag()
 _MEMBER = cli.member_flag()
+_CHECKPOINT = cli.checkpoint_flag()
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where the dataset is, if not where training found it.")
 _EMA = flags.DEFINE_bool(
@@ -124,7 +125,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise UserError("--workdir is required: the workdir of a training run")
   workdir = Path(_WORKDIR.value)
-  trained = load_trained(workdir, _MEMBER.value)
+  trained = load_trained(workdir, _MEMBER.value, _CHECKPOINT.value)
   if _EMA.value:
     trained = trained.with_ema_weights()
   dataset = load_dataset(trained, _DATA_DIR.value)

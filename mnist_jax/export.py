@@ -37,6 +37,7 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 _WORKDIR = cli.workdir_flag()
 _MEMBER = cli.member_flag()
+_CHECKPOINT = cli.checkpoint_flag()
 _OUT = flags.DEFINE_string(
     "out", None, "Where to write the exported model; default "
     "<workdir>/model.jax_export. Its description goes to <out>.json.")
@@ -137,7 +138,7 @@ def main(argv):
   if not _WORKDIR.value:
     raise UserError("--workdir is required: the workdir of a training run")
   check_platforms(_PLATFORMS.value)  # Before the slow part.
-  trained = load_trained(_WORKDIR.value, _MEMBER.value)
+  trained = load_trained(_WORKDIR.value, _MEMBER.value, _CHECKPOINT.value)
   path = export(trained, _OUT.value or Path(_WORKDIR.value) / DEFAULT_NAME,
                 _PLATFORMS.value)
   logging.info("exported the checkpoint of epoch %d", trained.epoch)

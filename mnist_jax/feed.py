@@ -5,6 +5,7 @@ the compiled step). An epoch's batches are an on-device permutation of it, so
 training needs no host input at all: only the data keys, one per member.
 """
 
+import dataclasses
 import functools
 import math
 
@@ -16,30 +17,79 @@ from flax import struct
 from mnist_jax import data as data_lib
 from mnist_jax import distributed, sharding
 from mnist_jax import members as members_lib
+from mnist_jax.errors import UserError
 
 
 @struct.dataclass
 class DeviceData:
-  """The dataset on device, uint8, replicated on every device of the mesh."""
+  """The dataset on device, uint8, replicated on every device of the mesh.
+  The evaluated splits are padded to whole evaluation batches, and masked."""
   train_images: jax.Array  # [N, H, W, C]
   train_labels: jax.Array  # [N]
-  test_images: jax.Array   # [T_pad, H, W, C], padded to whole eval batches
+  test_images: jax.Array   # [T_pad, H, W, C]
   test_labels: jax.Array   # [T_pad]
   test_mask: jax.Array     # [T_pad] bool, False on padding
+  # The validation split, the same way, or None without one.
+  val_images: jax.Array | None = None
+  val_labels: jax.Array | None = None
+  val_mask: jax.Array | None = None
+
+  def split(self, name: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(images, labels, mask) of the evaluated split "test" or "val"."""
+    return (getattr(self, f"{name}_images"), getattr(self, f"{name}_labels"),
+            getattr(self, f"{name}_mask"))
 
 
 def place_data(dataset: data_lib.Dataset, mesh, eval_batch_size: int) -> DeviceData:
-  """Copies the dataset to every device once, padding the test set."""
-  num_test = len(dataset.test_labels)
-  padded = math.ceil(num_test / eval_batch_size) * eval_batch_size
-  pad = padded - num_test
-  test_images = np.pad(dataset.test_images,
-                       ((0, pad),) + ((0, 0),) * (dataset.test_images.ndim - 1))
-  test_labels = np.pad(dataset.test_labels, (0, pad))
-  test_mask = np.arange(padded) < num_test
-  arrays = DeviceData(dataset.train_images, dataset.train_labels,
-                      test_images, test_labels, test_mask)
+  """Copies the dataset to every device once, padding the evaluated splits."""
+  test = _padded(dataset.test_images, dataset.test_labels, eval_batch_size)
+  val = (_padded(dataset.val_images, dataset.val_labels, eval_batch_size)
+         if dataset.val_images is not None else (None, None, None))
+  arrays = DeviceData(dataset.train_images, dataset.train_labels, *test, *val)
   return distributed.put_global(arrays, sharding.replicated(mesh))
+
+
+def _padded(images, labels, batch_size: int):
+  """(images, labels, mask) padded to whole batches; the mask is False on padding."""
+  num = len(labels)
+  padded = math.ceil(num / batch_size) * batch_size
+  pad = padded - num
+  return (np.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1)),
+          np.pad(labels, (0, pad)), np.arange(padded) < num)
+
+
+def with_validation(dataset: data_lib.Dataset, size: int, seed: int,
+                    batch_size: int) -> data_lib.Dataset:
+  """`dataset` with `size` training images held out as its validation split,
+  stratified by class, chosen by `seed` alone (config.validation_size,
+  validation_seed). A dataset that ships a validation split keeps its own."""
+  if dataset.val_images is not None or not size:
+    return dataset
+  labels = dataset.train_labels
+  counts = np.bincount(labels, minlength=dataset.num_classes)
+  if size < dataset.num_classes or len(labels) - size < max(batch_size,
+                                                             dataset.num_classes):
+    raise UserError(
+        f"config.validation_size={size}: {dataset.name} has {len(labels)} "
+        f"training images and {dataset.num_classes} classes; hold out at least "
+        f"one image per class and leave at least one batch of {batch_size} "
+        f"(and every class) to train on")
+  # Each class's share of `size`, the rounding left over going to the classes
+  # with the largest remainders (ties to the lower class): proportional.
+  exact = size * counts / len(labels)
+  quota = np.floor(exact).astype(int)
+  order = np.lexsort((np.arange(len(counts)), -(exact - quota)))
+  quota[order[:size - quota.sum()]] += 1
+  quota = np.minimum(quota, counts - 1)  # Every class keeps a training image.
+  rng = np.random.default_rng(seed)
+  held = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:quota[c]]
+                         for c in range(len(counts))])
+  held = np.sort(held)
+  keep = np.ones(len(labels), bool)
+  keep[held] = False
+  return dataclasses.replace(
+      dataset, train_images=dataset.train_images[keep], train_labels=labels[keep],
+      val_images=dataset.train_images[held], val_labels=labels[held])
 
 
 def evaluation_batch_size(requested: int, num_test: int, num_devices: int) -> int:

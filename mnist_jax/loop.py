@@ -128,9 +128,11 @@ def run_epoch(chunks: list[Callable], state: TrainState, data: DeviceData,
 
 @dataclasses.dataclass(frozen=True)
 class Compiled:
-  """The compiled training calls ({steps: Chunk}) and evaluation of a run."""
+  """The compiled training calls ({steps: Chunk}) and evaluations of a run:
+  of the test split, and of the validation split where there is one."""
   chunks: dict[int, Chunk]
   evaluate: Callable
+  evaluate_validation: Callable | None = None
 
 
 def compile_steps(graphs: Graphs, recipe: StepRecipe, tx, mesh, plan: Plan,
@@ -144,16 +146,19 @@ def compile_steps(graphs: Graphs, recipe: StepRecipe, tx, mesh, plan: Plan,
   chunks = {n: Chunk(steps.make_train_chunk(graphs, recipe, tx, mesh, n).lower(
                 state, Totals.zeros(state.step.shape), device_data, perm).compile(), n)
             for n in set(plan.calls)}
-  num_eval_batches = len(device_data.test_labels) // plan.eval_batch_size
-  evaluate = steps.make_evaluate(graphs, recipe, mesh, plan.eval_batch_size,
-                                num_eval_batches).lower(state, device_data).compile()
-  return Compiled(chunks, evaluate)
+  def evaluation(split):
+    num_batches = len(device_data.split(split)[1]) // plan.eval_batch_size
+    return steps.make_evaluate(graphs, recipe, mesh, plan.eval_batch_size,
+                               num_batches, split).lower(state, device_data).compile()
+  return Compiled(chunks, evaluation("test"),
+                  evaluation("val") if device_data.val_labels is not None else None)
 
 
 @dataclasses.dataclass(frozen=True)
 class EpochResult:
   """A finished epoch. `values` are floats, or [M] arrays (one per member):
-  train_loss, train_accuracy, test_loss, test_accuracy (and ema_test_loss,
+  train_loss, train_accuracy, test_loss, test_accuracy (and validation_loss,
+  validation_accuracy with a validation split; ema_test_loss,
   ema_test_accuracy with a moving average). `ensembles` is (losses,
   accuracies), [P] arrays, of each sweep point's seeds' averaged
   predictions, or None."""
@@ -210,6 +215,9 @@ def epochs(compiled: Compiled, plan: Plan, state: TrainState, data: DeviceData,
     test_totals, ensembles = compiled.evaluate(state, data)
     values["test_loss"], values["test_accuracy"] = test_totals.means()
     eval_seconds = time.perf_counter() - eval_start
+    if compiled.evaluate_validation is not None:
+      values["validation_loss"], values["validation_accuracy"] = (
+          compiled.evaluate_validation(state, data)[0].means())
     if state.ema is not None:  # The same compiled evaluation, other weights.
       values["ema_test_loss"], values["ema_test_accuracy"] = compiled.evaluate(
           with_ema_weights(state), data)[0].means()

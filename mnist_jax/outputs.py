@@ -27,7 +27,7 @@ from absl import logging
 
 from mnist_jax import config as config_lib
 from mnist_jax import members as members_lib
-from mnist_jax import models, tensorboard, timing
+from mnist_jax import models, stats, tensorboard
 from mnist_jax.errors import UserError
 
 
@@ -92,7 +92,10 @@ class RunFiles:
         "test/loss": record["test_loss"],
         "test/accuracy": record["test_accuracy"],
         "learning_rate": record["learning_rate"],
-        "images_per_sec": record["images_per_sec"]}, step=record["epoch"])
+        "images_per_sec": record["images_per_sec"],
+        **({"validation/loss": record["validation_loss"],
+            "validation/accuracy": record["validation_accuracy"]}
+           if "validation_accuracy" in record else {})}, step=record["epoch"])
 
   def finish(self, summary: dict[str, Any], members: members_lib.Members):
     """summary.json, and the hyperparameters of each member with its final
@@ -105,7 +108,8 @@ class RunFiles:
         (f"member_{k}" if members.count > 1 else "hparams",
          {**summary["config"], **members.describe(k)},
          {"final_test_accuracy": m["final_test_accuracy"],
-          "best_test_accuracy": m["best_test_accuracy"]})
+          "best_test_accuracy": m["best_test_accuracy"],
+          "test_accuracy_at_best_epoch": m["test_accuracy_at_best_epoch"]})
         for k, m in enumerate(per_member)])
 
   def _writer(self) -> tensorboard.SummaryWriter:
@@ -214,6 +218,10 @@ def log_start(config, dataset, mesh, plan, state, members: members_lib.Members):
                  list(members.seeds),
                  f" at each of {len(members.points)} sweep points of "
                  f"{', '.join(members.swept)}" if members.swept else "")
+  if dataset.val_labels is not None:
+    logging.info("validation: %d images; the best epoch, early stopping and the "
+                 "best checkpoint are chosen on them, not on the test set",
+                 len(dataset.val_labels))
   dropped = plan.num_train - plan.steps_per_epoch * plan.batch_size
   logging.info("each epoch: %d steps of %d, %d step(s) per compiled call%s",
                plan.steps_per_epoch, plan.batch_size, plan.steps_per_call,
@@ -247,6 +255,8 @@ def log_epoch(record: dict[str, Any], num_epochs: int, num_members: int):
     accuracies = [100 * m["test_accuracy"] for m in record["members"]]
     accuracy = (f"acc {min(accuracies):.2f}..{max(accuracies):.2f}% over "
                 f"{num_members} members (mean {100 * record['test_accuracy']:.2f}%)")
+  if "validation_accuracy" in record:
+    accuracy += f"  validation acc {100 * record['validation_accuracy']:.2f}%"
   logging.info(
       "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f %s  "
       "%s img/s  %.1f s%s%s", record["epoch"], num_epochs, record["train_loss"],
@@ -270,46 +280,86 @@ def members_summary(members: members_lib.Members,
         **members.describe(k),
         "final_test_accuracy": final["test_accuracy"],
         "best_test_accuracy": max(r["members"][k]["test_accuracy"] for r in history),
+        **selected([{**r["members"][k], "epoch": r["epoch"]} for r in history]),
         "final_test_loss": final["test_loss"],
         **({"final_ema_test_accuracy": final["ema_test_accuracy"]}
            if "ema_test_accuracy" in final else {})})
   num_seeds = len(members.seeds)
   points = []
   for p, point in enumerate(members.points):
-    finals = [m["final_test_accuracy"] for m in per_member[p * num_seeds:(p + 1) * num_seeds]]
+    own = per_member[p * num_seeds:(p + 1) * num_seeds]
     points.append({**point, "seeds": list(members.seeds),
-                   "final_test_accuracy": timing.spread(finals),
+                   "final_test_accuracy": stats.summary(
+                       [m["final_test_accuracy"] for m in own]),
+                   # At each member's selected epoch (`selected`).
+                   "test_accuracy_at_best_epoch": stats.summary(
+                       [m["test_accuracy_at_best_epoch"] for m in own]),
                    **({"final_ensemble_test_accuracy": last["ensembles"][p]["test_accuracy"]}
                       if "ensembles" in last else {})})
+  for p in range(1, len(points)):  # Welch's t-test against the first point.
+    points[p]["p_vs_first_point"] = stats.welch(
+        _reported(per_member[:num_seeds]),
+        _reported(per_member[p * num_seeds:(p + 1) * num_seeds]))
   return {"num_members": members.count, "members": per_member,
-          "final_test_accuracy_over_members": timing.spread(
+          "final_test_accuracy_over_members": stats.summary(
               [m["final_test_accuracy"] for m in per_member]),
           "points": points,
           **({"final_ensemble_test_accuracy": points[0]["final_ensemble_test_accuracy"]}
              if len(points) == 1 and "ensembles" in last else {})}
 
 
+def _reported(members: list[dict[str, Any]]) -> list[float]:
+  """The test accuracy each member reports: at its epoch selected on
+  validation, or its final one where selection could only be on test."""
+  return [m["test_accuracy_at_best_epoch"] if m["selected_on"] == "validation"
+          else m["final_test_accuracy"] for m in members]
+
+
 def log_members(summary: dict[str, Any]):
-  """One line per sweep point: its seeds' final test accuracies, ensembled."""
+  """One line per sweep point: its seeds' reported test accuracies (mean,
+  std, 95% interval of the mean, p against the first point), ensembled."""
+  on_validation = summary["members"][0]["selected_on"] == "validation"
   for point in summary["points"]:
     values = {k: v for k, v in point.items()
-              if k not in ("seeds", "final_test_accuracy",
-                           "final_ensemble_test_accuracy")}
-    accuracy = point["final_test_accuracy"]
+              if k not in ("seeds", "final_test_accuracy", "test_accuracy_at_best_epoch",
+                           "final_ensemble_test_accuracy", "p_vs_first_point")}
+    accuracy = point["test_accuracy_at_best_epoch" if on_validation
+                     else "final_test_accuracy"]
+    ci95, p_value = accuracy["ci95"], point.get("p_vs_first_point")
     logging.info(
-        "%s: final test accuracy %.2f%% mean over seeds %s (std %.2f, "
-        "%.2f..%.2f%%)%s", ", ".join(f"{k}={v:g}" for k, v in values.items())
-        or "all members", 100 * accuracy["mean"], point["seeds"],
-        100 * accuracy["std"], 100 * accuracy["min"], 100 * accuracy["max"],
+        "%s: %s test accuracy %.2f%% mean over seeds %s (std %.2f, %.2f..%.2f%%%s)"
+        "%s%s", ", ".join(f"{k}={v:g}" for k, v in values.items()) or "all members",
+        "best-epoch (on validation)" if on_validation else "final",
+        100 * accuracy["mean"], point["seeds"], 100 * accuracy["std"],
+        100 * accuracy["min"], 100 * accuracy["max"],
+        f"; 95% CI of the mean {100 * ci95[0]:.2f}..{100 * ci95[1]:.2f}%" if ci95 else "",
+        f"; p = {p_value:.3g} against the first point (Welch)" if p_value is not None else "",
         f"; their ensemble {100 * point['final_ensemble_test_accuracy']:.2f}%"
         if "final_ensemble_test_accuracy" in point else "")
+  if not on_validation:
+    logging.info("the epochs above were chosen on the test set (no validation "
+                 "split): set config.validation_size for a fair comparison")
+
+
+def selected(records: list[dict[str, Any]]) -> dict[str, Any]:
+  """The best epoch of one model's (or the members' mean) `records`: by
+  validation accuracy where there is a validation split, else by test
+  accuracy (then said: `selected_on`); the first of equals."""
+  on = "validation" if "validation_accuracy" in records[-1] else "test"
+  best = max(records, key=lambda r: r[f"{on}_accuracy"])
+  return {"selected_on": on, "best_epoch": best["epoch"],
+          **({"best_validation_accuracy": best["validation_accuracy"]}
+             if on == "validation" else {}),
+          "test_accuracy_at_best_epoch": best["test_accuracy"]}
 
 
 def run_summary(config, dataset_name: str, plan, members: members_lib.Members,
-                history: list[dict[str, Any]], **timings) -> dict[str, Any]:
+                history: list[dict[str, Any]], stopped_early_at_epoch=None,
+                **timings) -> dict[str, Any]:
   """summary.json of a run: its final and best accuracy over `history` (its
-  epochs' records), its timings (compile_seconds, seconds_to_first_step,
-  resumed_from_epoch: as given), its plan and machine, and its members'."""
+  epochs' records), the epoch selected (`selected`), its timings
+  (compile_seconds, seconds_to_first_step, resumed_from_epoch: as given),
+  its plan and machine, and its members'."""
   train_seconds = sum(r["epoch_seconds"] for r in history)
   last = history[-1]
   return {
@@ -318,6 +368,9 @@ def run_summary(config, dataset_name: str, plan, members: members_lib.Members,
       "num_epochs": config.num_epochs,
       "final_test_accuracy": last["test_accuracy"],
       "best_test_accuracy": max(r["test_accuracy"] for r in history),
+      **selected(history),
+      **({"stopped_early_at_epoch": stopped_early_at_epoch}
+         if stopped_early_at_epoch else {}),
       "final_test_loss": last["test_loss"],
       **({"final_ema_test_accuracy": last["ema_test_accuracy"]}
          if "ema_test_accuracy" in last else {}),

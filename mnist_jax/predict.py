@@ -31,6 +31,7 @@ from mnist_jax.trained import load_trained
 
 _WORKDIR = cli.workdir_flag()
 _MEMBER = cli.member_flag()
+_CHECKPOINT = cli.checkpoint_flag()
 _INVERT = flags.DEFINE_enum("invert", "auto", ["auto", "yes", "no"],
                             "Invert the image (dark ink on light paper).")
 _FIT = flags.DEFINE_enum("fit", "auto", ["auto", "digit", "whole"],
@@ -130,10 +131,10 @@ def to_dataset_format(path: Path, image_shape: tuple[int, int, int],
 
 
 def predict(workdir, paths: list[str], invert="auto", fit="auto", top=1,
-            member: int | None = None):
+            member: int | None = None, checkpoint: str = ""):
   """[(path, [(class name, probability), ...]), ...], best first, by the
   run's model (member `member` of a run of several)."""
-  trained = load_trained(workdir, member)
+  trained = load_trained(workdir, member, checkpoint)
   if fit == "auto":
     fit = ("digit" if trained.config.dataset in DIGIT_DATASETS
            or trained.config.dataset.startswith("emnist") else "whole")
@@ -158,7 +159,7 @@ def main(argv):
   if _TOP.value < 1:
     raise UserError(f"--top must be at least 1, got {_TOP.value}")
   for path, ranked in predict(_WORKDIR.value, paths, _INVERT.value, _FIT.value,
-                              _TOP.value, _MEMBER.value):
+                              _TOP.value, _MEMBER.value, _CHECKPOINT.value):
     print(f"{path}\t" + "\t".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
 
 

@@ -213,8 +213,9 @@ def make_train_chunk(graphs: Graphs, recipe: StepRecipe, tx, mesh,
 
 
 def scan_test_set(add_batch: Callable, zeros, data: DeviceData, mesh,
-                  eval_batch_size: int, num_batches: int):
-  """Folds `add_batch(sums, images_BHWC, labels_B, mask_B)` over the test batches.
+                  eval_batch_size: int, num_batches: int, split: str = "test"):
+  """Folds `add_batch(sums, images_BHWC, labels_B, mask_B)` over the batches
+  of the evaluated split `split` ("test", or "val": the validation split).
 
   Forward-only convolutions do not hit XLA:CPU's slow loop path (the CNN over
   the 10,000 MNIST test images took the same time as one scan as in per-batch
@@ -228,15 +229,14 @@ def scan_test_set(add_batch: Callable, zeros, data: DeviceData, mesh,
     def take(x):
       x = jax.lax.dynamic_slice_in_dim(x, i * eval_batch_size, eval_batch_size)
       return jax.lax.with_sharding_constraint(x, batch_sharding)
-    return add_batch(sums, take(data.test_images), take(data.test_labels),
-                     take(data.test_mask)), None
+    return add_batch(sums, *(take(x) for x in data.split(split))), None
   return jax.lax.scan(one_batch, zeros, jnp.arange(num_batches))[0]
 
 
 def make_evaluate(graphs: Graphs, recipe: StepRecipe, mesh, eval_batch_size: int,
-                  num_batches: int) -> Callable:
+                  num_batches: int, split: str = "test") -> Callable:
   """Returns f(state, data) -> (Totals, ensembles) over the whole (padded,
-  masked) test set.
+  masked) split `split`: "test", or "val" (the validation split).
 
   With members the Totals are per member, [M]. `ensembles` are the Totals
   of each sweep point's seeds' averaged predictions, [P], when points have
@@ -265,7 +265,7 @@ def make_evaluate(graphs: Graphs, recipe: StepRecipe, mesh, eval_batch_size: int
              Totals.zeros((recipe.members // recipe.seeds_per_point,))
              if recipe.seeds_per_point > 1 else None)
     return scan_test_set(lambda sums, *batch: add_batch(sums, state, *batch),
-                         zeros, data, mesh, eval_batch_size, num_batches)
+                         zeros, data, mesh, eval_batch_size, num_batches, split)
   return jax.jit(evaluate)
 
 

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,14 @@ import numpy as np
 from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
+from mnist_jax import checkpointing
 from mnist_jax import config as config_lib
 from mnist_jax import data as data_lib
 from mnist_jax import distributed, feed, loop, outputs, report, runtime
 from mnist_jax import members as members_lib
 from mnist_jax import sharding, signals, steps, timing, workdir_lock
 from mnist_jax import state as state_lib
-from mnist_jax.errors import Interrupted, UserError
+from mnist_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +56,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   run = runtime.start(config)
   dataset = data_lib.load(config.dataset, config.data_dir, config.data_source,
                           config.dataset_format, config.image_size)
+  if config.validation_size and dataset.val_images is not None:
+    logging.info("%s ships a validation split: using it, not validation_size",
+                 dataset.name)
+  dataset = feed.with_validation(dataset, config.validation_size,
+                                 config.validation_seed, config.batch_size)
+  if config.early_stopping_patience and dataset.val_images is None:
+    raise UserError("config.early_stopping_patience needs a validation split to "
+                    "watch: set config.validation_size (e.g. 5000), or drop the "
+                    "patience")
   plan = loop.Plan.make(dataset, run, config.batch_size, config.steps_per_call,
                         config.eval_batch_size)
   built = state_lib.build(config, dataset.num_classes, plan.steps_per_epoch,
@@ -74,7 +83,8 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
            ) -> TrainResult:
   checkpoints = checkpoint_lib.Checkpoints(workdir / "checkpoints",
                                            config.checkpoints_to_keep)
-  state, done_epochs = _resume(checkpoints, state, config, dataset.num_classes)
+  state, done_epochs, saved_num_epochs = _resume(checkpoints, state, config,
+                                                 dataset.num_classes)
   files = outputs.RunFiles(workdir, enabled=run.main_process)
   history = files.resume(done_epochs)
   device_data = feed.place_data(dataset, run.mesh, plan.eval_batch_size)
@@ -87,41 +97,50 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
   seconds_to_first_step = time.perf_counter() - started_at
   logging.info("compiled in %.1f s; %.1f s from start to the first step",
                compile_seconds, seconds_to_first_step)
-
-  saver = _Saver(checkpoints, done_epochs, {
-      "config": config.to_dict(), "num_classes": dataset.num_classes,
-      "class_names": list(dataset.class_names),
-      "image_shape": list(dataset.image_shape)})
-  diverged_members = set()
+  meta = {"config": config.to_dict(), "num_classes": dataset.num_classes,
+          "class_names": list(dataset.class_names),
+          "image_shape": list(dataset.image_shape)}
+  saver = checkpointing.Saver(checkpoints, done_epochs, meta)
+  best = checkpointing.Best(workdir, meta, history) if dataset.val_images is not None else None
+  stopper = checkpointing.EarlyStopping(config.early_stopping_patience,
+                           config.early_stopping_min_delta, history,
+                           raised=config.num_epochs > saved_num_epochs)
   with signals.StopOnSignal() as stop, contextlib.closing(files):
-    for result in loop.epochs(compiled, plan, state, device_data, data_key,
-                              done_epochs + 1, config.num_epochs,
-                              should_stop=lambda: stop.requested,
-                              show_progress=None if run.main_process else False):
+    epochs = () if stopper.stopped_at else loop.epochs(
+        compiled, plan, state, device_data, data_key, done_epochs + 1,
+        config.num_epochs, should_stop=lambda: stop.requested,
+        show_progress=None if run.main_process else False)
+    for result in epochs:
       if isinstance(result, loop.StoppedMidEpoch):
         saver.stop_after_saving(stop.signum, result.state, result.last_epoch)
       state, epoch = result.state, result.epoch
       record = _epoch_record(result, plan, built)
-      diverged = ~np.isfinite(result.values["train_loss"])
-      if diverged.all():
-        files.add_epoch(record)
-        saver.refuse_divergence(record, built.members.count)
-      _warn_of_diverged_members(diverged, diverged_members, built.members, epoch)
-      if epoch % config.checkpoint_every_epochs == 0 or epoch == config.num_epochs:
+      saver.check_divergence(record, result.values["train_loss"], built.members,
+                             files)
+      stopping = stopper.update(record)
+      if (epoch % config.checkpoint_every_epochs == 0 or epoch == config.num_epochs
+          or stopping):
         _, record["checkpoint_seconds"] = timing.timed(lambda: saver.save(epoch, state))
+      if best:
+        best.update(record, state)
       files.add_epoch(record)
       history.append(record)
       outputs.log_epoch(record, config.num_epochs, built.members.count)
       if stop.requested:
         saver.stop_after_saving(stop.signum, state, epoch)
-    checkpoints.wait()
-    checkpoints.close()
+      if stopping:
+        stopper.announce()
+        break
+    for manager in (checkpoints, *((best.checkpoints,) if best else ())):
+      manager.wait()
+      manager.close()
 
     if not history:
       raise UserError(f"{workdir} holds no metrics for its checkpoint of epoch "
                       f"{done_epochs}; use a new --workdir")
     summary = outputs.run_summary(
         config, dataset.name, plan, built.members, history,
+        stopped_early_at_epoch=stopper.stopped_at,
         compile_seconds=compile_seconds,
         seconds_to_first_step=seconds_to_first_step,
         resumed_from_epoch=done_epochs)
@@ -134,10 +153,11 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
 
 def _resume(checkpoints: checkpoint_lib.Checkpoints, state, config,
             num_classes: int):
-  """(state, epoch) of the newest checkpoint, or the given state and 0."""
+  """(state, epoch, its run's num_epochs) of the newest checkpoint, or the
+  given state, 0 and 0."""
   restored = checkpoints.restore_latest(state, config, num_classes)
   if not restored:
-    return state, 0
+    return state, 0, 0
   state, meta = restored
   # As saved (plain dicts through JSON), not ConfigDicts: those never equal.
   now = json.loads(json.dumps(config.to_dict()))
@@ -145,7 +165,7 @@ def _resume(checkpoints: checkpoint_lib.Checkpoints, state, config,
              if k in now and now[k] != v}
   logging.info("resuming from the checkpoint of epoch %d in %s%s", meta["epoch"],
                checkpoints.directory, f"; changed fields: {changed}" if changed else "")
-  return state, meta["epoch"]
+  return state, meta["epoch"], meta["config"]["num_epochs"]
 
 
 def _epoch_record(result: loop.EpochResult, plan: loop.Plan,
@@ -162,52 +182,6 @@ def _epoch_record(result: loop.EpochResult, plan: loop.Plan,
       "epoch_seconds": result.epoch_seconds,
       "eval_seconds": result.eval_seconds,
   }
-
-
-def _warn_of_diverged_members(diverged, already: set, members, epoch: int):
-  """Once per member whose training loss is not finite: the others go on."""
-  for k in np.flatnonzero(diverged):
-    if k not in already:
-      already.add(k)
-      logging.warning("member %d (%s) diverged in epoch %d: its training "
-                      "loss is not finite; the others go on", k,
-                      members.describe(k), epoch)
-
-
-class _Saver:
-  """Saves checkpoints, remembering the newest; stops a run after saving."""
-
-  def __init__(self, checkpoints: checkpoint_lib.Checkpoints, saved_epoch: int,
-               meta: dict[str, Any]):
-    self.checkpoints, self.saved_epoch, self.meta = checkpoints, saved_epoch, meta
-
-  def save(self, epoch: int, state):
-    self.checkpoints.save(epoch, state, {**self.meta, "epoch": epoch})
-    self.saved_epoch = epoch
-
-  def stop_after_saving(self, signum: int, state, epoch: int):
-    """Saves the last finished epoch (unless saved already), then stops."""
-    if epoch > self.saved_epoch:
-      self.save(epoch, state)
-    self.checkpoints.wait()
-    name = signal.Signals(signum).name
-    if epoch == 0:
-      raise Interrupted(f"stopped by {name} before the first epoch finished; "
-                        f"nothing to save", signum)
-    raise Interrupted(
-        f"stopped by {name}: the checkpoint of epoch {epoch} is in "
-        f"{self.checkpoints.directory}; run the same command again to resume",
-        signum)
-
-  def refuse_divergence(self, record: dict[str, Any], num_members: int):
-    """Stops a run whose every member's training loss is not finite."""
-    self.checkpoints.wait()
-    raise UserError(
-        f"training loss became "
-        f"{record['train_loss'] if num_members == 1 else 'non-finite for every member'}"
-        f" in epoch {record['epoch']} (learning rate {record['learning_rate']:.3g}); "
-        f"stopped, keeping the checkpoint of epoch {self.saved_epoch or 'none'}; "
-        f"lower config.learning_rate")
 
 
 def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
@@ -228,8 +202,16 @@ def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
     logging.info("plots: %s", ", ".join(str(p) for p in written))
   if members.count > 1:
     outputs.log_members(summary)
-  logging.info("final test accuracy %.2f%% (best %.2f%%)%s, %.1f s training, "
-               "summary in %s", 100 * summary["final_test_accuracy"],
+  if summary["selected_on"] == "validation":
+    chosen = (f"test accuracy {100 * summary['test_accuracy_at_best_epoch']:.2f}% at "
+              f"epoch {summary['best_epoch']}, the best by validation accuracy "
+              f"({100 * summary['best_validation_accuracy']:.2f}%); final")
+  else:
+    chosen = "final"
+  logging.info("%s test accuracy %.2f%% (best %.2f%%%s)%s, %.1f s training, "
+               "summary in %s", chosen, 100 * summary["final_test_accuracy"],
                100 * summary["best_test_accuracy"],
+               ", chosen on the test set: no validation split"
+               if summary["selected_on"] == "test" else "",
                f", mean of {members.count} members" if members.count > 1 else "",
                summary["train_seconds"], workdir / "summary.json")

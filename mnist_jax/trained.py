@@ -10,6 +10,7 @@ import ml_collections
 from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
+from mnist_jax import checkpointing
 from mnist_jax import config as config_lib
 from mnist_jax import models, sharding, steps
 from mnist_jax import state as state_lib
@@ -40,13 +41,39 @@ class Trained:
     return steps.make_logits_fn(self.graphs, self.recipe)
 
 
-def load_trained(workdir: str | Path, member: int | None = None) -> Trained:
-  """The newest checkpoint of `workdir`; of a run of several members, member
-  `member` (default 0), with its own seed and hyperparameters in `config`."""
-  checkpoints = checkpoint_lib.Checkpoints(Path(workdir) / "checkpoints",
-                                           read_only=True)
+def which_checkpoint(workdir: Path, checkpoint: str = ""
+                     ) -> tuple[Path, int | None, str]:
+  """(folder, epoch or None for its newest, what it is) of `checkpoint`
+  (--checkpoint): "best" (the best epoch by validation accuracy, kept by a
+  run with a validation split), "last" (the newest), or an epoch number;
+  "": best where the run kept one, else last."""
+  best = workdir / checkpointing.BEST_FOLDER
+  has_best = best.is_dir() and any(p.name.isdigit() for p in best.iterdir())
+  if checkpoint == "best" and not has_best:
+    raise UserError(f"--checkpoint=best: {workdir} kept no best checkpoint (it "
+                    f"was trained without a validation split); use "
+                    f"--checkpoint=last or an epoch number")
+  if checkpoint in ("", "best") and has_best:
+    return best, None, "the best by validation accuracy"
+  if checkpoint in ("", "last"):
+    return workdir / "checkpoints", None, "the newest"
+  if not checkpoint.isdigit():
+    raise UserError(f"--checkpoint={checkpoint}: use best, last or an epoch number")
+  epoch = int(checkpoint)
+  if has_best and (best / checkpoint).is_dir():
+    return best, epoch, "the best by validation accuracy"
+  return workdir / "checkpoints", epoch, f"epoch {epoch}'s"
+
+
+def load_trained(workdir: str | Path, member: int | None = None,
+                 checkpoint: str = "") -> Trained:
+  """A checkpoint of `workdir` (`which_checkpoint`); of a run of several
+  members, member `member` (default 0), with its own seed and
+  hyperparameters in `config`."""
+  folder, epoch, what = which_checkpoint(Path(workdir), checkpoint)
+  checkpoints = checkpoint_lib.Checkpoints(folder, read_only=True)
   try:
-    meta = checkpoints.latest_meta()
+    meta = checkpoints.latest_meta(epoch)
     if meta is None:
       raise UserError(f"no readable checkpoint in {checkpoints.directory}")
     config = config_lib.with_defaults(meta["config"])
@@ -56,12 +83,13 @@ def load_trained(workdir: str | Path, member: int | None = None) -> Trained:
     built = state_lib.build(config, num_classes, steps_per_epoch=1,
                             image_shape=image_shape)
     state = jax.device_put(built.state, sharding.replicated(sharding.make_mesh()))
-    restored = checkpoints.restore_latest(state, config, num_classes)
+    restored = checkpoints.restore_latest(state, config, num_classes, epoch)
     if restored is None:
       raise UserError(f"no readable checkpoint in {checkpoints.directory}")
     state, meta = restored
   finally:
     checkpoints.close()
+  logging.info("the checkpoint of epoch %d (%s)", meta["epoch"], what)
   members, recipe = built.members, built.recipe
   if members.count == 1 and member not in (None, 0):
     raise UserError(f"--member={member}: this run trained one model; drop --member")

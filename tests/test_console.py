@@ -24,9 +24,9 @@ SCRIPT = Path(sys.executable).parent / "mnist-jax"
 # Each command's own flags, all that its --help lists.
 OWN_FLAGS = {
     "train": {"config", "workdir", "show_config"},
-    "evaluate": {"workdir", "member", "data_dir", "ema", "plots"},
-    "predict": {"workdir", "member", "invert", "fit", "top"},
-    "export": {"workdir", "member", "out", "platforms"},
+    "evaluate": {"workdir", "member", "checkpoint", "data_dir", "ema", "plots"},
+    "predict": {"workdir", "member", "checkpoint", "invert", "fit", "top"},
+    "export": {"workdir", "member", "checkpoint", "out", "platforms"},
     "compare": {"seeds", "workdir", "override"},
 }
 # What a training run logs, each line after its time stamp.
@@ -88,7 +88,9 @@ def test_evaluate_prints_the_run_s_accuracy(run):
   assert lines[0] == "mnist160, checkpoint of epoch 1: 80 test images"
   assert f"accuracy {100 * summary['final_test_accuracy']:.2f}%" in lines[1]
   assert "confusion matrix (rows: true, columns: predicted):" in lines
-  assert logged(result.stderr, ("wrote ",)) == ["wrote run/eval.json"]
+  # Which checkpoint: the run had no validation split, so its newest.
+  assert logged(result.stderr, ("wrote ", "the checkpoint ")) == [
+      "the checkpoint of epoch 1 (the newest)", "wrote run/eval.json"]
 
 
 def test_export_then_predict_agree_on_an_image(run):
@@ -96,12 +98,15 @@ def test_export_then_predict_agree_on_an_image(run):
   size = (run / "run" / "model.jax_export").stat().st_size
   assert exported.stdout == (f"wrote run/model.jax_export ({size:,} bytes) and "
                              f"run/model.jax_export.json\n")
-  assert logged(exported.stderr, ("exported ",)) == ["exported the checkpoint of epoch 1"]
+  assert logged(exported.stderr, ("exported ", "the checkpoint ")) == [
+      "the checkpoint of epoch 1 (the newest)", "exported the checkpoint of epoch 1"]
 
   image = data.load("mnist160").test_images[0, ..., 0]
   Image.fromarray(image).save(run / "digit.png")
   predicted = mnist_jax(run, "predict", "--workdir=run", "--top=10", "digit.png")
-  assert predicted.stderr == ""  # Not even orbax's read-only notes.
+  # Which checkpoint it used; not even orbax's read-only notes.
+  assert logged(predicted.stderr, ("the checkpoint ",)) == [
+      "the checkpoint of epoch 1 (the newest)"]
   path, *ranked = predicted.stdout.rstrip("\n").split("\t")
   assert path == "digit.png" and len(ranked) == 10
   printed = {name: float(p.rstrip("%")) for name, p in (r.split(" ") for r in ranked)}
@@ -130,7 +135,10 @@ def test_compare_prints_its_table(run):
   assert result.stdout == table
   rows = [l for l in table.splitlines() if l.startswith("| mnist160 ") or l.startswith("| mlp160 ")]
   assert [r.split(" | ")[2] for r in rows] == ["cnn", "mlp"]
-  messages = logged(result.stderr, ("comparing: ", "wrote ", *TRAIN_LINES))
+  messages = logged(result.stderr, ("comparing: ", "wrote ", *TRAIN_LINES,
+                                    "Selection and ranking were on the TEST set",
+                                    "Warning: only 1 seed(s)"))
+  assert any(m.startswith("Selection and ranking were on the TEST set") for m in messages)
   assert [m for m in messages if m.startswith("comparing")] == [
       "comparing: mnist160, seed 1 of 1", "comparing: mlp160, seed 1 of 1"]
   assert messages[-1] == "wrote compared/comparison.{md,json,png}"

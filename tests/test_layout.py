@@ -37,12 +37,13 @@ def imported(module: str) -> set[str]:
 def sizes() -> dict[str, tuple[int, str, int]]:
   """module -> (lines, its longest function, that function's lines)."""
   result = {}
-  for path in sorted(PACKAGE.glob("*.py")):
+  for path in sorted([*PACKAGE.glob("*.py"), *PACKAGE.glob("sources/*.py")]):
     functions = [(node.end_lineno - node.lineno + 1, node.name)
                  for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
     longest, name = max(functions, default=(0, "-"))
-    result[path.stem] = (len(path.read_text().splitlines()), name, longest)
+    module = str(path.relative_to(PACKAGE).with_suffix("")).replace("/", ".")
+    result[module] = (len(path.read_text().splitlines()), name, longest)
   return result
 
 

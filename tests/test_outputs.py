@@ -43,7 +43,8 @@ def test_a_run_of_two_members_writes_each_ones_hyperparameters_and_accuracy(
     # Each member's own seed, and the run's other fields, nested ones flattened.
     assert hparams["seed"] == 5 + k and hparams["model"] == "mlp"
     assert hparams["sweep.learning_rate"] == ""
-    assert sorted(metrics) == ["best_test_accuracy", "final_test_accuracy"]
+    assert sorted(metrics) == ["best_test_accuracy", "final_test_accuracy",
+                               "test_accuracy_at_best_epoch"]
     final = _read(logdir).Scalars("final_test_accuracy")
     assert [e.value for e in final] == [pytest_approx(member["final_test_accuracy"])]
 

@@ -24,7 +24,7 @@ def test_tfds_and_idx_agree_on_the_mnist_test_split(shared_data, tmp_path,
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
   via_tfds = data.load("mnist", shared_data, source="tfds")
   via_idx = data.load("mnist", shared_data, source="idx")
-  assert via_tfds.test_images.shape == via_idx.test_images.shape == (10000, 28, 28)
+  assert via_tfds.test_images.shape == via_idx.test_images.shape == (10000, 28, 28, 1)
   assert via_tfds.test_images.dtype == np.uint8
   assert not np.array_equal(via_tfds.test_labels, via_idx.test_labels)  # Reordered...
   assert (_sorted_examples(via_tfds.test_images, via_tfds.test_labels) ==
