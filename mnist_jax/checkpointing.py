@@ -103,7 +103,7 @@ class EarlyStopping:
         self.stale = 0  # Where it went on after this stop, with more epochs.
     if self.stopped_at and self.stopped_at != history[-1]["epoch"]:
       self.stopped_at = None  # It stopped once, then was given more patience.
-    if self.stopped_at and raised:
+    if raised:  # num_epochs raised since the last save: a fresh patience.
       self.stopped_at, self.stale = None, 0
     if self.stopped_at:
       logging.info("this run stopped early at epoch %d (validation accuracy "
