@@ -298,33 +298,40 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def download(info: DatasetInfo, file_name: str, folder: Path) -> Path:
   """Downloads one file of a built-in dataset, verified, written atomically."""
-  url = info.base_url + file_name
   size, sha256 = info.checksums[file_name]
-  target = folder / file_name
+  return fetch(info.base_url + file_name, folder / file_name, "sha256", sha256, size,
+               f"dataset '{info.name}' is not in {folder}",
+               f"put the four files {', '.join(FILES)} in {folder}, or set "
+               f"data_dir / MNIST_JAX_DATA to a folder that holds '{info.name}/'")
+
+
+def fetch(url: str, target: Path, algorithm: str, expected: str, size: int | None,
+          missing: str, fix: str) -> Path:
+  """Downloads `url` to `target`, checked against its registered `algorithm`
+  digest (and `size`, where known), written atomically: a failed or bad
+  download leaves nothing behind. Offline, the error says what is `missing`
+  and how to `fix` it."""
   try:
-    folder.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    raise UserError(f"cannot create data folder {folder} ({e.strerror}); "
+    raise UserError(f"cannot create data folder {target.parent} ({e.strerror}); "
                     f"set data_dir or MNIST_JAX_DATA to a writable folder") from None
   try:
-    # A reader never sees half a file; a bad download is removed.
     with outputs.atomic_file(target, "wb") as out:
-      digest, got_size = hashlib.sha256(), 0
+      digest, got_size = hashlib.new(algorithm, usedforsecurity=False), 0
       with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
         while chunk := response.read(1 << 20):
           digest.update(chunk)
           got_size += out.write(chunk)
-      if (got_size, digest.hexdigest()) != (size, sha256):
+      if digest.hexdigest() != expected or size not in (None, got_size):
         raise UserError(
             f"download of {url} does not match its checksum (got {got_size} "
-            f"bytes, sha256 {digest.hexdigest()[:12]}..., expected {size} "
-            f"bytes, {sha256[:12]}...); it was removed, try again")
+            f"bytes, {algorithm.upper()} {digest.hexdigest()[:12]}..., expected "
+            f"{size or 'any number of'} bytes, {expected[:12]}...); it was "
+            f"removed, try again")
   except (urllib.error.URLError, OSError) as e:
-    raise UserError(
-        f"dataset '{info.name}' is not in {folder} and downloading {url} "
-        f"failed ({getattr(e, 'reason', e)}); put the four files "
-        f"{', '.join(FILES)} in {folder}, or set data_dir / MNIST_JAX_DATA "
-        f"to a folder that holds '{info.name}/'") from None
+    raise UserError(f"{missing} and downloading {url} failed "
+                    f"({getattr(e, 'reason', e)}); {fix}") from None
   return target
 
 

@@ -187,7 +187,7 @@ def _serve(monkeypatch, raw: bytes | None):
     if raw is None:
       raise urllib.error.URLError("no network")
     return io.BytesIO(raw)
-  monkeypatch.setattr(emnist.urllib.request, "urlopen", urlopen)
+  monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
   return requested
 
 

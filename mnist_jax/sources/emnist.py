@@ -28,10 +28,7 @@ IDX), for tests and for benchmarks that synthesize a split at full size.
 """
 
 import gzip
-import hashlib
 import struct
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
@@ -52,7 +49,6 @@ ZIP_CHECKSUM = (561753746, "fb9bb67e33772a9cc0b895e4ecf36d2cf35be8b709693c3564ce
 ZIP_FOLDER = "gzip/"  # Where gzip.zip keeps every split's files.
 LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
 
-_DOWNLOAD_TIMEOUT_S = 30
 _WRITE_CHUNK = 1 << 16  # Images per write: a full-size split is not copied at once.
 
 
@@ -181,32 +177,11 @@ def _extract(zip_path: Path, names: Sequence[str]):
 
 def _download(folder: Path, split: str) -> Path:
   """Downloads gzip.zip into `folder`, verified, written atomically."""
-  target = folder / ZIP_NAME
   size, sha256 = ZIP_CHECKSUM
-  try:
-    folder.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot create data folder {folder} ({e.strerror}); set "
-                    f"data_dir or MNIST_JAX_DATA to a writable folder") from None
-  try:
-    # A reader never sees half an archive; a bad download is removed.
-    with outputs.atomic_file(target, "wb") as out:
-      digest, got_size = hashlib.sha256(), 0
-      with urllib.request.urlopen(URL, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-        while chunk := response.read(1 << 20):
-          digest.update(chunk)
-          got_size += out.write(chunk)
-      if (got_size, digest.hexdigest()) != (size, sha256):
-        raise UserError(
-            f"download of {URL} does not match its checksum (got {got_size} "
-            f"bytes, sha256 {digest.hexdigest()[:12]}..., expected {size} "
-            f"bytes, {sha256[:12]}...); it was removed, try again")
-  except (urllib.error.URLError, OSError) as e:
-    raise UserError(
-        f"EMNIST {split} is not in {folder} and downloading {URL} failed "
-        f"({getattr(e, 'reason', e)}); put NIST's {ZIP_NAME} or the files "
-        f"{', '.join(file_names(split))} in {folder}") from None
-  return target
+  return data.fetch(URL, folder / ZIP_NAME, "sha256", sha256, size,
+                    f"EMNIST {split} is not in {folder}",
+                    f"put NIST's {ZIP_NAME} or the files "
+                    f"{', '.join(file_names(split))} in {folder}")
 
 
 def write_emnist_files(folder: Path, split: str, train_images_NHW, train_labels,

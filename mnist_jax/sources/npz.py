@@ -22,15 +22,12 @@ can run code when loaded, so it is refused instead.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from mnist_jax import data, outputs
+from mnist_jax import data
 from mnist_jax.errors import UserError
 
 SIZES = (28, 64, 128, 224)
@@ -39,7 +36,6 @@ SIZES = (28, 64, 128, 224)
 ZENODO_RECORD = "https://zenodo.org/records/10519652/files/"
 REQUIRED_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 VAL_KEYS = ("val_images", "val_labels")
-_DOWNLOAD_TIMEOUT_S = 30
 # Labels are class indices: a largest label beyond this is not a class count
 # (an "ignore" value such as 255 is caught by the missing-class check instead).
 _MAX_CLASSES = 100_000
@@ -173,31 +169,11 @@ def download_medmnist(info: MedMNISTInfo, size: int, folder: Path) -> Path:
   """Downloads `info.file_name(size)` into `folder`, MD5-checked against the
   registered value, written atomically (a failed or bad download leaves
   nothing behind)."""
-  file_name, url, md5 = info.file_name(size), info.url(size), info.md5[size]
-  target = folder / file_name
-  try:
-    folder.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot create data folder {folder} ({e.strerror}); "
-                    f"set data_dir or MNIST_JAX_DATA to a writable folder") from None
-  try:
-    with outputs.atomic_file(target, "wb") as out:
-      digest = hashlib.md5(usedforsecurity=False)
-      with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-        while chunk := response.read(1 << 20):
-          digest.update(chunk)
-          out.write(chunk)
-      if digest.hexdigest() != md5:
-        raise UserError(
-            f"download of {url} does not match its registered MD5 (got "
-            f"{digest.hexdigest()}, expected {md5}); it was removed, try again")
-  except (urllib.error.URLError, OSError) as e:
-    raise UserError(
-        f"{file_name} is not in {folder} and downloading {url} failed "
-        f"({getattr(e, 'reason', e)}); download it yourself, put it in "
-        f"{folder}, or set data_dir / MNIST_JAX_DATA to a folder holding "
-        f"medmnist/{file_name}") from None
-  return target
+  file_name = info.file_name(size)
+  return data.fetch(info.url(size), folder / file_name, "md5", info.md5[size], None,
+                    f"{file_name} is not in {folder}",
+                    f"download it yourself, put it in {folder}, or set data_dir / "
+                    f"MNIST_JAX_DATA to a folder holding medmnist/{file_name}")
 
 
 def load_npz(path: Path, name: str) -> data.Dataset:
