@@ -142,10 +142,9 @@ def speedrun_config(seed: int, overrides: list[str] = (), num_seeds: int = 1):
   ("field=value", as `mnist-jax compare --override` takes them)."""
   # pylint: disable=g-import-not-at-top
   from configs import mnist_speedrun
-  from mnist_jax import compare
   from mnist_jax import config as config_lib
   config = mnist_speedrun.get_config()
-  compare.apply_overrides(config, overrides)
+  config_lib.apply_overrides(config, overrides)
   config.seed, config.num_seeds = seed, num_seeds
   config_lib.validate(config)  # A bad --override: one line, with the fix.
   return config

@@ -159,7 +159,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import strategies  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import compare, data, feed, loop, outputs, runtime, sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import data, feed, loop, outputs, runtime, sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import models as models_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -343,8 +343,8 @@ def _train_seed(name: str, seed: int, data_dir: str | None, overrides: list[str]
   """The summary of one seed of speedrun `name`, trained in `workdir`."""
   config_path = ROOT / "configs" / f"{name}.py"
   if in_process:
-    config = compare.load_config(str(config_path))
-    compare.apply_overrides(config, [f"seed={seed}", "plots=False", *overrides]
+    config = config_lib.from_file(str(config_path))
+    config_lib.apply_overrides(config, [f"seed={seed}", "plots=False", *overrides]
                             + ([f"data_dir={data_dir}"] if data_dir else []))
     return train.train_and_evaluate(config, workdir).summary
   command = [sys.executable, "-m", "mnist_jax.main", f"--config={config_path}",
@@ -367,8 +367,8 @@ def time_to_accuracy(data_dir: str | None, speedruns: list[str], seeds: int,
   budget, rows, seed_seconds = budget or Budget(None), [], []
   for name in speedruns:
     target = SPEEDRUNS[name]
-    config = compare.load_config(str(ROOT / "configs" / f"{name}.py"))
-    compare.apply_overrides(config, overrides)  # For the record's epochs and batch.
+    config = config_lib.from_file(str(ROOT / "configs" / f"{name}.py"))
+    config_lib.apply_overrides(config, overrides)  # For the record's epochs and batch.
     runs = []
     for seed in range(seeds):
       if seed_seconds and not budget.fits(statistics.fmean(seed_seconds)):

@@ -1,4 +1,8 @@
-"""mnist_jax: fast, sharding-aware MNIST-family training in JAX and Flax NNX."""
+"""mnist_jax: fast, sharding-aware MNIST-family training in JAX and Flax NNX.
+
+From Python: `mnist_jax.train(config, ...)` and `mnist_jax.load(workdir)`
+(api.py); importing the package itself imports nothing else.
+"""
 
 import time
 
@@ -7,3 +11,15 @@ import time
 IMPORT_TIME = time.perf_counter()
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+  """`mnist_jax.train` and `mnist_jax.load`, imported when first used (JAX
+  starts then, not at `import mnist_jax`)."""
+  if name == "train":
+    import mnist_jax.train  # pylint: disable=g-import-not-at-top,redefined-outer-name
+    return mnist_jax.train  # A callable module: see train.py.
+  if name == "load":
+    from mnist_jax import api  # pylint: disable=g-import-not-at-top
+    return api.load
+  raise AttributeError(f"module 'mnist_jax' has no attribute {name!r}")

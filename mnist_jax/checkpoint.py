@@ -27,7 +27,8 @@ from mnist_jax.members import Members
 
 # Config fields that decide the shapes or structure of what a checkpoint holds,
 # with the value of each in checkpoints made before the field existed.
-STRUCTURAL_FIELDS = ("dataset", "model", "optimizer", "width", "depth", "image_size")
+STRUCTURAL_FIELDS = ("dataset", "model", "optimizer", "width", "depth", "image_size",
+                     "freeze")
 
 
 class Checkpoints:

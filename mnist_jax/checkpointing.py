@@ -130,3 +130,22 @@ class EarlyStopping:
                  "improved by more than %g for %d epochs (best %.2f%% at "
                  "epoch %d)", self.stopped_at, self.min_delta, self.patience,
                  100 * self.best, self.best_epoch)
+
+
+def asked_to_stop(callbacks, record: dict[str, Any], saver: Saver, state) -> bool:
+  """Calls each callback with the epoch's record; True where one asks to
+  stop. Either way, or where one raises, the epoch is saved first."""
+  asked = False
+  for callback in callbacks:
+    try:
+      asked = bool(callback(dict(record))) or asked
+    except Exception as e:  # pylint: disable=broad-except
+      saver.save(record["epoch"], state)
+      saver.checkpoints.wait()
+      name = getattr(callback, "__qualname__", repr(callback))
+      raise UserError(f"callback {name} raised {type(e).__name__}: {e}; the run "
+                      f"stopped after saving epoch {record['epoch']}") from e
+  if asked:
+    saver.save(record["epoch"], state)
+    logging.info("stopped after epoch %d: a callback asked to", record["epoch"])
+  return asked

@@ -21,12 +21,9 @@ stopped) and writes, in the workdir:
 `--override=num_epochs=2` for a quick look.
 """
 
-import ast
-import importlib.util
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 from absl import flags, logging
 
 import mnist_jax
@@ -39,33 +36,6 @@ _WORKDIR = cli.workdir_flag()
 DEFAULT_WORKDIR = "runs/compare"
 _OVERRIDE = flags.DEFINE_multi_string(
     "override", [], "field=value set in every config, e.g. num_epochs=2.")
-
-
-def load_config(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file, as `--config=path` would load it."""
-  if not Path(path).is_file():
-    raise UserError(f"config file {path} does not exist")
-  spec = importlib.util.spec_from_file_location(f"compared_{Path(path).stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise UserError(f"config file {path} does not define get_config()")
-  return module.get_config()
-
-
-def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]):
-  for override in overrides:
-    field, sep, text = override.partition("=")
-    if not sep:
-      raise UserError(f"--override={override}: expected field=value")
-    if field not in config:
-      raise UserError(f"--override={override}: the config has no field '{field}'")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text  # A bare word: a string, e.g. optimizer=adam.
-    with config.unlocked():
-      config[field] = value
 
 
 def compare(config_paths: list[str], seeds: int, workdir: str | Path,
@@ -81,8 +51,8 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
     name = Path(path).stem
     if name in configs:
       raise UserError(f"two configs are named '{name}'; rename one")
-    config = load_config(path)
-    apply_overrides(config, list(overrides))
+    config = config_lib.from_file(path)
+    config_lib.apply_overrides(config, list(overrides))
     config_lib.validate(config)
     configs[name] = config
 

@@ -7,6 +7,9 @@ one place that fills the fields a config saved in an older checkpoint lacks.
 Rooms below take the pieces built from a valid config, not the config.
 """
 
+import ast
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
@@ -96,6 +99,12 @@ def _add_training_fields(config: ml_collections.ConfigDict):
   # and loss (mixed precision; pays on GPU/TPU, not on CPU).
   config.dtype = "float32"
   # Training.
+  # A run (workdir) or one of its checkpoints to start from: its parameters and
+  # batch statistics, not its optimizer state or step (fine-tuning, transfer).
+  config.init_from = ""
+  # Parameters kept fixed: "none" (train all), "features" (all but the
+  # classifier: a linear probe).
+  config.freeze = "none"
   # Images of the training split held out as the validation split (0: none),
   # stratified by class and chosen by validation_seed alone, so every seed
   # and config of a comparison holds out the same ones. Datasets that ship a
@@ -208,6 +217,12 @@ def validate(config: ml_collections.ConfigDict):
   if not isinstance(config.image_size, int) or config.image_size < 0:
     raise UserError(f"config.image_size must be 0 (as stored) or a positive "
                     f"number of pixels, got {config.image_size!r}")
+  if config.freeze not in FREEZE:
+    raise UserError(f"config.freeze={config.freeze!r} names no parameters to "
+                    f"keep fixed; choose {' or '.join(FREEZE)}")
+  if config.freeze != "none" and config.model not in models.CLASSIFIERS:
+    raise UserError(f"config.freeze={config.freeze}: model '{config.model}' has "
+                    f"no classifier registered in models.CLASSIFIERS; add it there")
   if config.dataset_format not in ("", "idx", "folder", "csv", "npz"):
     raise UserError(f"config.dataset_format={config.dataset_format!r}: choose "
                     f"idx, folder, csv or npz, or '' to detect it")
@@ -272,8 +287,38 @@ def _check_names(config: ml_collections.ConfigDict):
                     f"{', '.join(DTYPES)}")
 
 
+# config.freeze: what stays fixed.
+FREEZE = ("none", "features")
+
 # config.require_backend: how to get each backend.
 BACKEND_FIXES = {
     "": "", "gpu": "install JAX's CUDA build (pip install -e '.[cuda12]' or '.[cuda13]')",
     "tpu": "install JAX's TPU build on a TPU VM (pip install -e '.[tpu]')",
     "cpu": "hide the accelerators (JAX_PLATFORMS=cpu)"}
+
+
+def from_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file, as `--config=path` would load it."""
+  if not Path(path).is_file():
+    raise UserError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(f"compared_{Path(path).stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise UserError(f"config file {path} does not define get_config()")
+  return module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]):
+  for override in overrides:
+    field, sep, text = override.partition("=")
+    if not sep:
+      raise UserError(f"--override={override}: expected field=value")
+    if field not in config:
+      raise UserError(f"--override={override}: the config has no field '{field}'")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text  # A bare word: a string, e.g. optimizer=adam.
+    with config.unlocked():
+      config[field] = value

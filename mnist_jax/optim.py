@@ -1,5 +1,7 @@
 """Optimizers and learning-rate schedules from the config, through optax."""
 
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -87,8 +89,8 @@ def _epochs(text: str) -> list[float]:
                     f"by commas, e.g. '5,8'") from None
 
 
-def _base(config: ml_collections.ConfigDict, lr, weight_decay,
-          momentum) -> optax.GradientTransformation:
+def _optimizer(config: ml_collections.ConfigDict, lr, weight_decay,
+               momentum) -> optax.GradientTransformation:
   """The config's optimizer. `weight_decay` and `momentum` are numbers, or
   arrays when injected (then taken as they are)."""
   wd = weight_decay
@@ -117,7 +119,9 @@ def _base(config: ml_collections.ConfigDict, lr, weight_decay,
 
 
 def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
-           injected: tuple[str, ...] = ()) -> optax.GradientTransformation:
+           injected: tuple[str, ...] = (),
+           trainable: Callable[[Any], Any] | None = None
+           ) -> optax.GradientTransformation:
   """The config's optimizer on its schedule, after optional gradient clipping.
 
   Clipping (`grad_clip_norm` > 0, by global norm) keeps the same optimizer
@@ -127,9 +131,20 @@ def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
   in the optimizer state (`optax.inject_hyperparams`), so that the members
   of a vectorised run can each have their own: see `set_hyperparameters`.
   An injected learning rate is the peak of the config's schedule.
+
+  `trainable(params)` (config.freeze), where given, labels each parameter
+  "train" or "freeze": frozen ones get no update at all (not even weight
+  decay), through `optax.multi_transform`.
   """
   clip = (optax.clip_by_global_norm(config.grad_clip_norm)
           if config.grad_clip_norm else optax.identity())
+
+  def _base(*args):
+    base = _optimizer(*args)
+    if trainable is None:
+      return base
+    return optax.multi_transform({"train": base, "freeze": optax.set_to_zero()},
+                                 trainable)
   config_schedule = schedule(config, steps_per_epoch)
   if not injected:
     return optax.chain(clip, _base(config, config_schedule, config.weight_decay,

@@ -97,7 +97,13 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
   of `config` (validated, or filled by config.with_defaults), for images of
   `image_shape` (H, W, C)."""
   members = members_lib.Members.from_config(config)
-  tx = optim.create(config, steps_per_epoch, injected=members.swept)
+  trainable = None
+  if config.freeze == "features":  # A linear probe: only the classifier learns.
+    trainable = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: "train" if models.is_classifier(config.model, path)
+        else "freeze", params)
+  tx = optim.create(config, steps_per_epoch, injected=members.swept,
+                    trainable=trainable)
   inits = [_init_member(member_config, num_classes, tuple(image_shape), tx,
                         members.describe(k))
            for k, member_config in enumerate(members.configs(config))]

@@ -15,7 +15,9 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+import sys
+import types
+from typing import Any, Callable, Sequence
 
 import ml_collections
 import numpy as np
@@ -25,9 +27,10 @@ from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import checkpointing
 from mnist_jax import config as config_lib
 from mnist_jax import data as data_lib
-from mnist_jax import distributed, feed, loop, outputs, report, runtime
+from mnist_jax import distributed, feed, finetune, loop, outputs, report, runtime
 from mnist_jax import members as members_lib
 from mnist_jax import sharding, signals, steps, timing, workdir_lock
+from mnist_jax import summary as summary_lib
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 
@@ -42,14 +45,17 @@ class TrainResult:
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike,
-                       started_at: float | None = None) -> TrainResult:
+                       started_at: float | None = None,
+                       callbacks: Sequence[Callable[[dict], Any]] = ()) -> TrainResult:
   """Trains to `config.num_epochs`, evaluating after each epoch.
 
   A workdir with checkpoints is resumed from the newest one. SIGTERM and
   Ctrl-C stop the run after saving the last finished epoch. A workdir in use
   by another run is refused (workdir_lock.py). `started_at`
   (time.perf_counter()) is when the run began, for the summary's time to
-  the first step: by default, this call.
+  the first step: by default, this call. Each of `callbacks` is called
+  with each finished epoch's record (metrics.jsonl's); one that returns True
+  stops the run after saving that epoch.
   """
   started_at = time.perf_counter() if started_at is None else started_at
   config_lib.validate(config)
@@ -75,16 +81,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   workdir = outputs.prepare_workdir(Path(workdir))
   # The lock is released however the run ends.
   with workdir_lock.for_run(workdir):  # Before any write.
-    return _train(config, workdir, run, dataset, plan, built, state, started_at)
+    return _train(config, workdir, run, dataset, plan, built, state, started_at,
+                  callbacks)
 
 
 def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Dataset,
-           plan: loop.Plan, built: state_lib.Built, state, started_at: float
-           ) -> TrainResult:
+           plan: loop.Plan, built: state_lib.Built, state, started_at: float,
+           callbacks) -> TrainResult:
   checkpoints = checkpoint_lib.Checkpoints(workdir / "checkpoints",
                                            config.checkpoints_to_keep)
   state, done_epochs, saved_num_epochs = _resume(checkpoints, state, config,
                                                  dataset.num_classes)
+  if config.init_from and not done_epochs:  # Its own checkpoints win.
+    state = distributed.put_global(finetune.initialize(
+        state, config, dataset.num_classes, dataset.image_shape, run.mesh),
+        sharding.replicated(run.mesh))
   files = outputs.RunFiles(workdir, enabled=run.main_process)
   history = files.resume(done_epochs)
   device_data = feed.place_data(dataset, run.mesh, plan.eval_batch_size)
@@ -114,7 +125,7 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
       if isinstance(result, loop.StoppedMidEpoch):
         saver.stop_after_saving(stop.signum, result.state, result.last_epoch)
       state, epoch = result.state, result.epoch
-      record = _epoch_record(result, plan, built)
+      record = outputs.epoch_record(result, plan, built.members, built.schedule)
       saver.check_divergence(record, result.values["train_loss"], built.members,
                              files)
       stopping = stopper.update(record)
@@ -131,6 +142,8 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
       if stopping:
         stopper.announce()
         break
+      if checkpointing.asked_to_stop(callbacks, record, saver, state):
+        break
     for manager in (checkpoints, *((best.checkpoints,) if best else ())):
       manager.wait()
       manager.close()
@@ -138,7 +151,7 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
     if not history:
       raise UserError(f"{workdir} holds no metrics for its checkpoint of epoch "
                       f"{done_epochs}; use a new --workdir")
-    summary = outputs.run_summary(
+    summary = summary_lib.run_summary(
         config, dataset.name, plan, built.members, history,
         stopped_early_at_epoch=stopper.stopped_at,
         compile_seconds=compile_seconds,
@@ -166,22 +179,6 @@ def _resume(checkpoints: checkpoint_lib.Checkpoints, state, config,
   logging.info("resuming from the checkpoint of epoch %d in %s%s", meta["epoch"],
                checkpoints.directory, f"; changed fields: {changed}" if changed else "")
   return state, meta["epoch"], meta["config"]["num_epochs"]
-
-
-def _epoch_record(result: loop.EpochResult, plan: loop.Plan,
-                  built: state_lib.Built) -> dict[str, Any]:
-  """metrics.jsonl's record of a finished epoch."""
-  images_per_sec = plan.images_per_epoch / result.epoch_seconds
-  return {
-      "epoch": result.epoch,
-      **outputs.epoch_values(built.members, result.values, result.ensembles),
-      "learning_rate": float(built.schedule(result.epoch * plan.steps_per_epoch - 1)),
-      "images_per_sec": images_per_sec,
-      **({"images_per_sec_all_members": built.members.count * images_per_sec}
-         if built.members.count > 1 else {}),
-      "epoch_seconds": result.epoch_seconds,
-      "eval_seconds": result.eval_seconds,
-  }
 
 
 def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
@@ -215,3 +212,16 @@ def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
                if summary["selected_on"] == "test" else "",
                f", mean of {members.count} members" if members.count > 1 else "",
                summary["train_seconds"], workdir / "summary.json")
+
+
+class _CallableModule(types.ModuleType):
+  """This module, callable: `mnist_jax.train(config, ...)` is the Python API's
+  `api.train` (a notebook's one call), while `mnist_jax.train.<name>` is still
+  this module's (a package attribute cannot be both a module and a function)."""
+
+  def __call__(self, *args, **kwargs):
+    from mnist_jax import api  # pylint: disable=g-import-not-at-top
+    return api.train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,114 @@
+"""mnist_jax from Python, for notebooks: train a config, watch its epochs,
+load a trained run, predict.
+
+  import mnist_jax
+  result = mnist_jax.train("configs/mnist.py", num_epochs=3,
+                           callbacks=[lambda record: print(record["test_accuracy"])])
+  probabilities_NK = result.model.predict(images_NHW)   # uint8 images
+  model = mnist_jax.load("runs/mnist")                  # a run trained before
+
+`mnist_jax.train` is this module's `train` (train.py's module is callable).
+"""
+
+import dataclasses
+import functools
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import ml_collections
+import numpy as np
+
+from mnist_jax import config as config_lib
+from mnist_jax import outputs, report
+from mnist_jax import train as train_lib
+from mnist_jax.errors import UserError
+from mnist_jax.trained import Trained, load_trained
+
+
+class Model:
+  """A trained model, restored from a run's checkpoint."""
+
+  def __init__(self, trained: Trained):
+    self.trained = trained
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self.trained.class_names
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return self.trained.image_shape
+
+  def predict(self, images, batch_size: int = 500) -> np.ndarray:
+    """Class probabilities [N, K] of uint8 images [N, H, W, C] (or [N, H, W]
+    for grayscale), as the dataset's: 0..255, the model's image size."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+      raise UserError(f"predict takes uint8 images (0..255), got {images.dtype}; "
+                      f"convert with .astype(np.uint8)")
+    if images.ndim == 3:
+      images = images[..., None]
+    if images.shape[1:] != tuple(self.image_shape):
+      raise UserError(f"predict takes images of shape [N, {', '.join(map(str, self.image_shape))}]"
+                      f" (the model's), got {list(images.shape)}")
+    logits_fn = functools.partial(self.trained.logits_fn, self.trained.state)
+    return report.probabilities(logits_fn, images, min(batch_size, len(images)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """What `train` returns: the run's summary.json, its metrics history (one
+  record per epoch), its workdir and its model (the checkpoint `load`
+  chooses: the best by validation accuracy where there is one, else the last)."""
+  summary: dict[str, Any]
+  history: list[dict[str, Any]]
+  workdir: Path
+  model: Model
+
+
+def train(config: str | os.PathLike | ml_collections.ConfigDict,
+          workdir: str | os.PathLike | None = None,
+          callbacks: Sequence[Callable[[dict], Any]] = (), **overrides) -> Result:
+  """Trains `config` (a config file's path, or a ConfigDict) with
+  `overrides` by field name (`num_epochs=3`, `sweep={"learning_rate":
+  "0.01,0.1"}` or `**{"sweep.learning_rate": "0.01,0.1"}`) in `workdir`
+  (default: runs/<config file's name>, or a new temporary folder). Each
+  callback is called with each finished epoch's record; returning True stops
+  the run after saving. A workdir with checkpoints resumes."""
+  if isinstance(config, ml_collections.ConfigDict):
+    config = config.copy_and_resolve_references()
+    workdir = workdir or tempfile.mkdtemp(prefix="mnist_jax_")
+  else:
+    workdir = workdir or Path("runs") / Path(config).stem
+    config = config_lib.from_file(str(config))
+  _override(config, overrides)
+  result = train_lib.train_and_evaluate(config, workdir, callbacks=callbacks)
+  return Result(result.summary, outputs.read_metrics(workdir), Path(workdir),
+                load(workdir))
+
+
+def load(workdir: str | os.PathLike, checkpoint: str = "",
+         member: int | None = None) -> Model:
+  """The model of a trained run: its checkpoint `checkpoint` ("best", "last"
+  or an epoch; by default the best where the run kept one, else the last),
+  of a run of several, member `member`."""
+  return Model(load_trained(workdir, member, checkpoint))
+
+
+def _override(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
+  for name, value in overrides.items():
+    *parents, field = name.split(".")
+    target = config
+    for parent in parents:
+      target = target.get(parent) if isinstance(target, ml_collections.ConfigDict) else None
+    if not isinstance(target, ml_collections.ConfigDict) or field not in target:
+      raise UserError(f"{name} is not a config field; every field is in the "
+                      f"README's Config reference (or mnist-jax train "
+                      f"--config=... --show_config)")
+    with config.unlocked():
+      if isinstance(value, dict) and isinstance(target[field], ml_collections.ConfigDict):
+        _override(target[field], value)
+      else:
+        target[field] = value
