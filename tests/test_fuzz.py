@@ -142,7 +142,9 @@ def test_idx_reader(tmp_path):
     if dataset is not REFUSED:
       for images, labels in ((dataset.train_images, dataset.train_labels),
                              (dataset.test_images, dataset.test_labels)):
-        assert images.dtype == np.uint8 and images.shape[1:] == (28, 28)
+        # Any image size is a dataset now; one size for both splits, gray.
+        assert images.dtype == np.uint8 and images.shape[1:] == dataset.image_shape
+        assert images.shape[-1] == 1 and min(images.shape[1:3]) >= 1
         assert labels.dtype == np.int32 and labels.shape == images.shape[:1]
         assert len(labels) and 0 <= labels.min() and labels.max() < dataset.num_classes
 
