@@ -181,6 +181,7 @@ def test_evaluate_plots_without_metrics_draws_the_others_and_says_so(tmp_path):
   drawn = ("confusion_matrix.png", "test_predictions.png", "confident_mistakes.png")
   # Every line, less its time stamp: no traceback, no other chatter.
   assert re.sub(r"^\d\d:\d\d:\d\d ", "", result.stderr, flags=re.MULTILINE) == (
+      "the checkpoint of epoch 1 (the newest)\n"
       "wrote run/eval.json\n"
       "training curves skipped: run/metrics.jsonl does not exist\n"
       f"plots: {', '.join(f'run/plots/{name}' for name in drawn)}\n")
