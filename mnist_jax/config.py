@@ -261,18 +261,11 @@ def validate(config: ml_collections.ConfigDict):
 
 def _check_names(config: ml_collections.ConfigDict):
   """The fields that name something: each must name a known one."""
-  if config.model not in models.MODELS:
-    raise UserError(f"unknown model '{config.model}'; choose one of "
-                    f"{', '.join(models.MODELS)}")
-  if config.optimizer not in optim.OPTIMIZERS:
-    raise UserError(f"unknown optimizer '{config.optimizer}'; choose one of "
-                    f"{', '.join(optim.OPTIMIZERS)}")
-  if config.init not in models.INITS:
-    raise UserError(f"unknown init '{config.init}'; choose one of "
-                    f"{', '.join(models.INITS)}")
-  if config.lr_schedule not in optim.SCHEDULES:
-    raise UserError(f"unknown lr_schedule '{config.lr_schedule}'; choose one "
-                    f"of {', '.join(optim.SCHEDULES)}")
+  for field, names in (("model", models.MODELS), ("optimizer", optim.OPTIMIZERS),
+                       ("init", models.INITS), ("lr_schedule", optim.SCHEDULES)):
+    if config[field] not in names:
+      raise UserError(f"unknown {field} '{config[field]}'; choose one of "
+                      f"{', '.join(names)}")
   augment.parse(config.augment, config.dataset)
   augment.parse_tta(config.tta, config.dataset)
   members_lib.Members.from_config(config)
