@@ -3,7 +3,8 @@ against the same model trained from scratch.
 
 Command (from the repo root):
   python benchmarks/finetune.py --data_dir=/work/shared/datasets
-      [--seeds=3] [--epochs=1,3] [--source_epochs=2] [--out=PATH]
+      [--seeds=3] [--epochs=1,3] [--source_epochs=2]
+      [--probe_learning_rate=0.01] [--override=field=value ...] [--out=PATH]
 
 1. trains the source: configs/mnist.py (cnn, SGD with momentum) on MNIST for
    --source_epochs epochs, seed 0, in a temporary workdir;
@@ -13,6 +14,9 @@ Command (from the repo root):
      scratch   the model's own initialisation;
      finetune  init_from=<source>, freeze=none: every parameter trains;
      probe     init_from=<source>, freeze=features: only the classifier trains;
+     probe_lr  the probe at --probe_learning_rate: a head alone wants a larger
+               step than the whole network's 1e-3 (a probe is usually tuned
+               on its own);
 3. writes benchmarks/results/<backend>-<device kind>/finetune-mnist-to-fashion.json
    (or --out) after every run, so a cut-off measurement keeps what it finished:
    each member's final test accuracy, their mean, std and 95% CI
@@ -20,8 +24,9 @@ Command (from the repo root):
    the load average before and after (the figures are noisy where it exceeds
    the core count: the machine was shared).
 
-Every run is in this process: the CPU device count is fixed by the first
-(recorded as machine.device_count).
+--override applies to every run, source and target alike (the tests use it
+for a tiny dataset). Every run is in this process: the CPU device count is
+fixed by the first (recorded as machine.device_count).
 """
 
 import argparse
@@ -46,6 +51,7 @@ VARIANTS = {
     "scratch": {},
     "finetune": {"freeze": "none"},   # init_from is added once the source exists.
     "probe": {"freeze": "features"},
+    "probe_lr": {"freeze": "features"},  # learning_rate from --probe_learning_rate.
 }
 
 
@@ -56,6 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--epochs", default="1,3",
                       help="comma-separated target epoch counts")
   parser.add_argument("--source_epochs", type=int, default=2)
+  parser.add_argument("--probe_learning_rate", type=float, default=0.01,
+                      help="learning rate of the probe_lr rows")
+  parser.add_argument("--override", action="append", default=[],
+                      help="field=value for every run (repeatable)")
   parser.add_argument("--out", help="record path (default: benchmarks/results/"
                       "<backend>-<device kind>/finetune-mnist-to-fashion.json)")
   args = parser.parse_args(argv)
@@ -63,21 +73,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
   except ValueError:
     parser.error(f"--epochs={args.epochs}: expected integers like 1,3")
-  if not args.epochs or min(args.epochs) < 1 or args.seeds < 1 or args.source_epochs < 1:
-    parser.error("--epochs, --seeds and --source_epochs must be positive")
+  if (not args.epochs or min(args.epochs) < 1 or args.seeds < 1
+      or args.source_epochs < 1 or args.probe_learning_rate <= 0):
+    parser.error("--epochs, --seeds, --source_epochs and --probe_learning_rate "
+                 "must be positive")
   return args
 
 
-def configured(path: str, overrides: dict):
+def configured(path: str, overrides: dict, extra: list[str] = ()):
   config = config_lib.from_file(str(ROOT / path))
   with config.unlocked():
     for field, value in overrides.items():
       config[field] = value
+  config_lib.apply_overrides(config, list(extra))
   return config
 
 
-def run(path: str, overrides: dict, workdir: Path) -> dict:
-  config = configured(path, overrides)
+def run(path: str, overrides: dict, workdir: Path, extra: list[str]) -> dict:
+  config = configured(path, overrides, extra)
   started = time.perf_counter()
   train.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - started
@@ -90,7 +103,8 @@ def run(path: str, overrides: dict, workdir: Path) -> dict:
       "overrides": {k: v for k, v in overrides.items() if k != "data_dir"},
       "command": " ".join(["python -m mnist_jax.main", f"--config={path}"]
                           + [f"--config.{k}={shlex.quote(str(v))}"
-                             for k, v in overrides.items()]),
+                             for k, v in overrides.items()]
+                          + [f"--config.{o}" for o in extra]),
       "final_test_accuracy": accuracies,
       "test_accuracy": stats.summary(accuracies),
       "train_seconds": summary.get("train_seconds"),
@@ -110,6 +124,8 @@ def main(argv=None):
                           + [shlex.quote(a) for a in (argv or sys.argv[1:])]),
       "seeds": args.seeds, "epochs": args.epochs,
       "source_epochs": args.source_epochs,
+      "probe_learning_rate": args.probe_learning_rate,
+      "overrides": args.override,
       "load_average_before": list(load_before),
       "complete": False,
   }
@@ -131,9 +147,9 @@ def main(argv=None):
     tmp = Path(tmp)
     source = tmp / "source"
     record["source"] = run(SOURCE_CONFIG, {**common, "num_epochs": args.source_epochs,
-                                           "seed": 0}, source)
+                                           "seed": 0}, source, args.override)
     # The source's model and width: fashion.py must train the same architecture.
-    source_config = configured(SOURCE_CONFIG, {})
+    source_config = configured(SOURCE_CONFIG, {}, args.override)
     record["runs"] = {}
     save()
     for epochs in args.epochs:
@@ -143,7 +159,10 @@ def main(argv=None):
                      "depth": source_config.depth, **extra}
         if variant != "scratch":
           overrides["init_from"] = str(source)
-        result = run(TARGET_CONFIG, overrides, tmp / f"{variant}-{epochs}")
+        if variant == "probe_lr":
+          overrides["learning_rate"] = args.probe_learning_rate
+        result = run(TARGET_CONFIG, overrides, tmp / f"{variant}-{epochs}",
+                     args.override)
         # The temporary source path means nothing after the run.
         result["command"] = result["command"].replace(str(source), "<source workdir>")
         result["overrides"]["init_from"] = (
