@@ -14,13 +14,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import config as config_lib
 from mnist_jax import members as members_lib
-from mnist_jax import models, sharding
+from mnist_jax import models, trained
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
-from mnist_jax.trained import which_checkpoint
 
 # Config fields that fix the shapes of the parameters.
 ARCHITECTURE = ("model", "width", "depth")
@@ -43,7 +40,7 @@ def source(path: str) -> tuple[Path, int | None, str]:
           or (path / "best_checkpoint").is_dir()):
     raise UserError(f"config.init_from={path} holds no checkpoints; give a run's "
                     f"workdir (with checkpoints/) or one of its checkpoints")
-  return which_checkpoint(path, "")
+  return trained.which_checkpoint(path, "")
 
 
 def initialize(state: state_lib.TrainState, config, num_classes: int,
@@ -52,21 +49,11 @@ def initialize(state: state_lib.TrainState, config, num_classes: int,
   (into every member of a several-member run), as host arrays: the caller
   places them (distributed.put_global)."""
   folder, epoch, what = source(config.init_from)
-  checkpoints = checkpoint_lib.Checkpoints(folder, read_only=True)
-  try:
-    meta = checkpoints.latest_meta(epoch)
-    if meta is None:
-      raise UserError(f"config.init_from: no readable checkpoint in {folder}")
-    saved = config_lib.with_defaults(meta["config"])
-    saved_shape = tuple(meta.get("image_shape", models.MNIST_SHAPE))
-    _check_architecture(saved, saved_shape, config, image_shape, folder)
-    like = state_lib.build(saved, meta["num_classes"], 1, image_shape=saved_shape).state
-    like = jax.device_put(like, sharding.replicated(mesh))
-    restored, meta = checkpoints.restore_latest(like, saved, meta["num_classes"],
-                                                meta["epoch"])
-  finally:
-    checkpoints.close()
-  if members_lib.Members.from_config(saved).count > 1:
+  def check(saved_config, saved_shape):  # Before the saved model is built.
+    _check_architecture(saved_config, saved_shape, config, image_shape, folder)
+  saved = trained.restore(folder, epoch, mesh, check)
+  meta, restored = saved.meta, saved.state
+  if saved.built.members.count > 1:
     logging.info("init_from: member 0 of %s's several", folder)
     restored = members_lib.select(restored, 0)
   head = meta["num_classes"] != num_classes

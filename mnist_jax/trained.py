@@ -65,30 +65,56 @@ def which_checkpoint(workdir: Path, checkpoint: str = ""
   return workdir / "checkpoints", epoch, f"epoch {epoch}'s"
 
 
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A checkpoint as saved: every member of its run, on replicated arrays."""
+  config: ml_collections.ConfigDict  # As saved, the fields it lacks filled.
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  built: state_lib.Built  # Graphs, recipe and members of the saved config.
+  state: state_lib.TrainState
+  meta: dict  # The checkpoint's JSON record (its epoch, class names, ...).
+
+
+def restore(folder: Path, epoch: int | None = None, mesh=None,
+            check=None) -> Restored:
+  """Checkpoint `epoch` of `folder` (None: the newest that reads), placed
+  replicated over `mesh` (default: every device). `check(config,
+  image_shape)` sees the saved config before anything is built, so a
+  refusal costs no tracing."""
+  checkpoints = checkpoint_lib.Checkpoints(folder, read_only=True)
+  try:
+    meta = checkpoints.latest_meta(epoch)
+    if meta is None:
+      raise UserError(f"no readable checkpoint in {folder}")
+    config = config_lib.with_defaults(meta["config"])
+    num_classes = meta["num_classes"]
+    # Runs saved before images had other shapes were all MNIST's.
+    image_shape = tuple(meta.get("image_shape", models.MNIST_SHAPE))
+    if check is not None:
+      check(config, image_shape)
+    built = state_lib.build(config, num_classes, steps_per_epoch=1,
+                            image_shape=image_shape)
+    like = jax.device_put(built.state,
+                          sharding.replicated(mesh or sharding.make_mesh()))
+    restored = checkpoints.restore_latest(like, config, num_classes, epoch)
+    if restored is None:
+      raise UserError(f"no readable checkpoint in {folder}")
+  finally:
+    checkpoints.close()
+  state, meta = restored
+  return Restored(config, num_classes, image_shape, built, state, meta)
+
+
 def load_trained(workdir: str | Path, member: int | None = None,
                  checkpoint: str = "") -> Trained:
   """A checkpoint of `workdir` (`which_checkpoint`); of a run of several
   members, member `member` (default 0), with its own seed and
   hyperparameters in `config`."""
   folder, epoch, what = which_checkpoint(Path(workdir), checkpoint)
-  checkpoints = checkpoint_lib.Checkpoints(folder, read_only=True)
-  try:
-    meta = checkpoints.latest_meta(epoch)
-    if meta is None:
-      raise UserError(f"no readable checkpoint in {checkpoints.directory}")
-    config = config_lib.with_defaults(meta["config"])
-    num_classes = meta["num_classes"]
-    # Runs saved before images had other shapes were all MNIST's.
-    image_shape = tuple(meta.get("image_shape", models.MNIST_SHAPE))
-    built = state_lib.build(config, num_classes, steps_per_epoch=1,
-                            image_shape=image_shape)
-    state = jax.device_put(built.state, sharding.replicated(sharding.make_mesh()))
-    restored = checkpoints.restore_latest(state, config, num_classes, epoch)
-    if restored is None:
-      raise UserError(f"no readable checkpoint in {checkpoints.directory}")
-    state, meta = restored
-  finally:
-    checkpoints.close()
+  restored = restore(folder, epoch)
+  config, state, meta = restored.config, restored.state, restored.meta
+  built, image_shape = restored.built, restored.image_shape
   logging.info("the checkpoint of epoch %d (%s)", meta["epoch"], what)
   members, recipe = built.members, built.recipe
   if members.count == 1 and member not in (None, 0):
