@@ -102,22 +102,19 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
   data_key = distributed.put_global(feed.data_keys(built.members),
                                     sharding.replicated(run.mesh))
   outputs.log_start(config, dataset, run.mesh, plan, state, built.members)
-  compiled, compile_seconds = timing.timed(lambda: loop.compile_steps(
-      built.graphs, built.recipe, built.tx, run.mesh, plan, state, device_data,
-      data_key))
-  seconds_to_first_step = time.perf_counter() - started_at
-  logging.info("compiled in %.1f s; %.1f s from start to the first step",
-               compile_seconds, seconds_to_first_step)
+  stopper = checkpointing.EarlyStopping(config.early_stopping_patience,
+                           config.early_stopping_min_delta, history,
+                           raised=config.num_epochs > saved_num_epochs)
+  to_train = not stopper.stopped_at and done_epochs < config.num_epochs
+  compiled, compile_seconds, seconds_to_first_step = _compile(
+      to_train, run, plan, built, state, device_data, data_key, started_at)
   meta = {"config": config.to_dict(), "num_classes": dataset.num_classes,
           "class_names": list(dataset.class_names),
           "image_shape": list(dataset.image_shape)}
   saver = checkpointing.Saver(checkpoints, done_epochs, meta)
   best = checkpointing.Best(workdir, meta, history) if dataset.val_images is not None else None
-  stopper = checkpointing.EarlyStopping(config.early_stopping_patience,
-                           config.early_stopping_min_delta, history,
-                           raised=config.num_epochs > saved_num_epochs)
   with signals.StopOnSignal() as stop, contextlib.closing(files):
-    epochs = () if stopper.stopped_at else loop.epochs(
+    epochs = () if not to_train else loop.epochs(
         compiled, plan, state, device_data, data_key, done_epochs + 1,
         config.num_epochs, should_stop=lambda: stop.requested,
         show_progress=None if run.main_process else False)
@@ -162,6 +159,22 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
     _finish_on_console(config, workdir, dataset, plan, built, state, summary,
                        history)
   return TrainResult(summary, built.graphs, built.recipe, state)
+
+
+def _compile(to_train: bool, run, plan, built, state, device_data, data_key,
+             started_at: float):
+  """(compiled steps, compile seconds, seconds from start to the first step);
+  (None, 0.0, None) for a run with nothing left to train (finished, or
+  stopped early before), which a rerun only summarises again."""
+  if not to_train:
+    return None, 0.0, None
+  compiled, compile_seconds = timing.timed(lambda: loop.compile_steps(
+      built.graphs, built.recipe, built.tx, run.mesh, plan, state, device_data,
+      data_key))
+  seconds_to_first_step = time.perf_counter() - started_at
+  logging.info("compiled in %.1f s; %.1f s from start to the first step",
+               compile_seconds, seconds_to_first_step)
+  return compiled, compile_seconds, seconds_to_first_step
 
 
 def _resume(checkpoints: checkpoint_lib.Checkpoints, state, config,

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO, checkpoint_params, toy_config
 
-from mnist_jax import train
+from mnist_jax import loop, train
 from mnist_jax.errors import UserError
 
 NUM_EPOCHS = 12
@@ -154,13 +154,23 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(
   assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3, 4]
 
 
-def test_training_longer_resumes_and_continues_the_metrics(synthetic_data, tmp_path):
+def test_training_longer_resumes_and_continues_the_metrics(synthetic_data, tmp_path,
+                                                           monkeypatch):
   workdir = tmp_path / "run"
   train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
   result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
   assert result.summary["resumed_from_epoch"] == 2
   assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3, 4]
   assert int(result.state.step) == 4 * (256 // 32)
+  # The same command again: nothing left to train, so nothing is compiled;
+  # the summary is the same run's.
+  def must_not_compile(*args, **kwargs):
+    raise AssertionError("a finished run compiled its steps again")
+  monkeypatch.setattr(loop, "compile_steps", must_not_compile)
+  again = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
+  assert again.summary["resumed_from_epoch"] == 4
+  assert again.summary["final_test_accuracy"] == result.summary["final_test_accuracy"]
+  assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_split, toy_config
 
-from mnist_jax import data, feed, outputs, train
+from mnist_jax import data, feed, loop, outputs, train
 from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
 
@@ -89,8 +89,12 @@ def test_without_a_validation_split_selection_is_said_to_be_on_test(synthetic_da
     load_trained(tmp_path / "run", checkpoint="best")
 
 
+def _must_not_compile(*args, **kwargs):
+  raise AssertionError("a run with nothing left to train compiled its steps")
+
+
 def test_early_stopping_stops_stays_stopped_and_trains_on_when_allowed(
-    synthetic_data, tmp_path):
+    synthetic_data, tmp_path, monkeypatch):
   # A learning rate too small to change a prediction: accuracy never improves.
   config = lambda **kw: toy_config(synthetic_data, validation_size=50,
                                    learning_rate=1e-12, lr_schedule="constant",
@@ -100,9 +104,13 @@ def test_early_stopping_stops_stays_stopped_and_trains_on_when_allowed(
   # Epoch 1 sets the best; 2 and 3 do not improve on it: stop after 3.
   assert first.summary["stopped_early_at_epoch"] == 3
   assert [r["epoch"] for r in outputs.read_metrics(workdir)] == [1, 2, 3]
-  # The same command again: stays stopped.
-  again = train.train_and_evaluate(config(num_epochs=10), workdir)
+  # The same command again: stays stopped, without compiling for nothing.
+  with monkeypatch.context() as patch:
+    patch.setattr(loop, "compile_steps", _must_not_compile)
+    again = train.train_and_evaluate(config(num_epochs=10), workdir)
   assert again.summary["stopped_early_at_epoch"] == 3
+  assert again.summary["compile_seconds"] == 0.0
+  assert again.summary["seconds_to_first_step"] is None
   assert len(outputs.read_metrics(workdir)) == 3
   # More patience: trains on, and stops when that runs out too.
   more = toy_config(synthetic_data, validation_size=50, learning_rate=1e-12,
