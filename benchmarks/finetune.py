@@ -100,7 +100,8 @@ def run(path: str, overrides: dict, workdir: Path, extra: list[str]) -> dict:
                 else [summary["final_test_accuracy"]])
   return {
       "config": path,
-      "overrides": {k: v for k, v in overrides.items() if k != "data_dir"},
+      "overrides": {**{k: v for k, v in overrides.items() if k != "data_dir"},
+                    **{f: config[f] for f in (o.partition("=")[0] for o in extra)}},
       "command": " ".join(["python -m mnist_jax.main", f"--config={path}"]
                           + [f"--config.{k}={shlex.quote(str(v))}"
                              for k, v in overrides.items()]

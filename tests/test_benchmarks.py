@@ -118,3 +118,26 @@ def test_harness_writes_a_record_and_the_tables(shared_data, tmp_path):
   assert "stale" not in text and "### cpu-cpu" in text
   assert "| mlp | 16 |" in text and "| mnist_speedrun | 99.0% | " in text
   assert "| mlp | 16 | 1 | 2 | unroll |" in text
+
+
+def test_finetune_benchmark_writes_every_variant_with_its_overrides(shared_data,
+                                                                     tmp_path):
+  out = tmp_path / "finetune.json"
+  _run("finetune.py", f"--data_dir={shared_data}", "--seeds=2", "--epochs=1",
+       "--source_epochs=1", "--probe_learning_rate=0.05",
+       "--override=dataset=mnist160", "--override=batch_size=16", f"--out={out}")
+  record = json.loads(out.read_text())
+  assert record["complete"] and record["probe_learning_rate"] == 0.05
+  assert 0 <= record["source"]["final_test_accuracy"][0] <= 1
+  runs = record["runs"]
+  assert list(runs) == ["scratch-1", "finetune-1", "probe-1", "probe_lr-1"]
+  for name, row in runs.items():
+    assert len(row["final_test_accuracy"]) == 2, name  # One per seed.
+    assert row["overrides"]["dataset"] == "mnist160"
+    # The temporary source is named, never its path.
+    assert "finetune-" not in row["command"] and str(tmp_path) not in row["command"]
+  assert runs["scratch-1"]["overrides"]["init_from"] == ""
+  assert {runs[n]["overrides"]["freeze"] for n in ("probe-1", "probe_lr-1")} == {"features"}
+  assert runs["finetune-1"]["overrides"]["init_from"] == "<source workdir>"
+  assert runs["probe_lr-1"]["overrides"]["learning_rate"] == 0.05
+  assert "learning_rate" not in runs["probe-1"]["overrides"]
