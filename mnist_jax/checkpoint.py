@@ -188,10 +188,14 @@ def _digest(meta: dict[str, Any]) -> str:
 # or does not expect. mnist_jax needs none of it: it names the items itself,
 # and its own JSON record carries a sha256. orbax then either goes on without
 # it (the checkpoint loads) or raises, which Checkpoints reports on one line.
+# Also its notes that a manager opened read-only is read-only, which every
+# evaluate, predict, export, load and init_from does on purpose.
 _ORBAX_METADATA_COMPLAINTS = ("Failed to json parse Metadata file",
                               "Failed to read Metadata file",
                               "Metadata file does not exist",
-                              "Provided metadata contains unknown key")
+                              "Provided metadata contains unknown key",
+                              "Given directory is read only",
+                              "CheckpointManagerOptions.read_only=True")
 
 
 def _not_orbax_metadata_complaint(record) -> bool:

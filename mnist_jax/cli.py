@@ -167,10 +167,6 @@ def _parse_flags(module: types.ModuleType, argv: list[str]) -> list[str]:
 _LIBRARY_DIRS = tuple(sorted({os.path.realpath(sysconfig.get_path(key)) + os.sep
                               for key in ("purelib", "platlib", "stdlib")}))
 _OWN_DIR = os.path.dirname(os.path.realpath(__file__)) + os.sep
-# Warnings orbax gives whenever a checkpoint is opened read-only, which
-# evaluate, predict and export do on purpose.
-_EXPECTED_WARNINGS = ("Given directory is read only",
-                      "CheckpointManagerOptions.read_only=True")
 
 
 @functools.lru_cache(maxsize=None)
@@ -180,14 +176,14 @@ def _is_library(pathname: str) -> bool:
 
 
 def _shown(record: std_logging.LogRecord) -> bool:
-  """Our records; libraries' warnings and errors, less the expected ones.
+  """Our records; libraries' warnings and errors (the expected ones of orbax
+  are dropped where checkpoints are opened, in checkpoint.py).
 
   `--verbosity=1` (or more) shows every record.
   """
   if flags.FLAGS["verbosity"].value >= 1 or not _is_library(record.pathname):
     return True
-  return (record.levelno >= std_logging.WARNING
-          and not record.getMessage().startswith(_EXPECTED_WARNINGS))
+  return record.levelno >= std_logging.WARNING
 
 
 def _quiet_logging():

@@ -28,7 +28,6 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from PIL import Image
 
 from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import cli
 from mnist_jax import data as data_lib
 from mnist_jax import outputs, predict, state as state_lib
 from mnist_jax.errors import UserError
@@ -400,9 +399,9 @@ def test_orbax_s_complaints_about_its_own_metadata_are_not_printed(saved_run, tm
   unparsable.write_bytes(unparsable.read_bytes()[:40])
   caplog.set_level(logging.WARNING)  # What commands show of a library.
   assert load_trained(workdir).epoch == 1  # orbax needs none of it, nor do we.
-  orbax_records = [r.getMessage() for r in caplog.records if "orbax" in r.pathname]
-  assert [m for m in orbax_records if not m.startswith(cli._EXPECTED_WARNINGS)] == []
-  assert any(m.startswith("Given directory is read only") for m in orbax_records)
+  # Nor its notes that a read-only manager is read-only (which a notebook's
+  # mnist_jax.load, without the command line's filter, would print).
+  assert [r.getMessage() for r in caplog.records if "orbax" in r.pathname] == []
   # Only while mnist_jax opens checkpoints: orbax's own read, later, still logs.
   from orbax.checkpoint._src.metadata import checkpoint as orbax_metadata
   assert orbax_metadata.metadata_store(enable_write=False).read(unparsable) is None
