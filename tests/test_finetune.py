@@ -61,6 +61,24 @@ def test_full_fine_tuning_starts_from_the_source_and_resume_wins(source, tmp_pat
   assert again.summary["resumed_from_epoch"] == 1
 
 
+def test_an_unreadable_newest_checkpoint_gives_way_to_the_one_before(source, tmp_path,
+                                                                    caplog):
+  data_dir, source_dir = source
+  for f in (source_dir / "checkpoints" / "2" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"")
+  workdir = tmp_path / "tuned"
+  with caplog.at_level("INFO"):
+    train.train_and_evaluate(toy_config(data_dir, model="cnn", width=0.25,
+                                        num_epochs=1, init_from=str(source_dir),
+                                        learning_rate=1e-12,
+                                        lr_schedule="constant"), workdir)
+  assert "skipping unreadable checkpoint" in caplog.text
+  assert "initialised from the checkpoint of epoch 1" in caplog.text
+  for old, new in zip(_params(source_dir, 1), _params(workdir, 1), strict=True):
+    np.testing.assert_allclose(old, new, atol=1e-6)
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"init_from": "/nowhere/at/all"}, "init_from=/nowhere/at/all does not exist"),
     ({"model": "mlp"}, r"another architecture \(model='cnn' there, 'mlp' here\)"),
