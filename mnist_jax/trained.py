@@ -1,5 +1,6 @@
-"""A trained model restored from a workdir's newest checkpoint, for evaluation,
-prediction and export."""
+"""A trained model restored from a workdir's checkpoint (best, last or an
+epoch), for evaluation, prediction and export; `restore`, the one routine
+that reads a checkpoint back outside training, also serves init_from."""
 
 import dataclasses
 import functools
