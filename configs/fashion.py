@@ -1,10 +1,14 @@
 """Fashion-MNIST with the Flax example's CNN: Adam, cosine decay.
 
 Command:  python -m mnist_jax.main --config=configs/fashion.py
-Result:   not yet recorded; record it with
-          python benchmarks/record_run.py --config=configs/fashion.py
-          (SGD with momentum, --config.optimizer=sgd --config.learning_rate=0.05,
-          was also tried; not recorded either.)
+Hardware: 2-core Intel Xeon virtual machine, jax 0.10.2, the default 2
+          virtual CPU devices; nothing else running, 2026-11-29.
+Time:     241 s of training (12 epochs of 19 to 22 s).
+Result:   92.21% test accuracy after epoch 12 (seed 0; no validation split,
+          so nothing was chosen)
+          (benchmarks/results/cpu-cpu/run-fashion-20261129T2127.json).
+          SGD with momentum (--config.optimizer=sgd
+          --config.learning_rate=0.05) was also tried once; not recorded.
 """
 
 from configs import default
