@@ -104,7 +104,7 @@ class Dataset:
   labels int32 [N]; a validation split where the dataset ships one."""
   name: str
   class_names: tuple[str, ...]
-  train_images: np.ndarray
+  train_images: np.ndarray | None  # None once train.py placed it on the devices.
   train_labels: np.ndarray
   test_images: np.ndarray
   test_labels: np.ndarray
@@ -117,8 +117,8 @@ class Dataset:
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    """(H, W, C) of every image."""
-    return tuple(self.train_images.shape[1:])
+    """(H, W, C) of every image (data.checked: every split's)."""
+    return tuple(self.test_images.shape[1:])
 
 
 def checked(name: str, where, class_names, train_images, train_labels,

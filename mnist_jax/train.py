@@ -81,12 +81,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   workdir = outputs.prepare_workdir(Path(workdir))
   # The lock is released however the run ends.
   with workdir_lock.for_run(workdir):  # Before any write.
-    return _train(config, workdir, run, dataset, plan, built, state, started_at,
-                  callbacks)
+    device_data = feed.place_data(dataset, run.mesh, plan.eval_batch_size)
+    # The devices hold the training images now. Dropping the host's copy (this
+    # frame's is the last reference) saves a copy of the split in host memory,
+    # a third of the data's footprint on 2 CPU devices; logs and plots read
+    # only the test split.
+    dataset = dataclasses.replace(dataset, train_images=None)
+    return _train(config, workdir, run, dataset, plan, built, state,
+                  device_data, started_at, callbacks)
 
 
 def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Dataset,
-           plan: loop.Plan, built: state_lib.Built, state, started_at: float,
+           plan: loop.Plan, built: state_lib.Built, state,
+           device_data: feed.DeviceData, started_at: float,
            callbacks) -> TrainResult:
   checkpoints = checkpoint_lib.Checkpoints(workdir / "checkpoints",
                                            config.checkpoints_to_keep)
@@ -98,7 +105,6 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
         sharding.replicated(run.mesh))
   files = outputs.RunFiles(workdir, enabled=run.main_process)
   history = files.resume(done_epochs)
-  device_data = feed.place_data(dataset, run.mesh, plan.eval_batch_size)
   data_key = distributed.put_global(feed.data_keys(built.members),
                                     sharding.replicated(run.mesh))
   outputs.log_start(config, dataset, run.mesh, plan, state, built.members)

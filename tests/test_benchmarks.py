@@ -141,3 +141,15 @@ def test_finetune_benchmark_writes_every_variant_with_its_overrides(shared_data,
   assert runs["finetune-1"]["overrides"]["init_from"] == "<source workdir>"
   assert runs["probe_lr-1"]["overrides"]["learning_rate"] == 0.05
   assert "learning_rate" not in runs["probe-1"]["overrides"]
+
+
+def test_host_memory_benchmark_reads_the_rss_after_each_epoch(shared_data, tmp_path):
+  out = tmp_path / "memory.json"
+  _run("host_memory.py", f"--data_dir={shared_data}", "--epochs=2",
+       "--override=dataset=mnist160", "--override=batch_size=16", f"--out={out}")
+  record = json.loads(out.read_text())
+  assert [r["epoch"] for r in record["rss_after_each_epoch_mib"]] == [1, 2]
+  # Training holds more than the bare interpreter did, and the peak bounds all.
+  for reading in record["rss_after_each_epoch_mib"]:
+    assert record["rss_before_training_mib"] < reading["rss_mib"] <= record["peak_rss_mib"]
+  assert record["dataset"] == "mnist160" and record["machine"]["backend"] == "cpu"

@@ -1,6 +1,8 @@
 import dataclasses
+import gc
 import json
 import logging
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -360,3 +362,28 @@ def test_dropout_changes_training_repeats_exactly_and_resumes_exactly(
   loss = lambda name: outputs.read_metrics(tmp_path / name)[-1]["train_loss"]
   assert loss("straight") > loss("plain")
   assert straight.summary["final_test_accuracy"] > 0.5
+
+
+def test_the_host_lets_go_of_the_training_images_once_the_devices_hold_them(
+    synthetic_data, tmp_path, monkeypatch):
+  # On CPU every device's copy is in host memory too: a host copy kept after
+  # placement is one more copy of the largest split.
+  loaded = {}
+  real_load = data.load
+
+  def load(*args, **kwargs):
+    dataset = real_load(*args, **kwargs)
+    loaded["train_images"] = weakref.ref(dataset.train_images)
+    return dataset
+
+  monkeypatch.setattr(data, "load", load)
+  alive = []
+
+  def callback(record):
+    gc.collect()
+    alive.append(loaded["train_images"]() is not None)
+
+  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2),
+                                    tmp_path / "run", callbacks=[callback])
+  assert alive == [False, False]
+  assert result.summary["final_test_accuracy"] > 0.5  # It trained on them.
