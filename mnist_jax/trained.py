@@ -70,11 +70,10 @@ def which_checkpoint(workdir: Path, checkpoint: str = ""
 class Restored:
   """A checkpoint as saved: every member of its run, on replicated arrays."""
   config: ml_collections.ConfigDict  # As saved, the fields it lacks filled.
-  num_classes: int
   image_shape: tuple[int, int, int]
   built: state_lib.Built  # Graphs, recipe and members of the saved config.
   state: state_lib.TrainState
-  meta: dict  # The checkpoint's JSON record (its epoch, class names, ...).
+  meta: dict  # The checkpoint's JSON record (epoch, num_classes, class names...).
 
 
 def restore(folder: Path, epoch: int | None = None, mesh=None,
@@ -104,7 +103,7 @@ def restore(folder: Path, epoch: int | None = None, mesh=None,
   finally:
     checkpoints.close()
   state, meta = restored
-  return Restored(config, num_classes, image_shape, built, state, meta)
+  return Restored(config, image_shape, built, state, meta)
 
 
 def load_trained(workdir: str | Path, member: int | None = None,
