@@ -10,8 +10,9 @@ a callback that reads the resident set size (/proc/self/status: VmRSS) after
 each epoch, and writes benchmarks/results/<backend>-<device kind>/
 host-memory-<config stem>[-TAG].json: those readings, the peak RSS
 (getrusage; it includes the moment of placing the data, when the host copy
-and the devices' copies coexist) and the machine. On CPU each device's arrays live in host memory, so the readings
-count every device's copy of the dataset.
+and the devices' copies coexist) and the machine. On CPU each device's
+arrays live in host memory, so the readings count every device's copy of
+the dataset.
 
 To compare two versions of mnist_jax, run this file from each checkout (copy
 it into the older one) with a --tag for each, one after the other.
@@ -20,7 +21,6 @@ it into the older one) with a --tag for each, one after the other.
 import argparse
 import gc
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -28,22 +28,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import timing, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+# The byclass benchmark's readings of VmRSS and getrusage's peak.
+from emnist_scale import memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MIB = 2 ** 20
 
 
 def rss_bytes() -> int:
-  for line in Path("/proc/self/status").read_text().splitlines():
-    if line.startswith("VmRSS:"):
-      return int(line.split()[1]) * 1024
-  raise OSError("no VmRSS in /proc/self/status: this benchmark needs Linux")
-
-
-def peak_rss_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux.
+  current = memory()["rss_bytes"]
+  if current is None:
+    raise OSError("no VmRSS in /proc/self/status: this benchmark needs Linux")
+  return current
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,7 +84,7 @@ def main(argv=None):
       "dataset": config.dataset,
       "rss_before_training_mib": before / MIB,
       "rss_after_each_epoch_mib": readings,
-      "peak_rss_mib": peak_rss_bytes() / MIB,
+      "peak_rss_mib": memory()["peak_rss_bytes"] / MIB,
       "device_count": result.summary.get("device_count"),
       "final_test_accuracy": result.summary["final_test_accuracy"],
       "wall_seconds": time.perf_counter() - started,
