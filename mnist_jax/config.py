@@ -141,6 +141,11 @@ def _add_system_fields(config: ml_collections.ConfigDict):
   # Training steps per compiled call; 0 picks the measured per-backend
   # default (1 on CPU, the whole epoch on GPU/TPU).
   config.steps_per_call = 0
+  # > 0: a JAX profiler trace of this many training steps, from the end of
+  # the first compiled call (compilation and warm-up left out), written to
+  # <workdir>/profile (TensorBoard's profile plugin, Perfetto). 0: off, and
+  # the loop is as without it.
+  config.profile_steps = 0
   # CPU only: virtual devices each batch is split over. 0 picks one per core,
   # or more so that each device takes about 64 images (speedrun, batch 256:
   # 3,872 images/s on 1 device, 8,699 on 4; benchmarks/README.md, item 6, and
@@ -207,7 +212,7 @@ def validate(config: ml_collections.ConfigDict):
   if not config.learning_rate > 0:
     raise UserError(f"config.learning_rate must be positive, got "
                     f"{config.learning_rate!r}")
-  for field in ("validation_size", "early_stopping_patience"):
+  for field in ("validation_size", "early_stopping_patience", "profile_steps"):
     if not isinstance(config[field], int) or config[field] < 0:
       raise UserError(f"config.{field} must be 0 (off) or a positive integer, "
                       f"got {config[field]!r}")
