@@ -169,7 +169,7 @@ def stage_load(folder: Path) -> dict:
   host_total = sum(v.nbytes for v in arrays.values())
 
   plan = loop.Plan.make(dataset, run, config.batch_size, config.steps_per_call,
-                        config.eval_batch_size)
+                        config.eval_batch_size, config.steps_per_epoch)
   before_place = memory()  # Its peak: the parts timed again.
   reset_peak()
   placed, place_s = timing.timed(lambda: jax.block_until_ready(

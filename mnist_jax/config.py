@@ -118,6 +118,10 @@ def _add_training_fields(config: ml_collections.ConfigDict):
   config.early_stopping_patience = 0
   config.early_stopping_min_delta = 0.0
   config.batch_size = 128
+  # Batches in an epoch: 0 takes every full batch of the training split; N
+  # takes the first N of each epoch's shuffle (a shorter schedule: the
+  # learning-rate schedule spans num_epochs * N steps).
+  config.steps_per_epoch = 0
   config.num_epochs = 10
   config.seed = 0
   # Many models in one compiled program (jax.vmap; see mnist_jax/members.py):
@@ -212,7 +216,8 @@ def validate(config: ml_collections.ConfigDict):
   if not config.learning_rate > 0:
     raise UserError(f"config.learning_rate must be positive, got "
                     f"{config.learning_rate!r}")
-  for field in ("validation_size", "early_stopping_patience", "profile_steps"):
+  for field in ("validation_size", "early_stopping_patience", "profile_steps",
+                "steps_per_epoch"):
     if not isinstance(config[field], int) or config[field] < 0:
       raise UserError(f"config.{field} must be 0 (off) or a positive integer, "
                       f"got {config[field]!r}")

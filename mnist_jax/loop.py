@@ -64,16 +64,25 @@ class Plan:
 
   @classmethod
   def make(cls, dataset: data_lib.Dataset, runtime: Runtime, batch_size: int,
-           steps_per_call: int = 0, eval_batch_size: int = 500) -> "Plan":
+           steps_per_call: int = 0, eval_batch_size: int = 500,
+           steps_per_epoch: int = 0) -> "Plan":
     """`steps_per_call` 0: the backend's default; `eval_batch_size` as asked,
-    fitted to the devices and the test set (feed.evaluation_batch_size)."""
+    fitted to the devices and the test set (feed.evaluation_batch_size);
+    `steps_per_epoch` 0: every full batch of the training split, else that
+    many batches of each epoch's permutation (config.steps_per_epoch)."""
     sharding.check_batch_size(batch_size, runtime.mesh, "config.batch_size")
     num_train = len(dataset.train_labels)
     if batch_size > num_train:
       raise UserError(f"config.batch_size={batch_size} exceeds the "
                       f"{num_train} training images of {dataset.name}; use a "
                       f"smaller batch size")
-    steps_per_epoch = num_train // batch_size
+    full_batches = num_train // batch_size
+    if steps_per_epoch > full_batches:
+      raise UserError(f"config.steps_per_epoch={steps_per_epoch} exceeds the "
+                      f"{full_batches} full batches of {batch_size} in the "
+                      f"{num_train} training images of {dataset.name}; use at "
+                      f"most {full_batches}, or 0 for all of them")
+    steps_per_epoch = steps_per_epoch or full_batches
     steps_per_call = min(steps_per_call or
                          default_steps_per_call(runtime.backend, steps_per_epoch),
                          steps_per_epoch)

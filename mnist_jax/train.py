@@ -72,7 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                     "watch: set config.validation_size (e.g. 5000), or drop the "
                     "patience")
   plan = loop.Plan.make(dataset, run, config.batch_size, config.steps_per_call,
-                        config.eval_batch_size)
+                        config.eval_batch_size, config.steps_per_epoch)
   built = state_lib.build(config, dataset.num_classes, plan.steps_per_epoch,
                           run.backend, dataset.image_shape)
   state = distributed.put_global(built.state, sharding.replicated(run.mesh))
