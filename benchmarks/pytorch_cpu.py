@@ -226,8 +226,9 @@ def torch_normalize(images_BHWC: torch.Tensor) -> torch.Tensor:
   # NCHW strides, as the recipe's tensors have: with C = 1 the permuted view
   # has channels-last strides (784, 1, 28, 1), which .contiguous() keeps (a
   # size-1 axis's stride is ignored) and which sent PyTorch's convolutions
-  # down its channels-last path: 88 s of training for the recipe's 8 s
-  # (one seed of `--seeds=1 --members=0` on the 2-core Xeon).
+  # down its channels-last path: 88 s of training against 48 s with these
+  # strides (one seed each, `--seeds=1 --members=0`, on the 2-core Xeon
+  # shared with other jobs: only the ratio means anything).
   x = images_BHWC.permute(0, 3, 1, 2).to(
       torch.float32, memory_format=torch.contiguous_format).mul_(1.0 / 255.0)
   return x.sub_(RECIPE["mean"]).div_(RECIPE["std"])
