@@ -8,12 +8,15 @@ once, at the epoch's end, for the metrics.
 """
 
 import dataclasses
+import functools
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from mnist_jax import data as data_lib
 from mnist_jax import feed, sharding, steps
@@ -163,6 +166,65 @@ def compile_steps(graphs: Graphs, recipe: StepRecipe, tx, mesh, plan: Plan,
                   evaluation("val") if device_data.val_labels is not None else None)
 
 
+class Profile:
+  """A JAX profiler trace of `num_steps` training steps into `directory`
+  (config.profile_steps), for the context's length.
+
+  It starts once the run's first compiled call has finished, so that
+  compilation and warm-up stay out of it, and stops once the calls after it
+  have run `num_steps` steps (whole calls, across epochs), or when the
+  context ends. Host-side only: the compiled calls are the same, and with no
+  steps to trace (`num_steps` 0, or `directory` None: not the main process)
+  the chunks are not even wrapped, so the loop has no extra wait.
+  """
+
+  def __init__(self, directory: Path | None, num_steps: int):
+    self.directory = directory
+    self._left = num_steps if directory is not None else 0
+    self._tracing = False
+
+  def wrap(self, chunks: list[Chunk], first_step: int) -> list[Chunk]:
+    """An epoch's chunks, whose first step is `first_step` (0-based, of the
+    run), as traced calls while there are steps left to trace."""
+    if self._left <= 0:
+      return chunks
+    starts = np.cumsum([0] + [c.num_steps for c in chunks]) + first_step
+    return [Chunk(functools.partial(self._call, c, int(step)), c.num_steps)
+            for c, step in zip(chunks, starts)]
+
+  def _call(self, chunk: Chunk, step: int, *args):
+    if not self._tracing:
+      out = chunk(*args)
+      if self._left > 0:  # The first call: its wait is the only one added.
+        jax.block_until_ready(out)
+        jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+        self._tracing = True
+      return out
+    # The trace viewer's "train <step>" rows and its per-step analysis.
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      out = chunk(*args)
+    self._left -= chunk.num_steps
+    if self._left <= 0:
+      jax.block_until_ready(out)  # The traced steps' device work, whole.
+      self._stop()
+    return out
+
+  def _stop(self):
+    jax.profiler.stop_trace()
+    self._tracing = False
+    self._left = 0
+    logging.info("profile written to %s", self.directory)
+
+  def __enter__(self) -> "Profile":
+    return self
+
+  def __exit__(self, *exc_info):
+    # The run ended first (its last epoch's metrics were waited for), or
+    # stopped: the trace holds what ran.
+    if self._tracing:
+      self._stop()
+
+
 @dataclasses.dataclass(frozen=True)
 class EpochResult:
   """A finished epoch. `values` are floats, or [M] arrays (one per member):
@@ -190,7 +252,7 @@ class StoppedMidEpoch:
 def epochs(compiled: Compiled, plan: Plan, state: TrainState, data: DeviceData,
            data_key: jax.Array, first: int, last: int,
            should_stop: Callable[[], bool] = lambda: False,
-           show_progress: bool | None = None
+           show_progress: bool | None = None, profile: Profile | None = None
            ) -> Iterator[EpochResult | StoppedMidEpoch]:
   """Trains epochs `first`..`last`, yielding each one's result as it ends.
 
@@ -198,6 +260,7 @@ def epochs(compiled: Compiled, plan: Plan, state: TrainState, data: DeviceData,
   the state it was given: use a result's state before taking the next. A
   stop request between calls ends the iteration with a StoppedMidEpoch.
   `show_progress`: the console's progress bar (None: when it is a terminal).
+  `profile` traces some of the calls (see Profile).
   """
   max_in_flight = max_calls_in_flight(plan.backend, plan.num_devices)
   for epoch in range(first, last + 1):
@@ -210,8 +273,11 @@ def epochs(compiled: Compiled, plan: Plan, state: TrainState, data: DeviceData,
                                   plan.steps_per_epoch, plan.batch_size)
     progress = progress_lib.EpochProgress(epoch, last, plan.steps_per_epoch,
                                           plan.batch_size, enabled=show_progress)
-    state, totals = run_epoch([compiled.chunks[n] for n in plan.calls], state,
-                              data, perm, max_in_flight, should_stop=should_stop,
+    chunks = [compiled.chunks[n] for n in plan.calls]
+    if profile:
+      chunks = profile.wrap(chunks, (epoch - 1) * plan.steps_per_epoch)
+    state, totals = run_epoch(chunks, state, data, perm, max_in_flight,
+                              should_stop=should_stop,
                               on_dispatch=progress.dispatched)
     if totals is None:
       progress.close()

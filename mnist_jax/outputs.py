@@ -70,12 +70,19 @@ def prepare_workdir(workdir: Path) -> Path:
 
 
 class RunFiles:
-  """metrics.jsonl, TensorBoard and summary.json of a run; only process 0
-  (`enabled`) writes them. TensorBoard's file is opened at the first epoch."""
+  """metrics.jsonl, TensorBoard, summary.json and the profile of a run; only
+  process 0 (`enabled`) writes them. TensorBoard's file is opened at the
+  first epoch."""
 
   def __init__(self, workdir: Path, enabled: bool):
     self.workdir, self.enabled = workdir, enabled
     self._tensorboard = None
+
+  @property
+  def profile_dir(self) -> Path | None:
+    """<workdir>/profile, config.profile_steps' traces (loop.Profile writes
+    them through jax.profiler); None where this process writes nothing."""
+    return self.workdir / "profile" if self.enabled else None
 
   def resume(self, up_to_epoch: int) -> list[dict[str, Any]]:
     """The records of epochs 1..up_to_epoch; metrics.jsonl cut to them."""

@@ -120,11 +120,12 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
           "image_shape": list(dataset.image_shape)}
   saver = checkpointing.Saver(checkpoints, done_epochs, meta)
   best = checkpointing.Best(workdir, meta, history) if dataset.val_images is not None else None
-  with signals.StopOnSignal() as stop, contextlib.closing(files):
+  with signals.StopOnSignal() as stop, contextlib.closing(files), loop.Profile(
+      files.profile_dir, config.profile_steps) as profile:
     epochs = () if not to_train else loop.epochs(
         compiled, plan, state, device_data, data_key, done_epochs + 1,
         config.num_epochs, should_stop=lambda: stop.requested,
-        show_progress=None if run.main_process else False)
+        show_progress=None if run.main_process else False, profile=profile)
     for result in epochs:
       if isinstance(result, loop.StoppedMidEpoch):
         saver.stop_after_saving(stop.signum, result.state, result.last_epoch)
