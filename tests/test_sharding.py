@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import tolerances
 from conftest import REPO, run_module
 
 
@@ -79,8 +80,9 @@ def test_cpu_devices_default_explicit_and_xla_flags(shared_data, tmp_path):
   assert "backend cpu, 1 device(s)" in pinned.stderr
 
 
-_ONE_STEP_TWO_WAYS = """
-import jax, numpy as np
+_STEPS_TWO_WAYS = """
+import json
+import jax, jax.numpy as jnp, numpy as np, optax
 from configs import default
 from mnist_jax import sharding, steps
 from mnist_jax import state as state_lib
@@ -90,31 +92,89 @@ config.batch_size = 256
 rng = np.random.default_rng(0)
 images = rng.integers(0, 256, (256, 28, 28), dtype=np.uint8)
 labels = rng.integers(0, 10, 256).astype(np.int32)
-params = []
-for devices in (jax.devices()[:1], jax.devices()):  # Plain, then CPU's default.
+built = state_lib.build(config, 10, 10)
+# Moves nothing and keeps the step's gradient (as the step reduced it) as its state.
+keep = optax.GradientTransformation(
+    lambda params: params,
+    lambda grads, _, params=None: (jax.tree.map(jnp.zeros_like, grads), grads))
+start = built.state.replace(opt_state=keep.init(built.state.params))
+train_step = lambda tx: lambda s, x, y: steps.train_step(
+    built.graphs, built.recipe, tx, s, x, y)
+
+def run(devices, tx, state, count):
   mesh = sharding.make_mesh(devices)
-  built = state_lib.build(config, 10, 10)
-  graphs, recipe, state, tx = built.graphs, built.recipe, built.state, built.tx
   state = jax.device_put(state, sharding.replicated(mesh))
   batch = jax.device_put((images, labels), sharding.batch_sharded(mesh))
-  step = jax.jit(lambda s, x, y: steps.train_step(graphs, recipe, tx, s, x, y))
-  for _ in range(3):
-    state, _ = step(state, *batch)
-  params.append([np.asarray(p) for p in jax.tree.leaves(state.params)])
-print(max(float(np.abs(a - b).max() / np.abs(a).max())
-          for a, b in zip(*params, strict=True)))
+  step = jax.jit(train_step(tx))
+  for _ in range(count):
+    state, (loss_sum, _, _) = step(state, *batch)
+  return state, float(loss_sum)
+
+leaves = lambda tree: [np.asarray(a, np.float64) for a in jax.tree.leaves(tree)]
+runs = {}
+for name, devices in (("one", jax.devices()[:1]), ("split", jax.devices())):
+  kept, loss_sum = run(devices, keep, start, 1)
+  adam, _ = run(devices, built.tx, built.state, 3)
+  runs[name] = (loss_sum, leaves(kept.opt_state), leaves(adam.params))
+# The batch's gradient is the mean of the examples' own: their mean
+# magnitude, leaf by leaf, is what its sum's rounding scales with.
+per_example = jax.jit(jax.vmap(lambda x, y: train_step(keep)(
+    start, x[None], y[None])[0].opt_state))
+magnitude = [0.0] * len(runs["one"][1])
+for i in range(0, len(images), 32):
+  chunk = per_example(images[i:i + 32], labels[i:i + 32])
+  magnitude = [m + np.abs(np.asarray(g, np.float64)).sum(0)
+               for m, g in zip(magnitude, jax.tree.leaves(chunk))]
+(one_loss, one_grads, one_params), (split_loss, split_grads, split_params) = (
+    runs["one"], runs["split"])
+print(json.dumps({
+    "loss_sum": [one_loss, split_loss],
+    "grad_diff": [float(np.abs(a - b).max()) for a, b in zip(one_grads, split_grads)],
+    "grad_max": [float(np.abs(a).max()) for a in one_grads],
+    "magnitude": [float(m.max()) / len(images) for m in magnitude],
+    "param_diff": max(float(np.abs(a - b).max())
+                      for a, b in zip(one_params, split_params, strict=True))}))
 """
 
 
 def test_the_default_cpu_split_computes_what_one_device_does():
-  """Batch 256 on CPU's default 4 devices (on 2 cores) against 1 device:
-  three Adam steps on random inputs agree to float32 rounding."""
+  """Batch 256 on CPU's default 4 devices (on 2 cores) against 1 device, on
+  random inputs: the first step's loss and gradient agree to float32
+  rounding, the parameters after three Adam steps to what Adam allows."""
   from mnist_jax import runtime
   devices = runtime.auto_cpu_devices(256, cores=2)
   result = subprocess.run(
-      [sys.executable, "-c", _ONE_STEP_TWO_WAYS], cwd=REPO, capture_output=True,
+      [sys.executable, "-c", _STEPS_TWO_WAYS], cwd=REPO, capture_output=True,
       text=True, timeout=300,
       env={**os.environ, "PYTHONPATH": str(REPO),
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
   assert result.returncode == 0, result.stderr
-  assert float(result.stdout.split()[-1]) < 1e-5
+  got = json.loads(result.stdout.splitlines()[-1])
+  batch = 256
+  # The split reorders the sums over the batch (per device, then across
+  # devices); each example's values also pass through speedrun's own sums,
+  # whose blocking may change with the per-device batch: 5x5x1, 3x3x24,
+  # 5x5x32, 256 and 10 terms forward, 10, 256 and 3x3x32 back.
+  forward, backward = 25 + 216 + 800 + 256 + 10, 10 + 256 + 288
+  # The loss: a sum of B positive losses, so sum|terms| is the loss itself.
+  # Catches a loss reduced over one device's quarter of the batch.
+  one_loss, split_loss = got["loss_sum"]
+  assert abs(one_loss - split_loss) <= tolerances.float32_sum(batch + forward, one_loss)
+  # A gradient entry: a sum of at most B x 24 x 24 terms (conv1's kernel, over
+  # its output positions), taken as the whole step's for every leaf; their
+  # magnitude: the leaf's largest mean |per-example gradient|. That bound
+  # also holds a ReLU or a max-pool that rounds the other way for one
+  # example (a whole term moved, not rounded: 0.4 to 1 of the bound here).
+  # Catches a split that drops half the batch (4 to 7 times the bound) or
+  # sums the devices' gradients instead of averaging them (45 times); the
+  # parameters after Adam steps show neither (next check).
+  n_terms = batch * 24 * 24 + forward + backward
+  for diff, magnitude, largest in zip(got["grad_diff"], got["magnitude"],
+                                      got["grad_max"], strict=True):
+    bound = tolerances.float32_sum(n_terms, magnitude)
+    assert diff <= bound
+    assert bound < largest / 4  # Sharp enough to see a quarter of the gradient.
+  # Three Adam steps: a parameter whose gradient is within rounding of zero
+  # may move by lr one way on one device and the other way on four, so this
+  # catches only gross errors (an update applied once per device, NaN).
+  assert got["param_diff"] <= tolerances.adam_steps(1e-3, 3)
