@@ -59,6 +59,8 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _available_cpus() -> list[int]:
@@ -71,7 +73,7 @@ def _available_cpus() -> list[int]:
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--dataset", default="mnist")
-  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--data_dir", default=None, type=ba.existing_dir)
   parser.add_argument("--seeds", type=int, default=10,
                       help="runs per framework, seeds 0..N-1, alternating")
   parser.add_argument("--members", type=int, default=10,
@@ -104,6 +106,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  f"raise --seeds to {args.members}")
   if args.jax_devices is not None and args.jax_devices <= 0:
     parser.error("--jax_devices must be positive")
+  if not 0 < args.target <= 1:
+    parser.error(f"--target={args.target}: a test accuracy, in (0, 1]")
   if args.threads > len(_available_cpus()):
     parser.error(f"--threads={args.threads} exceeds the "
                  f"{len(_available_cpus())} CPUs this process may run on")

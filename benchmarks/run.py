@@ -61,6 +61,7 @@ sections it finished.
 """
 
 import argparse
+import codecs
 import dataclasses
 import json
 import os
@@ -81,29 +82,63 @@ NOT_REPORTED = "not reported by the {} backend"
 SPEEDRUNS = {"mnist_speedrun": 0.99, "fashion_speedrun": 0.925}
 
 
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_names = ba.items
+
+
+def _ints(text: str) -> list[int]:
+  return [int(x) for x in ba.items(text)]
+
+
+def _budgets(text: str) -> str:
+  """`--budgets`: section=seconds,... (checked; the text is kept)."""
+  for item in _names(text):
+    section, _, seconds = item.partition("=")
+    try:
+      ok = section in SECTIONS and float(seconds) > 0
+    except ValueError:
+      ok = False
+    if not ok:
+      raise argparse.ArgumentTypeError(
+          f"item {item!r}: expected section=seconds, a positive number of "
+          f"seconds for a section of {', '.join(SECTIONS)}")
+  return text
+
+
+def budgets_of(text: str) -> dict[str, float]:
+  """{section: seconds} of a checked `--budgets`."""
+  return {item.partition("=")[0]: float(item.partition("=")[2])
+          for item in _names(text)}
+
+
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--data_dir", default=None)
-  parser.add_argument("--sections", default=None,
+  model_names = ba.config_values("model")
+  parser.add_argument("--data_dir", default=None, type=ba.existing_dir)
+  parser.add_argument("--sections", default=None, type=ba.names(SECTIONS),
                       help="default: all, but memory on CPU (no peak to report)")
-  parser.add_argument("--models", default="mlp,cnn,speedrun",
+  parser.add_argument("--models", default="mlp,cnn,speedrun", type=model_names,
                       help="throughput models, in the order they are measured")
-  parser.add_argument("--batch_sizes", default=None,
+  parser.add_argument("--batch_sizes", default=None, type=ba.positive_ints,
                       help="default 64,128,256,512 on CPU, 128,512,2048 elsewhere")
-  parser.add_argument("--dtypes", default=None,
+  parser.add_argument("--dtypes", default=None, type=ba.config_values("dtype"),
                       help="computation dtypes of the throughput section; "
                       "default float32 on CPU, float32,bfloat16 elsewhere")
-  parser.add_argument("--window_images", type=int, default=None,
+  parser.add_argument("--window_images", type=ba.positive_int, default=None,
                       help="images per timed window; default 8192 on CPU, "
                       "an epoch elsewhere")
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--strategies_model", default="cnn")
-  parser.add_argument("--strategies_batch_size", type=int, default=128)
-  parser.add_argument("--strategies_window_images", type=int, default=2048,
+  parser.add_argument("--repeats", type=ba.positive_int, default=5)
+  parser.add_argument("--strategies_model", default="cnn", type=model_names)
+  parser.add_argument("--strategies_batch_size", type=ba.positive_int, default=128)
+  parser.add_argument("--strategies_window_images", type=ba.positive_int, default=2048,
                       help="smaller than --window_images: on CPU the scanned "
                       "strategies run at a tenth of the speed")
-  parser.add_argument("--speedruns", default=",".join(SPEEDRUNS))
-  parser.add_argument("--seeds", type=int, default=5)
+  parser.add_argument("--speedruns", default=",".join(SPEEDRUNS),
+                      type=ba.names(SPEEDRUNS))
+  parser.add_argument("--seeds", type=ba.positive_int, default=5)
   parser.add_argument("--speedruns_in_process", action="store_true",
                       help="train each seed in this process instead of a fresh "
                       "`python -m mnist_jax.main` (compilation is outside the "
@@ -111,28 +146,29 @@ def parse_args(argv=None):
   parser.add_argument("--override", action="append", default=[],
                       help="field=value set in each speedrun config (e.g. for "
                       "a quick check: num_epochs=1)")
-  parser.add_argument("--device_counts", default="1,2,8")
-  parser.add_argument("--scaling_models", default="speedrun,cnn")
-  parser.add_argument("--scaling_batch_size", type=int, default=256)
-  parser.add_argument("--members", default="1",
+  parser.add_argument("--device_counts", default="1,2,8", type=ba.positive_ints)
+  parser.add_argument("--scaling_models", default="speedrun,cnn", type=model_names)
+  parser.add_argument("--scaling_batch_size", type=ba.positive_int, default=256)
+  parser.add_argument("--members", default="1", type=ba.positive_ints,
                       help="members (config.num_seeds) of each throughput row")
-  parser.add_argument("--members_counts", default="1,2,4,8",
+  parser.add_argument("--members_counts", default="1,2,4,8", type=ba.positive_ints,
                       help="the members section's counts")
-  parser.add_argument("--members_models", default="speedrun,cnn")
+  parser.add_argument("--members_models", default="speedrun,cnn", type=model_names)
   parser.add_argument("--member_loops", default="vmap,unroll",
+                      type=ba.config_values("member_loop"),
                       help="config.member_loop values of the members section")
-  parser.add_argument("--members_batch_size", type=int, default=128)
-  parser.add_argument("--memory_models", default="mlp,cnn,speedrun")
-  parser.add_argument("--memory_batch_sizes", default=None,
+  parser.add_argument("--members_batch_size", type=ba.positive_int, default=128)
+  parser.add_argument("--memory_models", default="mlp,cnn,speedrun", type=model_names)
+  parser.add_argument("--memory_batch_sizes", default=None, type=ba.positive_ints,
                       help="default: the throughput batch sizes")
   parser.add_argument("--memory_in_process", action="store_true",
                       help="internal: measure the memory section in this process")
-  parser.add_argument("--budgets", default="",
+  parser.add_argument("--budgets", default="", type=_budgets,
                       help="section=seconds,...: sections that stop starting new "
                       "work once it projects past their budget")
   parser.add_argument("--dataset", default="mnist",
                       help="dataset of the throughput, strategies and scaling sections")
-  parser.add_argument("--devices", type=int, default=None,
+  parser.add_argument("--devices", type=ba.positive_int, default=None,
                       help="CPU only: run on this many virtual CPU devices")
   parser.add_argument("--out", default=None, help="JSON path of the record")
   parser.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results"),
@@ -143,7 +179,11 @@ def parse_args(argv=None):
                       "(a copy of the working tree on a rented machine)")
   parser.add_argument("--no_tables", action="store_true",
                       help="do not regenerate benchmarks/README.md")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  # The speedruns' configs take the overrides (time_to_accuracy applies them).
+  ba.check_overrides(parser, [ROOT / "configs" / f"{name}.py"
+                              for name in _names(args.speedruns)], args.override)
+  return args
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
@@ -152,8 +192,6 @@ if ARGS is not None and ARGS.devices:
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              f" --xla_force_host_platform_device_count={ARGS.devices}")
 
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import strategies  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -164,14 +202,7 @@ from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-to
 from mnist_jax import models as models_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import steps, timing, train  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-
-def _ints(text: str) -> list[int]:
-  return [int(x) for x in text.split(",") if x]
-
-
-def _names(text: str) -> list[str]:
-  return [x for x in text.split(",") if x]
+from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class Budget:
@@ -199,17 +230,6 @@ class Budget:
     print(f"  skipped (over the {self.seconds:.0f} s budget): {what}", flush=True)
 
 
-def _budgets(text: str) -> dict[str, float]:
-  budgets = {}
-  for item in _names(text):
-    section, _, seconds = item.partition("=")
-    if section not in SECTIONS or not seconds:
-      sys.exit(f"error: --budgets item {item!r}: expected section=seconds with a "
-               f"section of {SECTIONS}")
-    budgets[section] = float(seconds)
-  return budgets
-
-
 @dataclasses.dataclass
 class Trainer:
   run_window: Callable[[], object]  # Trains one window; returns its Totals.
@@ -229,7 +249,8 @@ def _trainer(model_name: str, batch: int, window_steps: int,
   config_lib.validate(config)  # E.g. an unknown --models name, with the fix.
   backend = jax.default_backend()
   built = state_lib.build(config, dataset.num_classes,
-                          len(dataset.train_labels) // batch, backend)
+                          len(dataset.train_labels) // batch, backend,
+                          dataset.image_shape)
   graphs, recipe, tx = built.graphs, built.recipe, built.tx
   state = jax.device_put(built.state, sharding.replicated(mesh))
   steps_per_call = loop.default_steps_per_call(backend, window_steps)
@@ -355,7 +376,7 @@ def _train_seed(name: str, seed: int, data_dir: str | None, overrides: list[str]
     command.append(f"--config.data_dir={data_dir}")
   env = _with_root_on_path(os.environ)
   env.pop("XLA_FLAGS", None)  # mnist_jax's own choice of devices.
-  subprocess.run(command, check=True, cwd=ROOT, env=env)
+  _run_checked(command, cwd=ROOT, env=env)
   return json.loads((Path(workdir) / "summary.json").read_text())
 
 
@@ -419,8 +440,25 @@ def _run_child(args, section: str, *flags: str, env: dict | None = None) -> list
       command.append(f"--data_dir={args.data_dir}")
     env = {**os.environ, **(env or {})}
     env.pop("XLA_FLAGS", None)  # The child sets its own device count.
-    subprocess.run(command, check=True, env=env)
+    _run_checked(command, env=env)
     return json.loads(out.read_text())[section]
+
+
+def _run_checked(command: list[str], **kwargs):
+  """Runs a child process, its stderr passed on as it comes; a failure
+  raises a UserError that repeats the child's last line (its one-line error)."""
+  decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+  tail = ""
+  with subprocess.Popen(command, stderr=subprocess.PIPE, **kwargs) as child:
+    for chunk in iter(lambda: child.stderr.read1(1 << 12), b""):
+      text = decoder.decode(chunk)
+      sys.stderr.write(text)
+      sys.stderr.flush()
+      tail = (tail + text)[-(1 << 12):]
+  if child.returncode:
+    lines = tail.strip().splitlines() or ["no error message"]
+    raise UserError(f"{lines[-1].removeprefix('error: ')} (in a child process, "
+                    f"exit {child.returncode}: {' '.join(command[1:3])} ...)")
 
 
 def _child_throughput(args, models: str, batch: int, devices: int,
@@ -615,14 +653,38 @@ def _strategies_section(args, dataset) -> dict:
   return found
 
 
+def _check_windows(args, dataset: data.Dataset, sections: list[str],
+                   batch_sizes: list[int], memory_batch_sizes: list[int]):
+  """Each section's timed window fits in one epoch of `dataset`'s training
+  images: a window is cut from one epoch's shuffle (feed.epoch_permutation)."""
+  num_train = len(dataset.train_labels)
+  batches = {"throughput": ("--batch_sizes", batch_sizes),
+             "scaling": ("--scaling_batch_size", [args.scaling_batch_size]),
+             "members": ("--members_batch_size", [args.members_batch_size]),
+             "memory": ("--memory_batch_sizes", memory_batch_sizes),
+             # The strategies window is at least one chunk of 8 steps.
+             "strategies": ("--strategies_batch_size",
+                            [8 * args.strategies_batch_size])}
+  for section in sections:
+    flag, sizes = batches.get(section, ("", []))
+    for batch in sizes:
+      if batch > num_train:
+        raise UserError(f"{flag}: {section} needs {batch} training images a "
+                        f"window at least, and {dataset.name} has {num_train}; "
+                        f"use a smaller batch size")
+      window = max(1, _window_images(args) // batch) * batch
+      if section != "strategies" and window > num_train:
+        raise UserError(f"--window_images={_window_images(args)}: a window at "
+                        f"batch {batch} ({section}) takes {window} training "
+                        f"images, and {dataset.name} has {num_train}; pass "
+                        f"--window_images={num_train // batch * batch} or less")
+
+
 def main(args):
   on_cpu = jax.default_backend() == "cpu"
   sections = _names(args.sections or ",".join(
       s for s in SECTIONS if not (on_cpu and s == "memory")))
-  unknown = set(sections) - set(SECTIONS)
-  if unknown:
-    sys.exit(f"error: unknown sections {sorted(unknown)}; choose from {SECTIONS}")
-  budgets = _budgets(args.budgets)
+  budgets = budgets_of(args.budgets)
   batch_sizes = _ints(args.batch_sizes or ("64,128,256,512" if on_cpu
                                            else "128,512,2048"))
   memory_batch_sizes = _ints(args.memory_batch_sizes or ",".join(map(str, batch_sizes)))
@@ -637,8 +699,11 @@ def main(args):
   stamp = machine["date"].replace(":", "").replace("-", "")[:13]
   started = time.perf_counter()
   dataset = None
-  if {"throughput", "strategies"} & set(sections) or args.memory_in_process:
+  if set(sections) - {"time_to_accuracy"}:
+    # Loaded here (the sections in child processes load it again) to refuse
+    # a window or batch size that does not fit in it before measuring.
     dataset = data.load(args.dataset, args.data_dir)
+    _check_windows(args, dataset, sections, batch_sizes, memory_batch_sizes)
   # In the order asked for: a run stopped from outside keeps the first ones.
   for section in sections:
     print(f"[{time.perf_counter() - started:.0f} s] {section.replace('_', ' ')}"
@@ -674,4 +739,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-  main(ARGS)
+  ba.run_main(main, ARGS)

@@ -30,7 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_args as ba  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +41,7 @@ from configs import default
 from mnist_jax import data, feed, loop, progress, sharding, steps, timing
 from mnist_jax import config as config_lib
 from mnist_jax import state as state_lib
+from mnist_jax.errors import UserError
 
 STRATEGIES = ("host_loop", "device_step", "scan_chunk", "whole_window",
               "device_step_progress")
@@ -49,19 +52,26 @@ class _NullTerminal(io.StringIO):
     return True
 
 
-def parse_args():
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--model", default="cnn")
+  parser.add_argument("--model", default="cnn", type=ba.config_values("model"))
   parser.add_argument("--dataset", default="mnist")
-  parser.add_argument("--data_dir", default=None)
-  parser.add_argument("--batch_size", type=int, default=128)
-  parser.add_argument("--window_steps", type=int, default=32)
-  parser.add_argument("--chunk", type=int, default=8)
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--strategies", default=",".join(STRATEGIES))
+  parser.add_argument("--data_dir", default=None, type=ba.existing_dir)
+  parser.add_argument("--batch_size", type=ba.positive_int, default=128)
+  parser.add_argument("--window_steps", type=ba.positive_int, default=32)
+  parser.add_argument("--chunk", type=ba.positive_int, default=8,
+                      help="steps per call of scan_chunk; divides --window_steps")
+  parser.add_argument("--repeats", type=ba.positive_int, default=5)
+  parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                      type=ba.names(STRATEGIES))
   parser.add_argument("--out", default=None, help="JSON path; default "
                       "benchmarks/results/<backend>-<device kind>/...")
-  return parser.parse_args()
+  args = parser.parse_args(argv)
+  if "scan_chunk" in args.strategies.split(",") and args.window_steps % args.chunk:
+    parser.error(f"argument --window_steps: {args.window_steps} steps are not "
+                 f"whole chunks of --chunk={args.chunk}; pass a multiple of "
+                 f"{args.chunk}")
+  return args
 
 
 def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
@@ -73,9 +83,16 @@ def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
   mesh = sharding.make_mesh()
   sharding.check_batch_size(batch, mesh, "--batch_size")
   if "scan_chunk" in names and window % chunk_steps:
-    raise ValueError(f"window_steps={window} must divide by chunk={chunk_steps}")
+    raise UserError(f"--window_steps={window} must be whole chunks of "
+                    f"--chunk={chunk_steps}")
   num_train = len(dataset.train_labels)
-  built = state_lib.build(config, dataset.num_classes, num_train // batch)
+  if window * batch > num_train:  # A window is cut from one epoch's shuffle.
+    raise UserError(f"--window_steps={window}: {window} steps of batch {batch} "
+                    f"take {window * batch} training images, and {dataset.name} "
+                    f"has {num_train}; pass --window_steps="
+                    f"{max(1, num_train // batch)} or less")
+  built = state_lib.build(config, dataset.num_classes, num_train // batch,
+                          image_shape=dataset.image_shape)
   graphs, recipe, tx = built.graphs, built.recipe, built.tx
   state0 = jax.device_put(built.state, sharding.replicated(mesh))
   device_data = feed.place_data(dataset, mesh, config.eval_batch_size)
@@ -151,8 +168,8 @@ def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
   return results
 
 
-def main():
-  args = parse_args()
+def main(argv=None):
+  args = parse_args(argv)
   dataset = data.load(args.dataset, args.data_dir)
   results = measure(dataset, args.model, args.batch_size, args.window_steps,
                     args.chunk, args.repeats, args.strategies.split(","))
@@ -171,4 +188,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  ba.run_main(main)

@@ -119,4 +119,4 @@ else:
   speedrun_batch = speedrun_config.get_config().batch_size
   assert parsed.members_batch_size == parsed.strategies_batch_size == speedrun_batch
   assert parsed.strategies_window_images >= 60_000  # Whole-epoch scan vs per-step calls.
-  assert sum(harness._budgets(parsed.budgets).values()) < 420  # pylint: disable=protected-access
+  assert sum(harness.budgets_of(parsed.budgets).values()) < 420
