@@ -1,46 +1,30 @@
 """What a finished run leaves to look at: PNG plots in <workdir>/plots."""
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import jax
 import numpy as np
 
 from mnist_jax import data as data_lib
-from mnist_jax import plots
+from mnist_jax import inference
 
 NUM_SAMPLES = 32
 NUM_MISTAKES = 32
 
 
-LogitsFn = Callable[[np.ndarray], jax.Array]  # uint8 [B, H, W, C] -> [B, K]
-
-
-def probabilities(logits_fn: LogitsFn, images_NHW: np.ndarray,
-                  batch_size: int) -> np.ndarray:
-  """Class probabilities [N, K] for uint8 images [N, H, W, C], on the host.
-
-  Every batch has `batch_size` images (the last is padded), so the function
-  compiles once.
-  """
-  out = []
-  for start in range(0, len(images_NHW), batch_size):
-    batch = images_NHW[start:start + batch_size]
-    padded = np.pad(batch, ((0, batch_size - len(batch)),) + ((0, 0),) * (batch.ndim - 1))
-    logits_BK = logits_fn(padded)[:len(batch)]
-    out.append(np.asarray(jax.nn.softmax(logits_BK, axis=-1)))
-  return np.concatenate(out)
-
-
-def write_plots(workdir: Path, logits_fn: LogitsFn, class_names, dataset: data_lib.Dataset,
-                history: list[dict[str, Any]], batch_size: int, name: str) -> list[Path]:
+def write_plots(workdir: Path, logits_fn: inference.LogitsFn, class_names,
+                dataset: data_lib.Dataset, history: list[dict[str, Any]],
+                batch_size: int, name: str) -> list[Path]:
   """Training curves, confusion matrix, sample predictions, confident mistakes.
 
   Without a `history` (a workdir without metrics.jsonl) there are no training
   curves; the caller says so.
   """
+  # matplotlib takes about a second to import: a run pays for it only when
+  # it draws (config.plots), after training, not before its first step.
+  from mnist_jax import plots  # pylint: disable=g-import-not-at-top
   folder = Path(workdir) / "plots"
-  probabilities_NK = probabilities(logits_fn, dataset.test_images, batch_size)
+  probabilities_NK = inference.probabilities(logits_fn, dataset.test_images, batch_size)
   labels_N = dataset.test_labels
   predictions_N = probabilities_NK.argmax(-1)
   confidence_N = probabilities_NK.max(-1)
