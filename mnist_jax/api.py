@@ -11,7 +11,6 @@ load a trained run, predict.
 """
 
 import dataclasses
-import functools
 import os
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from mnist_jax import config as config_lib
-from mnist_jax import outputs, report
+from mnist_jax import inference, outputs
 from mnist_jax import train as train_lib
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
@@ -41,7 +40,7 @@ class Model:
   def image_shape(self) -> tuple[int, int, int]:
     return self.trained.image_shape
 
-  def predict(self, images, batch_size: int = 500) -> np.ndarray:
+  def predict(self, images, batch_size: int = inference.BATCH_SIZE) -> np.ndarray:
     """Class probabilities [N, K] of uint8 images [N, H, W, C] (or [N, H, W]
     for grayscale), as the dataset's: 0..255, the model's image size."""
     images = np.asarray(images)
@@ -53,8 +52,10 @@ class Model:
     if images.shape[1:] != tuple(self.image_shape):
       raise UserError(f"predict takes images of shape [N, {', '.join(map(str, self.image_shape))}]"
                       f" (the model's), got {list(images.shape)}")
-    logits_fn = functools.partial(self.trained.logits_fn, self.trained.state)
-    return report.probabilities(logits_fn, images, min(batch_size, len(images)))
+    if len(images) == 0:
+      raise UserError("predict takes at least one image")
+    return inference.probabilities(inference.bound_logits_fn(self.trained), images,
+                                   batch_size)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,6 @@ weights instead (runs trained with config.ema_decay > 0); `--member=K` picks
 one model of a run of several (config.num_seeds, config.sweep).
 """
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 import optax
 from absl import flags, logging
 
-from mnist_jax import cli, feed, outputs, sharding, steps
+from mnist_jax import cli, feed, inference, outputs, sharding, steps
 from mnist_jax import report as report_lib
 from mnist_jax import data as data_lib
 from mnist_jax.errors import UserError
@@ -142,8 +141,7 @@ def main(argv):
       logging.warning("training curves skipped: %s %s", metrics,
                       "has no epoch to plot" if metrics.exists() else "does not exist")
     written = report_lib.write_plots(
-        workdir, functools.partial(trained.logits_fn, trained.state),
-        trained.class_names, dataset, history,
+        workdir, inference.bound_logits_fn(trained), trained.class_names, dataset, history,
         feed.evaluation_batch_size(config.eval_batch_size, len(dataset.test_labels),
                                     jax.device_count()),
         f"{dataset.name}, {config.model}, epoch {trained.epoch}")

@@ -14,6 +14,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "mnist_jax"
 # A run's pipeline, in order (README, "How it runs").
 ROOMS = ("config", "runtime", "feed", "state", "steps", "loop", "outputs", "train")
+# Inference of host-side images (batched, padded) is a room apart: it imports
+# none of the package, and only the edges that show or return predictions
+# import it; the plots (report) get their probabilities from it.
+INFERENCE_USERS = {"predict", "evaluate", "api", "report"}
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_TRAIN_LINES = 400, 80, 250
 
 
@@ -63,6 +67,18 @@ def test_the_edges_do_not_reach_back_into_the_pipeline():
   assert "models" not in imported("sharding")  # runtime chooses devices.
   for tool in ("trained", "evaluate", "predict", "export"):
     assert "train" not in imported(tool), tool
+
+
+def _package_modules() -> set[str]:
+  return {p.stem for p in PACKAGE.glob("*.py")} | {"sources", "datasets"}
+
+
+def test_inference_is_a_room_of_its_own():
+  assert imported("inference") & _package_modules() == set()
+  users = {p.stem for p in PACKAGE.glob("*.py") if "inference" in imported(p.stem)}
+  assert users == INFERENCE_USERS
+  # report draws: it neither builds nor runs a model itself.
+  assert imported("report") & _package_modules() <= {"data", "inference", "plots"}
 
 
 def test_no_module_or_function_is_too_long_to_read_in_one_sitting():
