@@ -50,10 +50,18 @@ def member_flag() -> flags.FlagHolder:
       "config.sweep) to use, 0-based as in its summary.json; default 0.")
 
 
-def fail(message: str) -> NoReturn:
+def out_flag(help_text: str) -> flags.FlagHolder:
+  """The `--out` flag (default None) of export and predict: defined once,
+  with the help of the first of them imported (the command's own, run alone)."""
+  if "out" in flags.FLAGS:
+    return flags.FlagHolder(flags.FLAGS, flags.FLAGS["out"])
+  return flags.DEFINE_string("out", None, help_text)
+
+
+def fail(message: str, exit_status: int = 1) -> NoReturn:
   logging.flush()
   print(f"error: {message}", file=sys.stderr)
-  sys.exit(1)
+  sys.exit(exit_status)
 
 
 def _config_flag_error(error: Exception, argv: list[str]) -> str | None:
@@ -201,7 +209,7 @@ def run(main: Callable[[list[str]], None]):
     try:
       main(argv)
     except UserError as e:
-      fail(str(e))
+      fail(str(e), e.exit_status)
     except Interrupted as e:
       logging.flush()
       print(e, file=sys.stderr)

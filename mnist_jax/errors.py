@@ -7,7 +7,15 @@ non-zero exit; anything else is a bug and keeps its traceback.
 
 
 class UserError(Exception):
-  """A problem with the user's input, with a message that says how to fix it."""
+  """A problem with the user's input, with a message that says how to fix it.
+
+  `exit_status` is the command's exit status (1; predict exits 2 when it
+  finds nothing to classify).
+  """
+
+  def __init__(self, message: str, exit_status: int = 1):
+    super().__init__(message)
+    self.exit_status = exit_status
 
 
 class Interrupted(Exception):

@@ -38,8 +38,8 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 _WORKDIR = cli.workdir_flag()
 _MEMBER = cli.member_flag()
 _CHECKPOINT = cli.checkpoint_flag()
-_OUT = flags.DEFINE_string(
-    "out", None, "Where to write the exported model; default "
+_OUT = cli.out_flag(
+    "Where to write the exported model; default "
     "<workdir>/model.jax_export. Its description goes to <out>.json.")
 _PLATFORMS = flags.DEFINE_list(
     "platforms", list(PLATFORMS),

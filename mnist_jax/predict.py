@@ -1,4 +1,15 @@
-"""Classifies image files: `python -m mnist_jax.predict --workdir=DIR IMAGE...`.
+"""Classifies image files: `python -m mnist_jax.predict --workdir=DIR PATH...`.
+
+Each PATH is an image file, a folder (every image file under it, nested
+folders included, hidden ones not; sorted) or a glob (`'scans/**/*.png'`:
+the image files it matches, sorted). One line per image: its path and its
+`--top` classes with their probabilities; `--out=FILE.csv` also writes
+path, class, probability and the top 3 classes. Images go to the model in
+batches, each compiled shape once. A file found in a folder or by a glob
+that cannot be used (corrupt, blank) is reported as `skipped: PATH: why`
+and the others are still classified (exit status 1); a file named itself
+that cannot be used is an error. A folder or glob with no image files is
+an error with exit status 2.
 
 Any image Pillow reads (PNG, JPEG, ...; any size, colour or transparency)
 is made into a 28x28 grayscale image the way the datasets' images were made:
@@ -18,16 +29,22 @@ is made into a 28x28 grayscale image the way the datasets' images were made:
   margins take the opaque part's typical (median) shade.
 """
 
+import contextlib
+import csv
+import glob
+import os
+import sys
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
-import jax
 import numpy as np
-from absl import flags
+from absl import flags, logging
 from PIL import Image, UnidentifiedImageError
 
-from mnist_jax import cli
+from mnist_jax import cli, inference, outputs
 from mnist_jax.errors import UserError
-from mnist_jax.trained import load_trained
+from mnist_jax.sources.folder import IMAGE_SUFFIXES
+from mnist_jax.trained import Trained, load_trained
 
 _WORKDIR = cli.workdir_flag()
 _MEMBER = cli.member_flag()
@@ -37,8 +54,22 @@ _INVERT = flags.DEFINE_enum("invert", "auto", ["auto", "yes", "no"],
 _FIT = flags.DEFINE_enum("fit", "auto", ["auto", "digit", "whole"],
                          "How to frame the image in 28x28.")
 _TOP = flags.DEFINE_integer("top", 1, "How many classes to print per image.")
+_OUT = cli.out_flag("Also write the predictions to this CSV file: path, "
+                    "class, probability, top3 (class:probability;...).")
 
 DIGIT_DATASETS = ("mnist", "mnist160", "kmnist")
+GLOB_CHARACTERS = "*?["
+CSV_COLUMNS = ("path", "class", "probability", "top3")
+
+OnSkip = Callable[[str, str], None]  # (path, why) of a file left out.
+
+
+class Unreadable(UserError):
+  """An image file that cannot be classified; `reason` says why."""
+
+  def __init__(self, path, reason: str):
+    super().__init__(f"{path} {reason}")
+    self.reason = reason
 
 
 def _read_grayscale(path: Path) -> np.ndarray:
@@ -47,13 +78,13 @@ def _read_grayscale(path: Path) -> np.ndarray:
     image = Image.open(path)
     image.load()
   except FileNotFoundError:
-    raise UserError(f"{path} does not exist") from None
+    raise Unreadable(path, "does not exist") from None
   # A corrupt file fails as any of these, some only when decoded (load).
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
           Image.DecompressionBombError) as e:
-    raise UserError(f"{path} is not an image that can be read "
-                    f"({' '.join(str(e).split())}); check that it opens in an "
-                    f"image viewer, or save it again as PNG") from None
+    raise Unreadable(path, f"is not an image that can be read "
+                     f"({' '.join(str(e).split())}); check that it opens in an "
+                     f"image viewer, or save it again as PNG") from None
   if image.mode.startswith("I"):  # 16-bit ("I;16", "I;16B", ...) or 32-bit integers.
     return np.asarray(image, np.float32).clip(0, 65535) / 257
   if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
@@ -97,7 +128,7 @@ def to_mnist_format(path: Path, invert: str = "auto", fit: str = "whole",
     pixels = 255 - pixels
   pixels = pixels - pixels.min()  # Background to 0, whatever the paper's shade.
   if pixels.max() <= 0:
-    raise UserError(f"{path} is blank: nothing to classify")
+    raise Unreadable(path, "is blank: nothing to classify")
   canvas = np.zeros((height, width), np.float32)
   if fit == "whole":
     patch = _resized(pixels, height, width)
@@ -130,37 +161,149 @@ def to_dataset_format(path: Path, image_shape: tuple[int, int, int],
   return np.asarray(rgb, np.uint8)
 
 
-def predict(workdir, paths: list[str], invert="auto", fit="auto", top=1,
-            member: int | None = None, checkpoint: str = ""):
-  """[(path, [(class name, probability), ...]), ...], best first, by the
-  run's model (member `member` of a run of several)."""
+
+def find_images(arguments: Iterable) -> list[tuple[str, bool]]:
+  """(path, found) of each image to classify, in the order of `arguments`:
+  a file as named (found False: it must be readable), a folder's image
+  files and a glob's, sorted (found True: skipped when unreadable)."""
+  files = []
+  for argument in arguments:
+    name = str(argument)
+    if os.path.isdir(name):
+      listed = _image_files(name)
+      if not listed:
+        raise UserError(f"{name} holds no image files ({', '.join(IMAGE_SUFFIXES)})",
+                        exit_status=2)
+    elif not os.path.exists(name) and any(c in name for c in GLOB_CHARACTERS):
+      listed = sorted(p for p in glob.glob(name, recursive=True)
+                      if _is_image_name(p) and os.path.isfile(p))
+      if not listed:
+        raise UserError(f"{name} matches no image files ({', '.join(IMAGE_SUFFIXES)})",
+                        exit_status=2)
+    else:
+      files.append((argument, False))
+      continue
+    files += [(path, True) for path in listed]
+  return files
+
+
+def _is_image_name(path: str) -> bool:
+  return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
+
+
+def _image_files(folder: str) -> list[str]:
+  """The image files under `folder`, nested folders included, hidden files
+  and folders (a cache, a thumbnail store) not; sorted."""
+  found = []
+  for parent, folders, names in os.walk(folder):
+    folders[:] = [f for f in folders if not f.startswith(".")]
+    found += [os.path.join(parent, n) for n in names
+              if not n.startswith(".") and _is_image_name(n)]
+  return sorted(found)
+
+
+def resolved_fit(trained: Trained, fit: str) -> str:
+  if fit != "auto":
+    return fit
+  dataset = trained.config.dataset
+  return ("digit" if dataset in DIGIT_DATASETS or dataset.startswith("emnist")
+          else "whole")
+
+
+def _log_skip(path: str, reason: str):
+  logging.warning("skipped: %s: %s", path, reason)
+
+
+def decoded_batches(files: list[tuple[str, bool]], image_shape, invert: str,
+                    fit: str, batch_size: int, on_skip: OnSkip = _log_skip
+                    ) -> Iterator[tuple[list[str], np.ndarray]]:
+  """(paths, uint8 images [B, H, W, C]) of `files` (`find_images`), B up
+  to `batch_size`; found files that cannot be used go to `on_skip`."""
+  paths, images = [], []
+  for path, found in files:
+    try:
+      images.append(to_dataset_format(Path(path), image_shape, invert, fit))
+    except Unreadable as e:
+      if not found:
+        raise
+      on_skip(path, e.reason)
+      continue
+    paths.append(path)
+    if len(paths) == batch_size:
+      yield paths, np.stack(images)
+      paths, images = [], []
+  if paths:
+    yield paths, np.stack(images)
+
+
+def predictions(trained: Trained, files: list[tuple[str, bool]], invert="auto",
+                fit="auto", batch_size: int = inference.BATCH_SIZE,
+                on_skip: OnSkip = _log_skip) -> Iterator[tuple[str, np.ndarray]]:
+  """(path, class probabilities [K]) of each usable file of `files`
+  (`find_images`), in order; files are decoded while the model runs."""
+  batch_size = max(1, min(batch_size, len(files)))
+  batches = decoded_batches(files, trained.image_shape, invert,
+                            resolved_fit(trained, fit), batch_size, on_skip)
+  for paths, probabilities_BK in inference.stream(
+      inference.bound_logits_fn(trained), batches, batch_size):
+    yield from zip(paths, probabilities_BK)
+
+
+def ranked(probabilities_K: np.ndarray, class_names, top: int
+           ) -> list[tuple[str, float]]:
+  """The `top` classes, best first, with their probabilities."""
+  return [(class_names[k], float(probabilities_K[k]))
+          for k in np.argsort(-probabilities_K)[:top]]
+
+
+def predict(workdir, paths: list, invert="auto", fit="auto", top=1,
+            member: int | None = None, checkpoint: str = "",
+            on_skip: OnSkip = _log_skip):
+  """[(path, [(class name, probability), ...]), ...], best first, of the
+  files, folders and globs `paths` (`find_images`), by the run's model
+  (member `member` of a run of several)."""
+  files = find_images(paths)
   trained = load_trained(workdir, member, checkpoint)
-  if fit == "auto":
-    fit = ("digit" if trained.config.dataset in DIGIT_DATASETS
-           or trained.config.dataset.startswith("emnist") else "whole")
-  images_NHWC = np.stack([to_dataset_format(Path(p), trained.image_shape, invert, fit)
-                          for p in paths])
-  logits_NK = trained.logits_fn(trained.state, images_NHWC)
-  probabilities_NK = np.asarray(jax.nn.softmax(logits_NK, axis=-1))
-  results = []
-  for path, probabilities_K in zip(paths, probabilities_NK):
-    best = np.argsort(-probabilities_K)[:top]
-    results.append((path, [(trained.class_names[k], float(probabilities_K[k]))
-                           for k in best]))
-  return results
+  return [(path, ranked(p, trained.class_names, top))
+          for path, p in predictions(trained, files, invert, fit, on_skip=on_skip)]
+
+
+def _csv_row(path, probabilities_K: np.ndarray, class_names) -> list[str]:
+  (name, p), *_ = best = ranked(probabilities_K, class_names, 3)
+  return [str(path), name, f"{p:.6f}", ";".join(f"{n}:{q:.6f}" for n, q in best)]
 
 
 def main(argv):
-  paths = argv[1:]
   if not _WORKDIR.value:
     raise UserError("--workdir is required: the workdir of a training run")
-  if not paths:
-    raise UserError("name one or more image files to classify")
+  if len(argv) < 2:
+    raise UserError("name one or more image files, folders or globs to classify")
   if _TOP.value < 1:
     raise UserError(f"--top must be at least 1, got {_TOP.value}")
-  for path, ranked in predict(_WORKDIR.value, paths, _INVERT.value, _FIT.value,
-                              _TOP.value, _MEMBER.value, _CHECKPOINT.value):
-    print(f"{path}\t" + "\t".join(f"{name} {100 * p:.1f}%" for name, p in ranked))
+  out = Path(_OUT.value) if _OUT.value else None
+  if out is not None and not out.parent.is_dir():
+    raise UserError(f"--out={out}: folder {out.parent} does not exist")
+  files = find_images(argv[1:])  # Before the model loads: a typo fails at once.
+  trained = load_trained(_WORKDIR.value, _MEMBER.value, _CHECKPOINT.value)
+  skipped = []
+
+  def on_skip(path: str, reason: str):
+    skipped.append(path)
+    print(f"skipped: {path}: {reason}", file=sys.stderr, flush=True)
+
+  with outputs.atomic_file(out) if out else contextlib.nullcontext() as table:
+    writer = csv.writer(table, lineterminator="\n") if table else None
+    if writer:
+      writer.writerow(CSV_COLUMNS)
+    for path, probabilities_K in predictions(trained, files, _INVERT.value,
+                                             _FIT.value, on_skip=on_skip):
+      print(f"{path}\t" + "\t".join(f"{name} {100 * p:.1f}%" for name, p in
+                                     ranked(probabilities_K, trained.class_names,
+                                            _TOP.value)))
+      if writer:
+        writer.writerow(_csv_row(path, probabilities_K, trained.class_names))
+  if skipped:
+    sys.exit(1)
 
 
 if __name__ == "__main__":

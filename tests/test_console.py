@@ -25,7 +25,7 @@ SCRIPT = Path(sys.executable).parent / "mnist-jax"
 OWN_FLAGS = {
     "train": {"config", "workdir", "show_config"},
     "evaluate": {"workdir", "member", "checkpoint", "data_dir", "ema", "plots"},
-    "predict": {"workdir", "member", "checkpoint", "invert", "fit", "top"},
+    "predict": {"workdir", "member", "checkpoint", "invert", "fit", "top", "out"},
     "export": {"workdir", "member", "checkpoint", "out", "platforms"},
     "compare": {"seeds", "workdir", "override"},
 }

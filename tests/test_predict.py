@@ -1,12 +1,22 @@
 """predict's reading of image files: depth, transparency and polarity give
-the same 28x28 input as the plain 8-bit grayscale file of the same drawing."""
+the same 28x28 input as the plain 8-bit grayscale file of the same drawing;
+folders and globs, batched, give what each file alone gives."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, run_module
 from PIL import Image
 
-from mnist_jax import predict
+from mnist_jax import data, predict, train
 from mnist_jax.errors import UserError
+from mnist_jax.sources import folder as folder_source
+from mnist_jax.trained import load_trained
 
 
 def _ink(size=40) -> np.ndarray:
@@ -91,3 +101,134 @@ def test_a_fully_transparent_image_is_blank(tmp_path):
                                             np.zeros((20, 20))))
   with pytest.raises(UserError, match="is blank"):
     predict.to_mnist_format(path, "auto", "digit")
+
+
+# Folders and globs, through a run trained on mnist160 (1 epoch): what is
+# asserted is that the folder path gives what single files give, not accuracy.
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+  from configs import mnist160  # pylint: disable=g-import-not-at-top
+  config = mnist160.get_config()
+  config.num_epochs = 1
+  config.plots = False
+  workdir = tmp_path_factory.mktemp("predict") / "run"
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+def _tree(root: Path) -> list[str]:
+  """Test images of mnist160 at three depths, with a hidden folder, a
+  hidden file and a text file that predict must not read; the image paths
+  in sorted order."""
+  images = data.load("mnist160").test_images[..., 0]
+  where = ["b.png", "a/2.png", "a/10.png", "a/deep/x.PNG", "c/y.jpg", "c/z.bmp"]
+  for i, name in enumerate(where):
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(images[i]).save(root / name)
+  (root / ".cache").mkdir()
+  Image.fromarray(images[7]).save(root / ".cache" / "hidden.png")
+  Image.fromarray(images[8]).save(root / "c" / ".thumb.png")
+  (root / "notes.txt").write_text("not an image")
+  return sorted(str(root / name) for name in where)
+
+
+def test_a_folder_is_walked_recursively_in_sorted_order(tmp_path):
+  # Catches: only the top level read, os.walk's own order, hidden folders
+  # or non-image files read, extensions matched case-sensitively.
+  expected = _tree(tmp_path / "tree")
+  assert predict.find_images([tmp_path / "tree"]) == [(p, True) for p in expected]
+  assert expected[0].endswith("a/10.png")  # String order, as `sort` gives.
+
+
+def test_a_glob_is_expanded_sorted_and_a_named_file_kept_as_named(tmp_path):
+  expected = _tree(tmp_path / "tree")
+  pattern = str(tmp_path / "tree" / "**" / "*.png")
+  assert predict.find_images([pattern]) == [
+      (p, True) for p in expected if p.endswith(".png")]
+  # A file whose name holds glob characters is that file, not a pattern.
+  odd = tmp_path / "scan[1].png"
+  Image.fromarray(np.full((28, 28), 200, np.uint8)).save(odd)
+  assert predict.find_images([str(odd), expected[0]]) == [(str(odd), False),
+                                                         (expected[0], False)]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "empty").mkdir() or d / "empty", "holds no image files"),
+    (lambda d: d / "nothing*.png", "matches no image files"),
+])
+def test_a_folder_or_glob_with_no_images_exits_2(tmp_path, make, message):
+  # Refused before any model loads: the workdir holds no run.
+  argument = make(tmp_path)
+  result = run_module("mnist_jax.predict", f"--workdir={tmp_path}", argument)
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines() == [
+      f"error: {argument} {message} ({', '.join(folder_source.IMAGE_SUFFIXES)})"]
+
+
+def test_a_folder_predicts_as_single_files_do_and_skips_a_corrupt_one(run, tmp_path):
+  expected = _tree(tmp_path / "tree")
+  corrupt = tmp_path / "tree" / "a" / "3.png"
+  corrupt.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+  out = tmp_path / "predictions.csv"
+  result = run_module("mnist_jax.predict", f"--workdir={run}", tmp_path / "tree",
+                      f"--out={out}", "--top=2")
+  # Catches: a corrupt file ending the run, or not reported, or exit 0.
+  assert result.returncode == 1, result.stderr
+  assert [l for l in result.stderr.splitlines() if l.startswith("skipped")] == [
+      f"skipped: {corrupt}: is not an image that can be read (cannot identify "
+      f"image file '{corrupt}'); check that it opens in an image viewer, or "
+      f"save it again as PNG"]
+  assert "Traceback" not in result.stderr
+  printed = [line.split("\t") for line in result.stdout.splitlines()]
+  assert [p for p, *_ in printed] == expected and all(len(l) == 3 for l in printed)
+  with open(out, newline="") as f:
+    rows = list(csv.reader(f))
+  assert rows[0] == ["path", "class", "probability", "top3"]
+  assert [r[0] for r in rows[1:]] == expected
+  # Each file alone, as `predict FILE` reads it (a batch of one): the same
+  # class and probability, and the top 3 in order.
+  trained = load_trained(run)
+  for (path, name, probability, top3), line in zip(rows[1:], printed):
+    ((_, alone),) = predict.predictions(trained, [(path, False)])
+    best = predict.ranked(alone, trained.class_names, 3)
+    assert name == best[0][0] and float(probability) == pytest.approx(best[0][1], abs=1e-6)
+    assert [t.split(":")[0] for t in top3.split(";")] == [n for n, _ in best]
+    assert [float(t.split(":")[1]) for t in top3.split(";")] == pytest.approx(
+        [p for _, p in best], abs=1e-6)
+    assert line[1] == f"{best[0][0]} {100 * best[0][1]:.1f}%"
+
+
+def test_a_named_unreadable_file_is_still_an_error(run, tmp_path):
+  expected = _tree(tmp_path / "tree")
+  (tmp_path / "bad.png").write_text("not an image")
+  with pytest.raises(UserError, match="bad.png is not an image that can be read"):
+    predict.predict(run, [tmp_path / "tree", tmp_path / "bad.png"])
+  skipped = []
+  (tmp_path / "tree" / "bad.png").write_text("not an image")
+  results = predict.predict(run, [tmp_path / "tree"],
+                            on_skip=lambda path, why: skipped.append(path))
+  assert skipped == [str(tmp_path / "tree" / "bad.png")]
+  assert [p for p, _ in results] == expected
+
+
+def test_the_benchmark_writes_its_record_in_tiny_mode(run, tmp_path):
+  out = tmp_path / "record.json"
+  result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "predict_folder.py"),
+                           f"--workdir={run}", "--dataset=mnist160", "--repeats=1",
+                           f"--out={out}"], capture_output=True, text=True, cwd=REPO,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr
+  record = json.loads(out.read_text())
+  assert record["images"] == 80 and len(record["command"]["seconds"]) == 1
+  accuracy = record["accuracy"]
+  # The model on the dataset's arrays, through inference, is evaluate.
+  assert accuracy["dataset_arrays"] == accuracy["evaluate"]
+  # Whole-image framing reads a 28x28 file back as its array, but for
+  # contrast stretched to 255 (7 of mnist160's test images peak at 254):
+  # the files read back equal give the arrays' class.
+  equal = record["fit_whole_images_equal_to_dataset"]
+  assert equal >= 70
+  assert record["agreement_with_dataset_arrays"]["fit_whole"] >= equal / 80
+  assert 0 < accuracy["command_csv"] <= 1
+  assert record["machine"]["git_commit"] and record["parts_in_process"]["decode_seconds"] > 0
