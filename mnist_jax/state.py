@@ -104,40 +104,61 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
         else "freeze", params)
   tx = optim.create(config, steps_per_epoch, injected=members.swept,
                     trainable=trainable)
-  inits = [_init_member(member_config, num_classes, tuple(image_shape), tx,
-                        members.describe(k))
-           for k, member_config in enumerate(members.configs(config))]
-  graphs, state = inits[0]
-  if members.count > 1:
-    state = members_lib.stack([member_state for _, member_state in inits])
+  graphs, init = _initializer(config, num_classes, tuple(image_shape), tx)
+  states = [_member_state(init, members.describe(k)) for k in range(members.count)]
+  state = members_lib.stack(states) if members.count > 1 else states[0]
   recipe = StepRecipe.from_config(config, members,
                                   backend or jax.default_backend())
   return Built(members, graphs, recipe, tx,
                optim.schedule(config, steps_per_epoch), state)
 
 
-def _init_member(config, num_classes: int, image_shape: tuple[int, int, int], tx,
-                 description: dict[str, Any]) -> tuple[Graphs, TrainState]:
-  """The graphs and initial state of the model of `config.seed`; the
-  optimizer's injected hyperparameters set to the ones `description` gives."""
-  init_key, rng = jax.random.split(jax.random.key(config.seed))
-  module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
-                         width=config.width, depth=config.depth or None,
-                         dropout=config.dropout, init=config.init,
-                         input_shape=image_shape)
-  module.eval()
-  eval_graph, *_ = nnx.split(module, nnx.Param, ...)
-  module.train()
-  train_graph, params, rest = nnx.split(module, nnx.Param, ...)
-  opt_state = tx.init(params)
+def _initializer(config, num_classes: int, image_shape: tuple[int, int, int],
+                 tx) -> tuple[Graphs, Callable[[jax.Array], TrainState]]:
+  """The graphs of `config`'s model, and `init(key)`: the initial state of
+  the model of a seed's key (members differ only in their seeds and optimizer
+  hyperparameters, so one `init` serves them all).
+
+  `init` is one compiled program: drawn eagerly, each of the initialisation's
+  operations (a draw, a scaling, a split key, each layer's) was compiled as a
+  program of its own, about 30 of them for the speedrun model, before the
+  first step. The values are the same bit for bit (tests/test_user_clock.py).
+  """
+  graphs = []
+
+  def init(key: jax.Array) -> TrainState:
+    init_key, rng = jax.random.split(key)
+    module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
+                           width=config.width, depth=config.depth or None,
+                           dropout=config.dropout, init=config.init,
+                           input_shape=image_shape)
+    module.eval()
+    eval_graph, *_ = nnx.split(module, nnx.Param, ...)
+    module.train()
+    train_graph, params, rest = nnx.split(module, nnx.Param, ...)
+    graphs.append(Graphs(train_graph, eval_graph))  # Static: known once traced.
+    return TrainState(step=jnp.int32(0), params=params, rest=rest,
+                      opt_state=tx.init(params), rng=jax.random.key_data(rng),
+                      ema=({"count": jnp.int32(0), "params": params, "rest": rest}
+                           if config.ema_decay else None))
+
+  init = jax.jit(init)
+  jax.eval_shape(init, jax.random.key(0))  # Traces it: the graphs.
+  return graphs[0], init
+
+
+def _member_state(init: Callable[[jax.Array], TrainState],
+                  description: dict[str, Any]) -> TrainState:
+  """The initial state of the member `description` gives (its seed and
+  sweep point); the optimizer's injected hyperparameters set to its point's."""
+  # The key made outside: jax.random.key takes any Python int as a seed,
+  # which a compiled program's int32 argument would refuse.
+  state = init(jax.random.key(description["seed"]))
   injected = {field: description[field] for field in description if field != "seed"}
   if injected:
-    opt_state = optim.set_hyperparameters(opt_state, injected)
-  state = TrainState(step=jnp.int32(0), params=params, rest=rest,
-                     opt_state=opt_state, rng=jax.random.key_data(rng),
-                     ema=({"count": jnp.int32(0), "params": params, "rest": rest}
-                          if config.ema_decay else None))
-  return Graphs(train_graph, eval_graph), state
+    state = state.replace(opt_state=optim.set_hyperparameters(state.opt_state,
+                                                              injected))
+  return state
 
 
 def with_ema_weights(state: TrainState) -> TrainState:

@@ -5,7 +5,16 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
 from conftest import REPO
+from flax import nnx
+
+from mnist_jax import config as config_lib
+from mnist_jax import data, models
+from mnist_jax import state as state_lib
 
 
 def test_a_training_run_imports_no_plotting_library_before_it_trains():
@@ -17,3 +26,46 @@ def test_a_training_run_imports_no_plotting_library_before_it_trains():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
   assert out.stdout.strip() == "[]"
+
+
+def _eager_initial_state(config, num_classes, tx):
+  """A member's initial state as state.py drew it before it compiled the
+  initialisation: one operation at a time (each its own small program)."""
+  init_key, rng = jax.random.split(jax.random.key(config.seed))
+  module = models.create(config.model, num_classes, nnx.Rngs(params=init_key),
+                         width=config.width, depth=config.depth or None,
+                         dropout=config.dropout, init=config.init)
+  _, params, rest = nnx.split(module, nnx.Param, ...)
+  return state_lib.TrainState(
+      step=jnp.int32(0), params=params, rest=rest, opt_state=tx.init(params),
+      rng=jax.random.key_data(rng),
+      ema=({"count": jnp.int32(0), "params": params, "rest": rest}
+           if config.ema_decay else None))
+
+
+@pytest.mark.parametrize("fields", [
+    dict(model="speedrun", init="torch", optimizer="adam", lr_schedule="onecycle"),
+    dict(model="bn_cnn", ema_decay=0.99, optimizer="momentum", seed=2**31 + 5),
+    dict(model="mlp", optimizer="lion", dropout=0.1, seed=-3),
+])
+def test_the_compiled_initialisation_draws_the_same_bits_as_eager_operations(fields):
+  config = config_lib.with_defaults({"dataset": "mnist160", **fields})
+  dataset = data.load("mnist160")
+  built = state_lib.build(config, dataset.num_classes, 5, "cpu",
+                          dataset.image_shape)
+  expected = _eager_initial_state(config, dataset.num_classes, built.tx)
+  got_leaves, got_tree = jax.tree.flatten(built.state)
+  expected_leaves, expected_tree = jax.tree.flatten(expected)
+  assert got_tree == expected_tree
+  for got, want in zip(got_leaves, expected_leaves):
+    assert got.dtype == want.dtype and np.asarray(got).tobytes() == np.asarray(want).tobytes()
+
+
+def test_members_initialise_as_the_single_runs_of_their_seeds():
+  config = config_lib.with_defaults({"dataset": "mnist160", "num_seeds": 2,
+                                     "seed": 4})
+  together = state_lib.build(config, 10, 5, "cpu").state.params
+  config.num_seeds, config.seed = 1, 5
+  alone = state_lib.build(config, 10, 5, "cpu").state.params
+  for member, single in zip(jax.tree.leaves(together), jax.tree.leaves(alone)):
+    np.testing.assert_array_equal(member[1], single)
