@@ -7,7 +7,7 @@ a temporary folder, 1,000 to a subfolder, then
     model, 10,000 printed lines and the CSV), `--repeats` times;
   - times its parts in this process: listing the folder, decoding the files
     (`--fit` as predict resolves it) and the model on the decoded images,
-    its first call (compiling) and a second;
+    its first call (compiling) and a second, and at `--batch_sizes`;
   - checks the CSV against the labels, and the folder path against
     evaluate: with `--fit=whole` a 28x28 file is read back as the array it
     was written from (counted), and its predictions' accuracy is the one
@@ -22,7 +22,7 @@ Command (from the repo root), after a run to predict with:
       --data_dir=/work/shared/datasets
 writes benchmarks/results/<backend>-<device kind>/predict-folder-10k.json.
 Tiny (tests/test_predict.py): --dataset=mnist160 --workdir=<a mnist160 run>
---repeats=1 --out=<file>.
+--repeats=1 --batch_sizes=16,80 --out=<file>.
 """
 
 import argparse
@@ -53,6 +53,8 @@ def parse_args(argv=None):
   parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "datasets"))
   parser.add_argument("--repeats", type=int, default=2,
                       help="end-to-end runs of the command")
+  parser.add_argument("--batch_sizes", default="64,128,256,512",
+                      help="the model's seconds at each, on the decoded images")
   parser.add_argument("--name", default="predict-folder-10k")
   parser.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results"))
   parser.add_argument("--out", default=None, help="the record's path (default: "
@@ -110,6 +112,21 @@ def parts(trained, folder: Path, fit: str) -> tuple[dict, np.ndarray]:
           "batch_size": inference.BATCH_SIZE}, images_NHWC
 
 
+def by_batch_size(trained, images_NHWC: np.ndarray, sizes, rounds: int = 2) -> dict:
+  """Seconds of the model on `images_NHWC` at each batch size, after a
+  compiling call each; the sizes take turns, so a drift of the shared
+  machine hits all alike."""
+  logits_fn = inference.bound_logits_fn(trained)
+  for size in sizes:
+    inference.probabilities(logits_fn, images_NHWC[:size], size)
+  seconds = {size: [] for size in sizes}
+  for _ in range(rounds):
+    for size in sizes:
+      seconds[size].append(timing.timed(
+          lambda: inference.probabilities(logits_fn, images_NHWC, size))[1])  # pylint: disable=cell-var-from-loop
+  return {str(size): timing.spread(s) for size, s in seconds.items()}
+
+
 def main(argv=None):
   args = parse_args(argv)
   dataset = data.load(args.dataset, args.data_dir)
@@ -123,7 +140,9 @@ def main(argv=None):
                for _ in range(args.repeats)]
     command_N = csv_classes(work / "predictions.csv", paths, list(trained.class_names))
     fit = predict.resolved_fit(trained, "auto")
-    timed_parts, _ = parts(trained, folder, fit)
+    timed_parts, decoded_NHWC = parts(trained, folder, fit)
+    timed_parts["model_seconds_by_batch_size"] = by_batch_size(
+        trained, decoded_NHWC, [int(b) for b in args.batch_sizes.split(",")])
     # The folder path against evaluate: whole-image framing reads a 28x28
     # file back as its array (but for contrast stretched to 255), so its
     # predictions can be set beside the model's on the arrays themselves.

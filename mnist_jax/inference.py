@@ -21,9 +21,10 @@ import numpy as np
 LogitsFn = Callable[[np.ndarray], jax.Array]
 Key = TypeVar("Key")
 
-# Images per compiled call by default: a few MB of 28x28 inputs, small
-# enough for any device, large enough that dispatch costs little per image.
-BATCH_SIZE = 500
+# Images per compiled call by default. On one CPU device the CNN's forward
+# pass is slower per image in larger batches (model_seconds_by_batch_size
+# in benchmarks/results/cpu-cpu/predict-folder-10k.json).
+BATCH_SIZE = 256
 
 
 def bound_logits_fn(trained) -> LogitsFn:

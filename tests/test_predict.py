@@ -216,6 +216,7 @@ def test_the_benchmark_writes_its_record_in_tiny_mode(run, tmp_path):
   out = tmp_path / "record.json"
   result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "predict_folder.py"),
                            f"--workdir={run}", "--dataset=mnist160", "--repeats=1",
+                           "--batch_sizes=16,80",
                            f"--out={out}"], capture_output=True, text=True, cwd=REPO,
                           timeout=600)
   assert result.returncode == 0, result.stderr
@@ -232,3 +233,4 @@ def test_the_benchmark_writes_its_record_in_tiny_mode(run, tmp_path):
   assert record["agreement_with_dataset_arrays"]["fit_whole"] >= equal / 80
   assert 0 < accuracy["command_csv"] <= 1
   assert record["machine"]["git_commit"] and record["parts_in_process"]["decode_seconds"] > 0
+  assert list(record["parts_in_process"]["model_seconds_by_batch_size"]) == ["16", "80"]
