@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 EPS32 = float(np.finfo(np.float32).eps)  # 2**-23.
+EPS64 = float(np.finfo(np.float64).eps)  # 2**-52: Python floats.
 
 
 def float32_sum(n_terms: int, abs_sum: float) -> float:
@@ -25,11 +26,76 @@ def float32_sum(n_terms: int, abs_sum: float) -> float:
   return n_terms * EPS32 * abs_sum
 
 
+def assert_within(got, want, bound, what: str = ""):
+  """|got - want| <= bound elementwise (bound broadcasts), with the worst
+  offender in the message."""
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  excess = np.abs(got - want) - np.asarray(bound, np.float64)
+  worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.ndim else ()
+  assert (excess <= 0).all(), (
+      f"{what} {np.sum(excess > 0)} of {excess.size} beyond their bound; worst at "
+      f"{worst}: {got[worst]} vs {want[worst]}, bound "
+      f"{np.broadcast_to(bound, excess.shape)[worst]}")
+
+
+def float64_sum(n_terms: int, abs_sum: float) -> float:
+  """`float32_sum` for float64 (Python floats, numpy's default)."""
+  return n_terms * EPS64 * abs_sum
+
+
 def float32_relative(n_ops: int = 1) -> float:
   """Relative error of a float32 result after `n_ops` correctly rounded
   operations on exact inputs: each may be off by u = eps / 2; eps each
   when two such results, each with its own rounding, are compared."""
   return n_ops * EPS32
+
+
+def float32_steps(steps: int, n_terms: int, magnitude: float) -> float:
+  """Two runs of `steps` training steps that differ only in the order of
+  sums of at most `n_terms` terms (another device split, a scan or not):
+  to first order each step adds one such rounding, relative to what the
+  step moves (a gradient passes its relative error on to its update, with
+  Adam's normalisation too), so they differ by at most steps *
+  float32_sum(n_terms, magnitude), `magnitude` the size of what is compared.
+  First order only: a gradient within rounding of zero, or a ReLU or
+  max-pool decision that rounds the other way, moves a whole term instead
+  (with Adam up to 2 lr, `adam_steps`)."""
+  return steps * float32_sum(n_terms, magnitude)
+
+
+def sums_of(params, batch: int = 0, positions: int = 0,
+            backward: bool = True) -> int:
+  """The terms of the longest chain of sums through a model with `params`:
+  each layer sums its fan-in forward and (`backward`) its fan-out back
+  (kernels are [..., in, out]); a kernel's gradient adds `batch` x
+  `positions` terms (a convolution's output positions; 1 for a dense layer)."""
+  kernels = [k for k in _leaves(params) if k.ndim >= 2]
+  return (sum(math.prod(k.shape[:-1])
+              + backward * math.prod(k.shape[:-2]) * k.shape[-1] for k in kernels)
+          + batch * max(positions, 1))
+
+
+def _leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def mean_loss(loss: float, n_examples: int, params, num_classes: int) -> float:
+  """Two float32 evaluations of the same model's mean loss over
+  `n_examples` (another program, batch or device count): a sum over the
+  examples, each loss through the model's sums (`sums_of`, forward) and a
+  log-sum-exp over the classes; first order, with a loss's rounding taken
+  relative to it (cross-entropy is positive)."""
+  return float32_sum(n_examples + sums_of(params, backward=False) + num_classes,
+                     abs(loss))
+
+
+def sample_mean(n: int, std: float, sigmas: float = 5.0) -> float:
+  """How far the mean of `n` independent draws of standard deviation `std`
+  may fall from its expectation: `sigmas` standard errors (5: exceeded
+  with probability under 6e-7). Draws from a fixed key are the same on every
+  CPU, so this only decides how sharp a test of a distribution can be."""
+  return sigmas * std / math.sqrt(n)
 
 
 def adam_step_bound(step: int, b1: float = 0.9, b2: float = 0.999) -> float:
@@ -53,3 +119,30 @@ def adam_steps(lr: float, steps: int, b1: float = 0.9, b2: float = 0.999) -> flo
   rate at most `lr` from the same start: each step moves each of them by at
   most lr * adam_step_bound, in opposite directions in the worst case."""
   return sum(2 * lr * adam_step_bound(t, b1, b2) for t in range(1, steps + 1))
+
+
+def logits_rounding(logits_fn, state, images, n_terms: int | None = None,
+                    eps: float = EPS32) -> np.ndarray:
+  """Elementwise, the most two evaluations of a model's float32 logits may
+  differ by (two programs for it: jit and an export, two batch sizes):
+  float32_sum of the terms of the sums along the chain (`sums_of`, plus
+  1024 for the pools, a global mean of at most 28 x 28 and batch norm's
+  handful of operations) times |W_L| ... |W_1| |x|, what a logit's rounding
+  scales with (first order; ReLU, pooling and residual sums keep the
+  bound). That product is the model itself run on |weights| (batch norm's
+  mean made negative, so that x - mean adds magnitudes too) and the
+  (non-negative) pixels. `eps`: another precision's, with `n_terms` its
+  roundings along the chain."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def positive(path, x):
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      return x
+    return -jnp.abs(x) if "mean" in jax.tree_util.keystr(path) else jnp.abs(x)
+  magnitude = logits_fn(state.replace(
+      params=jax.tree.map(jnp.abs, state.params),
+      rest=jax.tree_util.tree_map_with_path(positive, state.rest)), images)
+  if n_terms is None:
+    n_terms = sums_of(state.params, backward=False) + 1024
+  return n_terms * eps * np.asarray(magnitude, np.float64)
