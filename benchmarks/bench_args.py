@@ -4,13 +4,16 @@ A bad value is refused when the flags are read, by argparse, as one line
 naming the flag (`<script>: error: argument --repeats: ...`, exit status 2),
 not as a traceback minutes into a measurement. `run_main` gives a
 mnist_jax.errors.UserError raised later (a dataset that does not load, a
-batch size the devices do not divide) the same form: one line, status 2.
+batch size the devices do not divide) the same form: one line, status 2,
+and `run_child` makes a child process's failure such an error.
 
 The `type=` functions of comma-separated lists return the text as given,
 once checked: the scripts pass it on to child processes as it is.
 """
 
 import argparse
+import codecs
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, NoReturn
@@ -123,6 +126,26 @@ def check_overrides(parser: argparse.ArgumentParser, config_paths: Iterable[str]
       config_lib.validate(config)
     except UserError as e:
       parser.error(f"argument {flag}: {e}")
+
+
+def run_child(command: list[str], echo: bool = True, **kwargs):
+  """Runs a child process, its stderr passed on as it comes (with `echo`);
+  a failure raises a UserError that repeats the child's last line (its
+  one-line error), so that it is this script's last line too."""
+  from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+  tail = ""
+  with subprocess.Popen(command, stderr=subprocess.PIPE, **kwargs) as child:
+    for chunk in iter(lambda: child.stderr.read1(1 << 12), b""):
+      text = decoder.decode(chunk)
+      if echo:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+      tail = (tail + text)[-(1 << 12):]
+  if child.returncode:
+    lines = tail.strip().splitlines() or ["no error message"]
+    raise UserError(f"{lines[-1].removeprefix('error: ')} (in a child process, "
+                    f"exit {child.returncode}: {' '.join(command[1:3])} ...)")
 
 
 def fail(message: str) -> NoReturn:

@@ -30,15 +30,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def parse_args():
+SECTIONS = ("ops", "variants")
+
+
+def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--devices", type=int, default=1)
-  parser.add_argument("--batch_size", type=int, default=128)
-  parser.add_argument("--sections", default="ops,variants")
-  parser.add_argument("--steps", type=int, default=20)
-  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--devices", type=ba.positive_int, default=1)
+  parser.add_argument("--batch_size", type=ba.positive_int, default=128)
+  parser.add_argument("--sections", default="ops,variants", type=ba.names(SECTIONS))
+  parser.add_argument("--steps", type=ba.positive_int, default=20)
+  parser.add_argument("--repeats", type=ba.positive_int, default=7)
   parser.add_argument("--variants", default=None,
                       help="comma-separated subset of the variants; default all")
   parser.add_argument("--xla_flags", default="",
@@ -46,7 +51,12 @@ def parse_args():
                       "other kernels (recorded with the machine)")
   parser.add_argument("--name", default="", help="suffix of the record's name")
   parser.add_argument("--out", default=None)
-  return parser.parse_args()
+  args = parser.parse_args(argv)
+  if args.batch_size % args.devices:
+    parser.error(f"argument --batch_size: {args.batch_size} does not split "
+                 f"over --devices={args.devices}; pass a multiple of "
+                 f"{args.devices}")
+  return args
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
@@ -295,10 +305,14 @@ def main(args):
             "steps": args.steps, "repeats": args.repeats,
             "machine": timing.machine_info()}
   names = args.variants.split(",") if args.variants else None
+  unknown = sorted(set(names or ()) - set(VARIANTS))
+  if unknown:
+    ba.fail(f"--variants: unknown {', '.join(unknown)}; choose from "
+            f"{', '.join(VARIANTS)}")
   for section in args.sections.split(","):
     if section == "ops":
       record[section] = ops(args.batch_size, mesh, args.steps, args.repeats)
-    else:
+    else:  # variants
       record[section] = variants(args.batch_size, mesh, args.steps, args.repeats, names)
     for name, r in record[section].items():
       print(f"{section:>8} {name:>32}: {r['median_ms']:7.2f} ms "
@@ -308,4 +322,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-  main(ARGS)
+  ba.run_main(main, ARGS)

@@ -44,9 +44,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import bench_args as ba
 from mnist_jax import data, timing
+from mnist_jax.errors import UserError
 from mnist_jax.sources import emnist
 
 SPLIT = "byclass"
@@ -56,9 +59,12 @@ NUM_TRAIN, NUM_TEST = 697_932, 116_323  # NIST's byclass sizes.
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "datasets"),
-                      help="holds mnist/ (the four IDX files) and "
-                      "emnist_mappings/emnist-byclass-mapping.txt")
-  parser.add_argument("--scale", type=float, default=1.0,
+                      help="holds emnist_mappings/emnist-byclass-mapping.txt, "
+                      "and mnist/ (the four IDX files) for --pool_dataset=mnist")
+  parser.add_argument("--pool_dataset", default="mnist",
+                      help="the 28x28 grayscale images repeated (train, then "
+                      "test), loaded by data.load; e.g. mnist160 for a quick check")
+  parser.add_argument("--scale", type=ba.positive_float, default=1.0,
                       help="fraction of NIST's sizes to synthesize (a quick check)")
   parser.add_argument("--note", default="", help="e.g. that the machine was shared")
   parser.add_argument("--name", default="emnist-byclass-scale")
@@ -66,7 +72,19 @@ def parse_args(argv=None):
   # A child's stage: "load" or "train", on the synthetic files in --folder.
   parser.add_argument("--stage", help=argparse.SUPPRESS)
   parser.add_argument("--folder", help=argparse.SUPPRESS)
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  mapping = Path(args.data_dir) / "emnist_mappings" / emnist.file_names(SPLIT)[4]
+  if args.stage in (None, "write") and not mapping.is_file():
+    parser.error(f"argument --data_dir: {mapping} does not exist; the real "
+                 f"byclass mapping file is needed (NIST's gzip.zip has it)")
+  # Every class trains (data.checked), in at least one batch of the run.
+  from mnist_jax import config as config_lib
+  need = max(emnist.SPLITS[SPLIT], config_lib.defaults().batch_size)
+  if round(NUM_TRAIN * args.scale) < need or round(NUM_TEST * args.scale) < 1:
+    parser.error(f"argument --scale: {args.scale} synthesizes fewer than "
+                 f"{need} training images (every class, one batch); pass "
+                 f"{need / NUM_TRAIN:.5f} or more")
+  return args
 
 
 def memory() -> dict:
@@ -94,11 +112,16 @@ def reset_peak():
     pass
 
 
-def synthesize(data_dir: Path, folder: Path, scale: float) -> dict:
-  """Writes EMNIST byclass's five files into `folder`/emnist from MNIST."""
-  mnist = data_dir / "mnist"
-  pool = np.concatenate([data.read_idx(mnist / data.TRAIN_IMAGES, 3),
-                         data.read_idx(mnist / data.TEST_IMAGES, 3)])
+def synthesize(data_dir: Path, folder: Path, scale: float,
+               pool_dataset: str = "mnist") -> dict:
+  """Writes EMNIST byclass's five files into `folder`/emnist from the
+  images of `pool_dataset` (MNIST's)."""
+  source = data.load(pool_dataset, data_dir)
+  if source.image_shape != (28, 28, 1):
+    raise UserError(f"--pool_dataset={pool_dataset}: its images are "
+                    f"{'x'.join(map(str, source.image_shape))}; EMNIST's are "
+                    f"28x28x1 (grayscale)")
+  pool = np.concatenate([source.train_images, source.test_images])[..., 0]
   num_train, num_test = round(NUM_TRAIN * scale), round(NUM_TEST * scale)
   # Test images continue where the training images stop in MNIST's 70,000.
   train_index = np.arange(num_train) % len(pool)
@@ -115,8 +138,9 @@ def synthesize(data_dir: Path, folder: Path, scale: float) -> dict:
            for name in emnist.file_names(SPLIT)}
   return {"train_images": num_train, "test_images": num_test,
           "write_seconds": time.perf_counter() - start, "file_bytes": files,
-          "source": "MNIST's 60,000 + 10,000 images repeated in order; labels "
-                    "i % 62 (arbitrary)"}
+          "source": f"{source.name}'s {len(source.train_images):,} + "
+                    f"{len(source.test_images):,} images repeated in order; "
+                    f"labels i % 62 (arbitrary)"}
 
 
 def run_config(folder: Path):
@@ -233,9 +257,8 @@ def child(stage: str, folder: Path, extra=()) -> dict:
   """Runs `stage` in a fresh process (JAX picks its devices as a run does)."""
   out = folder / f"{stage}.json"
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
-  subprocess.run([sys.executable, __file__, f"--stage={stage}", f"--folder={folder}",
-                  *extra],
-                 cwd=ROOT, env=env, check=True)
+  ba.run_child([sys.executable, __file__, f"--stage={stage}", f"--folder={folder}",
+                *extra], cwd=ROOT, env=env)
   return json.loads(out.read_text())
 
 
@@ -243,7 +266,8 @@ def main(argv=None):
   args = parse_args(argv)
   if args.stage:
     folder = Path(args.folder)
-    stages = {"write": lambda f: synthesize(Path(args.data_dir), f, args.scale),
+    stages = {"write": lambda f: synthesize(Path(args.data_dir), f, args.scale,
+                                            args.pool_dataset),
               "load": stage_load, "train": stage_train}
     result = stages[args.stage](folder)
     (folder / f"{args.stage}.json").write_text(json.dumps(result))
@@ -255,7 +279,8 @@ def main(argv=None):
     # Each stage in a process of its own: a child started while this process
     # held the synthetic arrays would inherit its peak RSS (memory()).
     synthetic = child("write", folder, [f"--data_dir={args.data_dir}",
-                                        f"--scale={args.scale}"])
+                                        f"--scale={args.scale}",
+                                        f"--pool_dataset={args.pool_dataset}"])
     loaded = child("load", folder)
     trained = child("train", folder)
   finally:
@@ -299,4 +324,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  ba.run_main(main)

@@ -40,7 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import stats, timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -57,7 +59,8 @@ VARIANTS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--data_dir", required=True)
+  parser.add_argument("--data_dir", default=None, type=ba.existing_dir,
+                      help="default: the configs' own")
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--epochs", default="1,3",
                       help="comma-separated target epoch counts")
@@ -77,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
       or args.source_epochs < 1 or args.probe_learning_rate <= 0):
     parser.error("--epochs, --seeds, --source_epochs and --probe_learning_rate "
                  "must be positive")
+  ba.check_overrides(parser, [ROOT / SOURCE_CONFIG, ROOT / TARGET_CONFIG],
+                     args.override)
   return args
 
 
@@ -116,7 +121,7 @@ def run(path: str, overrides: dict, workdir: Path, extra: list[str]) -> dict:
 
 def main(argv=None):
   args = parse_args(argv)
-  common = {"data_dir": args.data_dir, "plots": False}
+  common = {"plots": False, **({"data_dir": args.data_dir} if args.data_dir else {})}
   load_before = os.getloadavg()
   started = time.time()
   record = {
@@ -179,4 +184,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  ba.run_main(main)

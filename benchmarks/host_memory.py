@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import timing, train  # pylint: disable=g-import-not-at-top,wrong-import-position
 # The byclass benchmark's readings of VmRSS and getrusage's peak.
@@ -47,24 +48,28 @@ def rss_bytes() -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--data_dir", required=True)
-  parser.add_argument("--config", default="configs/mnist.py")
-  parser.add_argument("--epochs", type=int, default=2)
+  parser.add_argument("--data_dir", default=None, type=ba.existing_dir,
+                      help="default: the config's")
+  parser.add_argument("--config", default="configs/mnist.py",
+                      help="relative to the repo root")
+  parser.add_argument("--epochs", type=ba.positive_int, default=2)
   parser.add_argument("--override", action="append", default=[],
                       help="field=value (repeatable)")
   parser.add_argument("--tag", default="")
   parser.add_argument("--out")
   args = parser.parse_args(argv)
-  if args.epochs < 1:
-    parser.error("--epochs must be positive")
+  if not (ROOT / args.config).is_file():
+    parser.error(f"argument --config: {ROOT / args.config} does not exist")
+  ba.check_overrides(parser, [ROOT / args.config], args.override)
   return args
 
 
 def main(argv=None):
   args = parse_args(argv)
   config = config_lib.from_file(str(ROOT / args.config))
-  config_lib.apply_overrides(config, [f"data_dir={args.data_dir}", "plots=False",
-                                      f"num_epochs={args.epochs}", *args.override])
+  config_lib.apply_overrides(
+      config, ([f"data_dir={args.data_dir}"] if args.data_dir else [])
+      + ["plots=False", f"num_epochs={args.epochs}", *args.override])
   readings = []
 
   def after_epoch(record):
@@ -99,4 +104,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  ba.run_main(main)

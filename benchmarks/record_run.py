@@ -32,7 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import timing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -67,6 +69,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
   if args.from_workdir and rest:
     raise UserError(f"{' '.join(rest)}: overrides need --config; a finished "
                     f"workdir's config is in its summary.json")
+  if args.config and Path(args.config).is_file():  # Before training, not after.
+    ba.check_overrides(parser, [args.config],
+                       [o.removeprefix("--config.") for o in rest], "--config.FIELD")
   return args, rest
 
 
@@ -121,10 +126,8 @@ def train(config: str, overrides: list[str], workdir: Path) -> float:
              f"--workdir={workdir.resolve()}", *overrides]
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
   start = time.perf_counter()
-  result = subprocess.run(command, cwd=ROOT, env=env, check=False)
-  if result.returncode:
-    raise UserError(f"training failed (exit {result.returncode}, its error is "
-                    f"above); nothing recorded")
+  # A failure: the run's one-line error, and nothing recorded.
+  ba.run_child(command, cwd=ROOT, env=env)
   return time.perf_counter() - start
 
 
@@ -182,11 +185,8 @@ def record_run(args: argparse.Namespace, overrides: list[str]) -> Path:
 
 
 def main(argv=None):
-  try:
-    args, overrides = parse_args(argv)
-    path = record_run(args, overrides)
-  except UserError as e:
-    sys.exit(f"error: {e}")
+  args, overrides = parse_args(argv)
+  path = record_run(args, overrides)
   summary = json.loads(path.read_text())["summary"]
   print(f"{summary['dataset']}, {summary['model']}, {summary['num_epochs']} epochs: "
         f"final test accuracy {100 * summary['final_test_accuracy']:.2f}%, "
@@ -194,4 +194,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  ba.run_main(main)

@@ -61,7 +61,6 @@ sections it finished.
 """
 
 import argparse
-import codecs
 import dataclasses
 import json
 import os
@@ -376,7 +375,7 @@ def _train_seed(name: str, seed: int, data_dir: str | None, overrides: list[str]
     command.append(f"--config.data_dir={data_dir}")
   env = _with_root_on_path(os.environ)
   env.pop("XLA_FLAGS", None)  # mnist_jax's own choice of devices.
-  _run_checked(command, cwd=ROOT, env=env)
+  ba.run_child(command, cwd=ROOT, env=env)
   return json.loads((Path(workdir) / "summary.json").read_text())
 
 
@@ -440,25 +439,8 @@ def _run_child(args, section: str, *flags: str, env: dict | None = None) -> list
       command.append(f"--data_dir={args.data_dir}")
     env = {**os.environ, **(env or {})}
     env.pop("XLA_FLAGS", None)  # The child sets its own device count.
-    _run_checked(command, env=env)
+    ba.run_child(command, env=env)
     return json.loads(out.read_text())[section]
-
-
-def _run_checked(command: list[str], **kwargs):
-  """Runs a child process, its stderr passed on as it comes; a failure
-  raises a UserError that repeats the child's last line (its one-line error)."""
-  decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-  tail = ""
-  with subprocess.Popen(command, stderr=subprocess.PIPE, **kwargs) as child:
-    for chunk in iter(lambda: child.stderr.read1(1 << 12), b""):
-      text = decoder.decode(chunk)
-      sys.stderr.write(text)
-      sys.stderr.flush()
-      tail = (tail + text)[-(1 << 12):]
-  if child.returncode:
-    lines = tail.strip().splitlines() or ["no error message"]
-    raise UserError(f"{lines[-1].removeprefix('error: ')} (in a child process, "
-                    f"exit {child.returncode}: {' '.join(command[1:3])} ...)")
 
 
 def _child_throughput(args, models: str, batch: int, devices: int,

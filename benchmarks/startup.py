@@ -8,6 +8,7 @@ training step: imports, data loading, device placement and compilation).
 
 Command (from the repo root, data in ../shared/datasets):
   python benchmarks/startup.py --data_dir=../shared/datasets
+      [--config=configs/mnist160.py] [--override=field=value ...]
 writes benchmarks/results/<backend>-<device kind>/startup-<config>.json.
 """
 
@@ -22,42 +23,55 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_args as ba  # pylint: disable=g-import-not-at-top
 from mnist_jax import timing  # pylint: disable=g-import-not-at-top
 
 
 def run(config: str, data_dir: str, workdir: Path, cache_home: Path,
-        cache: bool) -> dict:
+        cache: bool, overrides: list[str] = ()) -> dict:
   command = [sys.executable, "-m", "mnist_jax.main", f"--config={config}",
              f"--workdir={workdir}", "--config.num_epochs=1", "--config.plots=False",
              f"--config.compilation_cache={cache}"]
+  command += [f"--config.{o}" for o in overrides]
   if data_dir:
     command.append(f"--config.data_dir={data_dir}")
   env = {**os.environ, "XDG_CACHE_HOME": str(cache_home),
          "PYTHONPATH": str(ROOT)}
-  subprocess.run(command, env=env, check=True, capture_output=True, cwd=ROOT)
+  ba.run_child(command, echo=False, env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
   summary = json.loads((workdir / "summary.json").read_text())
   return {k: summary[k] for k in ("compile_seconds", "seconds_to_first_step")}
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--config", default=str(ROOT / "configs" / "mnist160.py"))
-  parser.add_argument("--data_dir", default=None)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--config", default=str(ROOT / "configs" / "mnist160.py"),
+                      type=ba.existing_file)
+  parser.add_argument("--data_dir", default=None, type=ba.existing_dir)
+  parser.add_argument("--repeats", type=ba.positive_int, default=3)
+  parser.add_argument("--override", action="append", default=[],
+                      metavar="FIELD=VALUE", help="a change to --config "
+                      "(repeatable), e.g. model=mlp; the record names them")
   parser.add_argument("--out", default=None, help="JSON path; default "
                       "benchmarks/results/<backend>-<device kind>/...")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
+  ba.check_overrides(parser, [args.config], args.override)
+  return args
 
+
+def main(argv=None):
+  args = parse_args(argv)
   results = {"no_cache": [], "cold_cache": [], "warm_cache": []}
   with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
     for r in range(args.repeats):
       # Each repeat starts from an empty cache of its own.
       cache_home = tmp / f"cache{r}"
-      results["no_cache"].append(run(args.config, args.data_dir, tmp / f"a{r}", cache_home, False))
-      results["cold_cache"].append(run(args.config, args.data_dir, tmp / f"b{r}", cache_home, True))
-      results["warm_cache"].append(run(args.config, args.data_dir, tmp / f"c{r}", cache_home, True))
+      for name, folder, cache in (("no_cache", "a", False), ("cold_cache", "b", True),
+                                  ("warm_cache", "c", True)):
+        results[name].append(run(args.config, args.data_dir, tmp / f"{folder}{r}",
+                                 cache_home, cache, args.override))
   medians = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
              for name, runs in results.items()}
   for name, m in medians.items():
@@ -65,7 +79,7 @@ def main():
           f"{m['seconds_to_first_step']:.2f} s (median of {args.repeats})")
   machine = timing.machine_info()
   record = {"benchmark": "startup", "config": Path(args.config).name,
-            "repeats": args.repeats, "machine": machine, "runs": results,
+            "overrides": args.override, "repeats": args.repeats, "machine": machine, "runs": results,
             "medians": medians,
             "warm_over_cold_to_first_step": medians["warm_cache"]["seconds_to_first_step"]
             / medians["cold_cache"]["seconds_to_first_step"]}
@@ -74,4 +88,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  ba.run_main(main)

@@ -1,6 +1,7 @@
 """Regenerates the tables of benchmarks/README.md from the JSON records.
 
-Command: python benchmarks/tables.py
+Command: python benchmarks/tables.py [--readme=benchmarks/README.md]
+         [--results_dir=benchmarks/results]
 Everything between the README's `<!-- tables:begin -->` and
 `<!-- tables:end -->` lines is rewritten; the prose around them is kept.
 Per machine folder (results/<backend>-<device kind>/) each harness section
@@ -8,9 +9,13 @@ comes from the newest record that measured it; then the other benchmarks'
 records.
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent / "README.md"
@@ -307,12 +312,22 @@ def render(found: dict[str, list[tuple[str, dict]]]) -> str:
 def write_readme(readme: Path = README, results_dir: Path = RESULTS):
   text = readme.read_text()
   if BEGIN not in text or END not in text:
-    sys.exit(f"error: {readme} lacks the {BEGIN} / {END} lines")
+    ba.fail(f"{readme} lacks the {BEGIN} / {END} lines")
   head, rest = text.split(BEGIN, 1)
   _, tail = rest.split(END, 1)
   readme.write_text(f"{head}{BEGIN}\n{render(load_records(results_dir))}{END}{tail}")
   print(f"wrote {readme}")
 
 
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--readme", default=str(README), type=ba.existing_file,
+                      help="the file whose tables are rewritten")
+  parser.add_argument("--results_dir", default=str(RESULTS), type=ba.existing_dir,
+                      help="the records, in <backend>-<device kind>/ folders")
+  args = parser.parse_args(argv)
+  write_readme(Path(args.readme), Path(args.results_dir))
+
+
 if __name__ == "__main__":
-  write_readme()
+  main()

@@ -111,6 +111,34 @@ def synthetic_data(tmp_path) -> Path:
   return data_dir
 
 
+# The colour each class of `rgb_npz` is drawn in: ten distinct ones.
+RGB_COLOURS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1],
+                        [0, 1, 1], [1, .5, 0], [.5, 0, 1], [0, .5, .5], [1, 1, 1]])
+
+
+@pytest.fixture(scope="session")
+def rgb_npz(tmp_path_factory) -> Path:
+  """A user's RGB `.npz` in MedMNIST's layout (uint8 [N, 28, 28, 3] images,
+  labels [N, 1], train, val and test splits): mnist160's digits, read by
+  data.load, each class drawn in a colour of its own. 80 train, 40 val and
+  40 test images, 10 classes."""
+  from mnist_jax import data  # pylint: disable=g-import-not-at-top
+  mnist160 = data.load("mnist160")
+  paint = lambda images, labels: (images * RGB_COLOURS[labels][:, None, None, :]
+                                  ).astype(np.uint8)
+  test_images, test_labels = mnist160.test_images, mnist160.test_labels
+  splits = {"train": (mnist160.train_images, mnist160.train_labels),
+            "val": (test_images[0::2], test_labels[0::2]),
+            "test": (test_images[1::2], test_labels[1::2])}
+  arrays = {}
+  for split, (images, labels) in splits.items():
+    arrays[f"{split}_images"] = paint(images, labels)
+    arrays[f"{split}_labels"] = labels.astype(np.uint8)[:, None]
+  path = tmp_path_factory.mktemp("rgb") / "colours.npz"
+  np.savez(path, **arrays)
+  return path
+
+
 def toy_config(data_dir, **overrides):
   from configs import default
   config = default.get_config()
@@ -127,12 +155,37 @@ def toy_config(data_dir, **overrides):
   return config
 
 
+def _test_cache(tmp_path_factory) -> str:
+  return os.environ.get("MNIST_JAX_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+
+
 @pytest.fixture(autouse=True)
 def _cache_in_tmp(tmp_path_factory, monkeypatch):
   """Caches (JAX's compilation cache) go to a tmp folder, not the user's home."""
-  cache = os.environ.get("MNIST_JAX_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+  cache = _test_cache(tmp_path_factory)
   monkeypatch.setenv("MNIST_JAX_TEST_CACHE", cache)
   monkeypatch.setenv("XDG_CACHE_HOME", cache)
+
+
+@pytest.fixture(scope="session")
+def script_env(tmp_path_factory) -> dict[str, str]:
+  """The environment of a script run as a child process, for fixtures of any
+  scope (_cache_in_tmp's, which is per test): caches in the tmp folder."""
+  cache = _test_cache(tmp_path_factory)
+  return {**os.environ, "MNIST_JAX_TEST_CACHE": cache, "XDG_CACHE_HOME": cache,
+          "PYTHONPATH": str(REPO)}
+
+
+def run_script(path: str, *args, env: dict[str, str], timeout=600,
+               check=True) -> subprocess.CompletedProcess:
+  """Runs `python <path> args` (a path from the repo root) in a fresh process;
+  with `check`, fails the test with the end of its stderr unless it exits 0."""
+  result = subprocess.run([sys.executable, str(REPO / path), *map(str, args)],
+                          cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+  if check:
+    assert result.returncode == 0, result.stderr[-3000:]
+  return result
 
 
 def run_module(module: str, *args, env=None, cwd=REPO, timeout=300):

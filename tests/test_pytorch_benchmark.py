@@ -1,6 +1,8 @@
-"""benchmarks/pytorch_cpu.py: both sides of it on a tiny synthetic data set."""
+"""benchmarks/pytorch_cpu.py: the recipe it times, its record end to end on
+mnist160 and on an RGB .npz (both read by data.load), and its summaries."""
 
 import importlib.util
+import json
 import math
 import os
 import subprocess
@@ -9,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, synthetic_split
+from conftest import REPO, run_script
 from mnist_jax import data, optim
 
 
@@ -35,14 +37,6 @@ def bench():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
-
-
-def _tiny_dataset() -> data.Dataset:
-  train_images, train_labels = synthetic_split(600, 10, seed=1)
-  test_images, test_labels = synthetic_split(256, 10, seed=2)
-  return data.Dataset("tiny", tuple(map(str, range(10))), train_images,
-                      train_labels.astype(np.int32), test_images,
-                      test_labels.astype(np.int32))
 
 
 @pytest.mark.torch
@@ -74,27 +68,6 @@ def test_the_peer_recipe_is_the_one_mnist_speedrun_reproduces(bench):
 
 
 @pytest.mark.torch
-def test_both_sides_train_and_the_record_summarises_them(bench):
-  dataset = _tiny_dataset()
-  config = bench.speedrun_config(seed=0, overrides=["batch_size=64"])
-  torch_run, torch_info = bench.prepare_torch(dataset, warmup_steps=1)
-  jax_run, jax_info = bench.prepare_jax(dataset, config, warmup_steps=1)
-  assert torch_info["num_params"] == jax_info["num_params"] == 215_194
-  # PyTorch keeps the last partial batch (600 = 2 x 256 + 88); mnist_jax drops it.
-  assert torch_info["steps_per_epoch"] == 3 and jax_info["steps_per_epoch"] == 9
-  runs = {"torch": [torch_run(0), torch_run(1)], "jax": [jax_run(0), jax_run(1)]}
-  for name, rs in runs.items():
-    for r in rs:
-      assert r["train_seconds"] > 0 and 0 <= r["test_accuracy"] <= 1, name
-      # The classes are bands of rows: one epoch of either learns them.
-      assert r["test_accuracy"] > 0.5, name
-  summary = bench.summarize(runs["jax"], 1, 576, target=0.5)
-  accuracies = [r["test_accuracy"] for r in runs["jax"]]
-  assert summary["below_target"] == sum(a < 0.5 for a in accuracies)
-  assert summary["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
-
-
-@pytest.mark.torch
 def test_summary_counts_runs_below_target_and_times_only_those_reaching_it(bench):
   runs = [{"train_seconds": 10.0, "test_accuracy": 0.991},
           {"train_seconds": 12.0, "test_accuracy": 0.989},
@@ -108,13 +81,88 @@ def test_summary_counts_runs_below_target_and_times_only_those_reaching_it(bench
   assert bench.compare(summary, slower)["jax_over_torch_seconds"] == pytest.approx(2.0)
 
 
+def _speedrun_params(image_shape, num_classes: int) -> int:
+  """The recipe's parameters for (H, W, C) images: conv 5x5 C->24, conv 3x3
+  24->32, dense (pooled H x W x 32)->256, dense 256->classes, with biases."""
+  h, w, c = image_shape
+  pooled = (((h - 4) // 2 - 2) // 2) * (((w - 4) // 2 - 2) // 2)
+  return ((5 * 5 * c + 1) * 24 + (3 * 3 * 24 + 1) * 32 + (pooled * 32 + 1) * 256
+          + (256 + 1) * num_classes)
+
+
 @pytest.mark.torch
-def test_members_mode_trains_every_seed_in_one_run(bench):
-  dataset = _tiny_dataset()
-  config = bench.speedrun_config(seed=0, overrides=["batch_size=64"], num_seeds=3)
-  run, info = bench.prepare_jax(dataset, config, warmup_steps=0)
-  result = run(0)
-  assert info["members"] == 3 and len(result["test_accuracy"]) == 3
+def test_torch_gets_nchw_images_with_nchw_strides_standardised(bench, rgb_npz):
+  # Catches [N, H, W, C] handed to conv2d (the crash on real data), a
+  # reshape or a transposed permute in place of NHWC -> NCHW, and the
+  # channels-last strides of a bare permute (the same values, but
+  # PyTorch's slower channels-last convolutions: pytorch_cpu.py).
+  import torch  # pylint: disable=g-import-not-at-top
+  for dataset in (data.load("mnist160"), data.load(str(rgb_npz))):
+    images_NHWC = np.array(dataset.test_images)
+    n, h, w, c = images_NHWC.shape
+    x = bench.torch_normalize(torch.from_numpy(images_NHWC))
+    assert x.shape == (n, c, h, w) and x.dtype == torch.float32
+    assert x.stride() == (c * h * w, h * w, w, 1)
+    mean, std = bench.RECIPE["mean"], bench.RECIPE["std"]
+    expected = (images_NHWC.transpose(0, 3, 1, 2).astype(np.float32) / 255 - mean) / std
+    # Three float32 roundings (x/255 <= 1, minus the mean, over the std
+    # 0.3081: x3.25) of values up to (1 - 0.1307) / 0.3081 = 2.83 in size:
+    # under (2 x 3.25 + 2.83) x 2^-24 apart, whatever the order of the ops.
+    np.testing.assert_allclose(x.numpy(), expected, rtol=0, atol=10 * 2.0**-24)
+
+
+# The benchmark as a user runs it, in tiny mode: a few seeds of each side,
+# alternating, and the num_seeds run against the sequential PyTorch runs.
+@pytest.fixture(scope="module")
+def mnist160_record(tmp_path_factory, script_env):
+  out = tmp_path_factory.mktemp("pytorch") / "record.json"
+  run_script("benchmarks/pytorch_cpu.py", "--dataset=mnist160", "--seeds=2",
+             "--members=2", "--warmup_steps=1", "--override=batch_size=16",
+             f"--out={out}", env=script_env)
+  return json.loads(out.read_text())
+
+
+@pytest.mark.torch
+def test_the_benchmark_runs_both_sides_seed_by_seed_on_mnist160(mnist160_record):
+  record = mnist160_record
+  assert record["dataset"] == "mnist160" and record["seeds"] == 2
+  expected = _speedrun_params((28, 28, 1), 10)
+  assert expected == 215_194  # The recipe's count, as published.
+  assert record["torch"]["num_params"] == record["jax"]["num_params"] == expected
+  # 80 training images: one partial batch of the recipe's 256; 5 of 16.
+  assert record["torch"]["steps_per_epoch"] == 1
+  assert record["jax"]["steps_per_epoch"] == 5
+  for name in ("torch", "jax"):
+    result = record["results"][name]
+    assert [r["seed"] for r in result["runs"]] == [0, 1], name
+    accuracies = [r["test_accuracy"] for r in result["runs"]]
+    assert all(0 <= a <= 1 for a in accuracies), name
+    assert result["below_target"] == sum(a < record["target"] for a in accuracies)
+  medians = [record["results"][n]["train_seconds"]["median"] for n in ("jax", "torch")]
+  assert record["jax_over_torch_seconds"] == pytest.approx(medians[0] / medians[1],
+                                                           rel=1e-12)
+
+
+@pytest.mark.torch
+def test_the_members_run_trains_every_seed_against_as_many_torch_runs(mnist160_record):
+  members = mnist160_record["members"]
+  torch_runs = mnist160_record["results"]["torch"]["runs"]
+  assert members["members"] == 2 and len(members["test_accuracies"]) == 2
+  assert members["torch_sequential_train_seconds"] == pytest.approx(
+      sum(r["train_seconds"] for r in torch_runs), rel=1e-12)
+
+
+@pytest.mark.torch
+def test_the_benchmark_runs_on_rgb_images(rgb_npz, tmp_path, script_env):
+  out = tmp_path / "record.json"
+  run_script("benchmarks/pytorch_cpu.py", f"--dataset={rgb_npz}", "--seeds=1",
+             "--members=0", "--warmup_steps=0", "--override=batch_size=16",
+             f"--out={out}", env=script_env)
+  record = json.loads(out.read_text())
+  # Both sides' first convolution takes the 3 channels.
+  assert record["torch"]["num_params"] == record["jax"]["num_params"] == (
+      _speedrun_params((28, 28, 3), 10))
+  assert record["members"] is None
 
 
 def test_the_tables_show_the_recipe_record():

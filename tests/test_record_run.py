@@ -2,15 +2,15 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import jax
 import pytest
 
-from conftest import REPO, synthetic_split, write_dataset
+from conftest import REPO, run_script
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_args  # pylint: disable=g-import-not-at-top,wrong-import-position
 import record_run  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -18,33 +18,34 @@ def _records(results_dir):
   return sorted(results_dir.glob("*/*.json"))
 
 
-def test_records_a_training_run_with_its_overrides(synthetic_data, tmp_path):
+@pytest.mark.parametrize("dataset", ["mnist160", "rgb"])
+def test_records_a_training_run_with_its_overrides(dataset, rgb_npz, tmp_path,
+                                                   script_env):
   results = tmp_path / "results"
-  overrides = ["--config.dataset=toy", f"--config.data_dir={synthetic_data}",
-               "--config.model=mlp", "--config.batch_size=32",
-               "--config.num_epochs=2", "--config.plots=False"]
-  result = subprocess.run(
-      [sys.executable, str(REPO / "benchmarks" / "record_run.py"),
-       "--config=configs/mnist160.py", *overrides, "--tag=t", "--note=shared",
-       f"--results_dir={results}"],
-      cwd=REPO, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "PYTHONPATH": str(REPO),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
-  assert result.returncode == 0, result.stderr[-2000:]
+  name = str(rgb_npz) if dataset == "rgb" else dataset
+  overrides = [f"--config.dataset={name}", "--config.model=mlp",
+               "--config.batch_size=16", "--config.num_epochs=2",
+               "--config.plots=False"]
+  run_script("benchmarks/record_run.py", "--config=configs/mnist160.py", *overrides,
+             "--tag=t", "--note=shared", f"--results_dir={results}",
+             env={**script_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
   [path] = _records(results)
   assert path.name == "run-mnist160-t.json"
   assert path.parent.name == "cpu-cpu"
   record = json.loads(path.read_text())
   summary, metrics = record["summary"], record["metrics"]
   # The overrides reached the run, and the command that reproduces it.
-  assert (summary["dataset"], summary["model"], summary["num_epochs"]) == ("toy", "mlp", 2)
+  assert (summary["dataset"], summary["model"], summary["num_epochs"]) == (
+      rgb_npz.stem if dataset == "rgb" else dataset, "mlp", 2)
+  assert summary["config"]["dataset"] == name
   assert record["command"] == (
       "XLA_FLAGS=--xla_force_host_platform_device_count=1 python -m mnist_jax.main "
       "--config=configs/mnist160.py " + " ".join(overrides))
   # Every epoch, and the summary of the same run.
   assert [m["epoch"] for m in metrics] == [1, 2]
   assert summary["final_test_accuracy"] == metrics[-1]["test_accuracy"]
-  assert summary["train_seconds"] == pytest.approx(sum(m["epoch_seconds"] for m in metrics))
+  # summary.py adds the epochs' seconds in this order; JSON keeps floats exact.
+  assert summary["train_seconds"] == sum(m["epoch_seconds"] for m in metrics)
   machine = record["machine"]
   assert machine["device_count"] == summary["device_count"] == 1
   assert machine["cpu_count"] == os.cpu_count() and machine["cpu"]
@@ -98,7 +99,10 @@ def test_bad_input_is_one_line_and_records_nothing(tmp_path, capsys, case, argv,
     _finished_workdir(workdir)
   results = tmp_path / "results"
   with pytest.raises(SystemExit) as exit_info:
-    record_run.main([a.format(w=workdir, c=REPO / "configs" / "mnist160.py") for a in argv] + [f"--results_dir={results}"])
-  error = str(exit_info.value.code)
-  assert error.startswith("error: ") and message in error and "\n" not in error
+    bench_args.run_main(record_run.main, [
+        a.format(w=workdir, c=REPO / "configs" / "mnist160.py") for a in argv
+    ] + [f"--results_dir={results}"])
+  error = capsys.readouterr().err
+  assert exit_info.value.code == 2
+  assert error.startswith("error: ") and message in error and error.count("\n") == 1
   assert not results.exists()
