@@ -121,8 +121,8 @@ def _initializer(config, num_classes: int, image_shape: tuple[int, int, int],
 
   `init` is one compiled program: drawn eagerly, each of the initialisation's
   operations (a draw, a scaling, a split key, each layer's) was compiled as a
-  program of its own, about 30 of them for the speedrun model, before the
-  first step. The values are the same bit for bit (tests/test_user_clock.py).
+  program of its own, 27 for the speedrun model (JAX_LOG_COMPILES=1), before
+  the first step. The values are the same bit for bit (tests/test_user_clock.py).
   """
   graphs = []
 
@@ -142,9 +142,13 @@ def _initializer(config, num_classes: int, image_shape: tuple[int, int, int],
                       ema=({"count": jnp.int32(0), "params": params, "rest": rest}
                            if config.ema_decay else None))
 
-  init = jax.jit(init)
-  jax.eval_shape(init, jax.random.key(0))  # Traces it: the graphs.
-  return graphs[0], init
+  # Lowering traces it: the graphs. It runs once, so on the CPU with LLVM's
+  # lightest optimisation, which compiles the random draws faster than the
+  # default level 3, to the same bits (tests/test_user_clock.py).
+  lowered = jax.jit(init).lower(jax.random.key(0))
+  return graphs[0], lowered.compile(
+      compiler_options={"xla_backend_optimization_level": 1}
+      if jax.default_backend() == "cpu" else None)
 
 
 def _member_state(init: Callable[[jax.Array], TrainState],
