@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import bench_args as ba
 from mnist_jax import data, timing
+from mnist_jax.errors import UserError
 from mnist_jax.sources import csv_files, folder
 
 
@@ -63,6 +64,12 @@ def splits(dataset: data.Dataset, limit: int):
       ("test", dataset.test_images, dataset.test_labels)):
     if limit:
       images, labels = images[:limit], labels[:limit]
+      missing = dataset.num_classes - len(set(labels.tolist()))
+      if split == "train" and missing:  # load_folder refuses an empty class.
+        raise UserError(f"--limit={limit}: the first {limit} training images "
+                        f"of {dataset.name} leave {missing} of its "
+                        f"{dataset.num_classes} classes without an image; "
+                        f"raise it, or pass 0 (all)")
     yield split, images, labels
 
 

@@ -337,6 +337,8 @@ SCRIPT_ERRORS = [
     ("run.py", ["--dataset=mnist160", "--sections=throughput", "--batch_sizes=16"],
      "--window_images", 2),
     ("pytorch_cpu.py", ["--seeds=0"], "--seeds", 2),
+    ("cpu_variants.py", ["--variants=xla_conv,nope"], "--variants", 2),
+    ("folder_load.py", ["--dataset=mnist160", "--limit=3"], "--limit", 2),
     ("record_run.py", ["--config=configs/mnist160.py", "--config.batch_size=4096",
                        f"--results_dir={MISSING}"], "config.batch_size", 2),
 ]

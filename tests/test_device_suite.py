@@ -78,6 +78,13 @@ def test_tiny_suite_records_every_section(tmp_path):
   assert "| mnist_speedrun | 99.0% | " in text and "seeds in one process" in text
 
 
+def test_an_unknown_argument_is_one_line_naming_it():
+  done = subprocess.run(["bash", "benchmarks/device_suite.sh", "--fast"], cwd=REPO,
+                        capture_output=True, text=True, timeout=60)
+  assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+      "error: unknown argument --fast; the only one is --tiny"]
+
+
 def test_a_budget_leaves_out_the_variants_that_would_overrun_it():
   dataset = data.load("mnist160")
   budget = harness.Budget(0.0)  # Past it after the first variant.
