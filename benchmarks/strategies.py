@@ -74,6 +74,21 @@ def parse_args(argv=None):
   return args
 
 
+def _check_window(dataset: data.Dataset, batch: int, window: int,
+                  chunk_steps: int, names):
+  """The window is whole chunks, and fits in one epoch's shuffle of the
+  training images, from which it is cut (feed.epoch_permutation)."""
+  if "scan_chunk" in names and window % chunk_steps:
+    raise UserError(f"--window_steps={window} must be whole chunks of "
+                    f"--chunk={chunk_steps}")
+  num_train = len(dataset.train_labels)
+  if window * batch > num_train:
+    raise UserError(f"--window_steps={window}: {window} steps of batch {batch} "
+                    f"take {window * batch} training images, and {dataset.name} "
+                    f"has {num_train}; pass --window_steps="
+                    f"{max(1, num_train // batch)} or less")
+
+
 def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
             chunk_steps: int, repeats: int, names=STRATEGIES) -> dict:
   """{strategy: {images_per_sec, compile_seconds, steps_per_call, ...}}."""
@@ -82,15 +97,8 @@ def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
   config_lib.validate(config)  # E.g. an unknown --model, with the fix.
   mesh = sharding.make_mesh()
   sharding.check_batch_size(batch, mesh, "--batch_size")
-  if "scan_chunk" in names and window % chunk_steps:
-    raise UserError(f"--window_steps={window} must be whole chunks of "
-                    f"--chunk={chunk_steps}")
+  _check_window(dataset, batch, window, chunk_steps, names)
   num_train = len(dataset.train_labels)
-  if window * batch > num_train:  # A window is cut from one epoch's shuffle.
-    raise UserError(f"--window_steps={window}: {window} steps of batch {batch} "
-                    f"take {window * batch} training images, and {dataset.name} "
-                    f"has {num_train}; pass --window_steps="
-                    f"{max(1, num_train // batch)} or less")
   built = state_lib.build(config, dataset.num_classes, num_train // batch,
                           image_shape=dataset.image_shape)
   graphs, recipe, tx = built.graphs, built.recipe, built.tx
