@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_args as ba
 from mnist_jax import data, timing
 from mnist_jax.errors import UserError
-from mnist_jax.sources import emnist
+from mnist_jax.sources import emnist, idx
 
 SPLIT = "byclass"
 NUM_TRAIN, NUM_TEST = 697_932, 116_323  # NIST's byclass sizes.
@@ -178,7 +178,7 @@ def stage_load(folder: Path) -> dict:
 
   # The first load's parts, again: reading the gz files, then the transpose.
   names = emnist.file_names(SPLIT)
-  read = lambda: [data.read_idx(folder / "emnist" / n, d)
+  read = lambda: [idx.read_idx(folder / "emnist" / n, d)
                   for n, d in zip(names[:4], (3, 1, 3, 1))]
   raw, read_s = timing.timed(read)
   _, upright_s = timing.timed(lambda: (emnist.upright(SPLIT, raw[0], raw[1]),

@@ -27,7 +27,7 @@ from typing import Any
 from absl import flags, logging
 
 import mnist_jax
-from mnist_jax import cli, outputs, stats, train
+from mnist_jax import cli, fileio, outputs, stats, train
 from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 
@@ -77,8 +77,8 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
     logging.warning("%s", TEST_SET_SENTENCE)
   if seeds < MIN_SEEDS:
     logging.warning("%s", seeds_warning(seeds))
-  outputs.write_json_atomic(workdir / "comparison.json", record)
-  outputs.write_atomic(workdir / "comparison.md", markdown_table(record))
+  fileio.write_json_atomic(workdir / "comparison.json", record)
+  fileio.write_atomic(workdir / "comparison.md", markdown_table(record))
   from mnist_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib: ~1 s)
   plots.comparison(results, workdir / "comparison.png")
   return record

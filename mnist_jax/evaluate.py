@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from absl import flags, logging
 
-from mnist_jax import cli, feed, inference, outputs, sharding, steps
+from mnist_jax import cli, feed, fileio, inference, outputs, sharding, steps
 from mnist_jax import report as report_lib
 from mnist_jax import data as data_lib
 from mnist_jax.errors import UserError
@@ -130,7 +130,7 @@ def main(argv):
   dataset = load_dataset(trained, _DATA_DIR.value)
   report = evaluate_trained(trained, dataset)
   report["weights"] = "moving average" if _EMA.value else "trained"
-  outputs.write_json_atomic(workdir / "eval.json", report)
+  fileio.write_json_atomic(workdir / "eval.json", report)
   print(format_report(report))
   logging.info("wrote %s", workdir / "eval.json")
   if _PLOTS.value:

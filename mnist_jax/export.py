@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from mnist_jax import cli, outputs
+from mnist_jax import cli, fileio
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
@@ -51,7 +51,7 @@ _PLATFORMS = flags.DEFINE_list(
 def _write_atomic(path: Path, data: bytes):
   """Whole or not at all: a reader never sees half a file, even after a kill."""
   try:
-    outputs.write_atomic(path, data)
+    fileio.write_atomic(path, data)
   except OSError as e:
     raise UserError(f"cannot write {path} ({e.strerror}); pass --out with a "
                     f"writable path") from None

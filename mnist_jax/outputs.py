@@ -3,9 +3,8 @@
 A run writes `metrics.jsonl` (a record per epoch, one JSON object a line),
 TensorBoard's event files (scalars per epoch; hyperparameters with the final
 accuracy, one session per member, for its HParams tab) and `summary.json`,
-through `RunFiles`; process 0 only. Every file the package writes (these,
-eval.json, exported models, downloads) is written through `atomic_file`, so
-that a reader never sees half a file, even after a kill.
+through `RunFiles`, on process 0 only; summary.json and a resumed
+metrics.jsonl are replaced whole (fileio.atomic_file).
 
 metrics.jsonl is read back on resume (which keeps the epochs up to the
 checkpoint's), by evaluate's plots and by compare. A last line without its
@@ -14,46 +13,20 @@ record as a run writes it is a corrupt file, refused with the line's number
 rather than read as wrong curves or a wrong summary.
 """
 
-import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
 
 from mnist_jax import config as config_lib
+from mnist_jax import fileio
 from mnist_jax import members as members_lib
 from mnist_jax import models, tensorboard
 from mnist_jax.errors import UserError
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
-  """A file opened for writing beside `path` and renamed onto it when the
-  block ends without an exception; removed when it raises. A reader sees the
-  old file or the whole new one, never half of it."""
-  path = Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-  try:
-    with os.fdopen(fd, mode) as f:
-      yield f
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
-def write_atomic(path: str | os.PathLike, content: str | bytes):
-  with atomic_file(path, "wb" if isinstance(content, bytes) else "w") as f:
-    f.write(content)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any):
-  write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def prepare_workdir(workdir: Path) -> Path:
@@ -109,7 +82,7 @@ class RunFiles:
     and best test accuracy for TensorBoard's HParams tab."""
     if not self.enabled:
       return
-    write_json_atomic(self.workdir / "summary.json", summary)
+    fileio.write_json_atomic(self.workdir / "summary.json", summary)
     per_member = summary.get("members", [summary])
     self._writer().hparams([
         (f"member_{k}" if members.count > 1 else "hparams",
@@ -204,7 +177,7 @@ def resume_metrics(workdir: Path, up_to_epoch: int,
   """
   history = read_metrics(workdir, up_to_epoch) if up_to_epoch else []
   if rewrite:  # A kill never leaves half of it.
-    write_atomic(Path(workdir) / "metrics.jsonl",
+    fileio.write_atomic(Path(workdir) / "metrics.jsonl",
                  "".join(json.dumps(r) + "\n" for r in history))
   return history
 

@@ -41,7 +41,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image, UnidentifiedImageError
 
-from mnist_jax import cli, inference, outputs
+from mnist_jax import cli, fileio, inference
 from mnist_jax.errors import UserError
 from mnist_jax.sources.folder import IMAGE_SUFFIXES
 from mnist_jax.trained import Trained, load_trained
@@ -291,7 +291,7 @@ def main(argv):
     skipped.append(path)
     print(f"skipped: {path}: {reason}", file=sys.stderr, flush=True)
 
-  with outputs.atomic_file(out) if out else contextlib.nullcontext() as table:
+  with fileio.atomic_file(out) if out else contextlib.nullcontext() as table:
     writer = csv.writer(table, lineterminator="\n") if table else None
     if writer:
       writer.writerow(CSV_COLUMNS)

@@ -12,6 +12,8 @@ from typing import Callable
 
 import jax
 
+from mnist_jax import fileio
+
 
 def time_windows(run_window: Callable[[], object], repeats: int,
                  warmup: int = 1) -> list[float]:
@@ -82,8 +84,7 @@ def write_record(record: dict, name: str, out: str | os.PathLike | None = None,
                   f"{machine['backend']}-{machine['device_kind']}")
   path = Path(out) if out else Path(results_dir) / folder / f"{name}.json"
   path.parent.mkdir(parents=True, exist_ok=True)
-  from mnist_jax import outputs  # pylint: disable=g-import-not-at-top
-  outputs.write_json_atomic(path, record)
+  fileio.write_json_atomic(path, record)
   print(f"wrote {path}")
   return path
 

@@ -2,6 +2,7 @@ import gzip
 import hashlib
 import io
 import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -9,12 +10,13 @@ from conftest import synthetic_split, write_dataset, write_idx
 
 from mnist_jax import data
 from mnist_jax.errors import UserError
+from mnist_jax.sources import idx
 
 
 def test_idx_round_trip(tmp_path):
   images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), np.uint8)
   write_idx(tmp_path / "x.gz", images)
-  np.testing.assert_array_equal(data.read_idx(tmp_path / "x.gz", ndim=3), images)
+  np.testing.assert_array_equal(idx.read_idx(tmp_path / "x.gz", ndim=3), images)
 
 
 def test_custom_dataset_takes_its_classes_from_its_labels(tmp_path):
@@ -55,7 +57,7 @@ def test_real_datasets_match_their_published_label_counts(shared_data):
 
 def test_builtin_checksums_match_the_official_files(shared_data):
   for name in ("mnist", "fashion_mnist"):
-    for file_name, (size, sha256) in data.BUILTIN[name].checksums.items():
+    for file_name, (size, sha256) in idx.BUILTIN[name].checksums.items():
       raw = (shared_data / name / file_name).read_bytes()
       assert (len(raw), hashlib.sha256(raw).hexdigest()) == (size, sha256)
 
@@ -78,22 +80,22 @@ def _serve(monkeypatch, files: dict[str, bytes]):
       if url.endswith(name):
         return _FakeResponse(raw)
     raise urllib.error.URLError("no network")
-  monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+  monkeypatch.setattr(urllib.request, "urlopen", urlopen)
   return requested
 
 
 def _fake_builtin(monkeypatch, files: dict[str, bytes]):
-  info = data.DatasetInfo(
+  info = idx.DatasetInfo(
       "fakeset", tuple("0123456789"), "https://example.invalid/fake/",
       {n: (len(raw), hashlib.sha256(raw).hexdigest()) for n, raw in files.items()},
       "fakeset")
-  monkeypatch.setitem(data.BUILTIN, "fakeset", info)
+  monkeypatch.setitem(idx.BUILTIN, "fakeset", info)
 
 
 def _dataset_bytes(tmp_path) -> dict[str, bytes]:
   folder = write_dataset(tmp_path / "source", *synthetic_split(40, 10, 0),
                          *synthetic_split(10, 10, 1))
-  return {f: (folder / f).read_bytes() for f in data.FILES}
+  return {f: (folder / f).read_bytes() for f in idx.FILES}
 
 
 def test_download_verifies_and_writes_whole_files(tmp_path, monkeypatch):
@@ -101,8 +103,8 @@ def test_download_verifies_and_writes_whole_files(tmp_path, monkeypatch):
   _fake_builtin(monkeypatch, files)
   requested = _serve(monkeypatch, files)
   ds = data.load("fakeset", tmp_path / "cache")
-  assert sorted(u.rsplit("/", 1)[1] for u in requested) == sorted(data.FILES)
-  assert sorted(p.name for p in (tmp_path / "cache" / "fakeset").iterdir()) == sorted(data.FILES)
+  assert sorted(u.rsplit("/", 1)[1] for u in requested) == sorted(idx.FILES)
+  assert sorted(p.name for p in (tmp_path / "cache" / "fakeset").iterdir()) == sorted(idx.FILES)
   assert len(ds.train_labels) == 40
 
 
@@ -110,13 +112,13 @@ def test_download_with_a_bad_checksum_is_removed(tmp_path, monkeypatch):
   files = _dataset_bytes(tmp_path)
   _fake_builtin(monkeypatch, files)
   corrupted = dict(files)
-  raw = bytearray(files[data.TRAIN_LABELS])
+  raw = bytearray(files[idx.TRAIN_LABELS])
   raw[len(raw) // 2] ^= 0xFF
-  corrupted[data.TRAIN_LABELS] = bytes(raw)
+  corrupted[idx.TRAIN_LABELS] = bytes(raw)
   _serve(monkeypatch, corrupted)
   with pytest.raises(UserError, match="does not match its checksum"):
     data.load("fakeset", tmp_path / "cache")
-  assert data.TRAIN_LABELS not in [p.name for p in (tmp_path / "cache" / "fakeset").iterdir()]
+  assert idx.TRAIN_LABELS not in [p.name for p in (tmp_path / "cache" / "fakeset").iterdir()]
   assert not list((tmp_path / "cache" / "fakeset").glob(".*part"))
 
 
@@ -126,7 +128,7 @@ def test_missing_files_without_network_name_the_folder_and_files(tmp_path, monke
     data.load("mnist", tmp_path)
   message = str(e.value)
   assert str(tmp_path / "mnist") in message
-  assert all(name in message for name in data.FILES)
+  assert all(name in message for name in idx.FILES)
   assert not list((tmp_path / "mnist").iterdir())  # Nothing half-written.
 
 
@@ -141,19 +143,19 @@ def _corrupt_case(tmp_path, case):
   folder = write_dataset(tmp_path / "bad", train_images, train_labels,
                          test_images, test_labels)
   if case == "magic":
-    write_idx(folder / data.TRAIN_LABELS, train_labels, magic=2051)
+    write_idx(folder / idx.TRAIN_LABELS, train_labels, magic=2051)
   elif case == "truncated_gzip":
-    raw = (folder / data.TRAIN_IMAGES).read_bytes()
-    (folder / data.TRAIN_IMAGES).write_bytes(raw[: len(raw) // 2])
+    raw = (folder / idx.TRAIN_IMAGES).read_bytes()
+    (folder / idx.TRAIN_IMAGES).write_bytes(raw[: len(raw) // 2])
   elif case == "not_gzip":
-    (folder / data.TEST_IMAGES).write_bytes(b"this is not gzip data")
+    (folder / idx.TEST_IMAGES).write_bytes(b"this is not gzip data")
   elif case == "short_payload":
-    raw = gzip.decompress((folder / data.TEST_IMAGES).read_bytes())
-    (folder / data.TEST_IMAGES).write_bytes(gzip.compress(raw[:-5]))
+    raw = gzip.decompress((folder / idx.TEST_IMAGES).read_bytes())
+    (folder / idx.TEST_IMAGES).write_bytes(gzip.compress(raw[:-5]))
   elif case == "count_mismatch":
-    write_idx(folder / data.TEST_LABELS, test_labels[:-1])
+    write_idx(folder / idx.TEST_LABELS, test_labels[:-1])
   elif case == "image_size":
-    write_idx(folder / data.TRAIN_IMAGES, np.zeros((20, 32, 32), np.uint8))
+    write_idx(folder / idx.TRAIN_IMAGES, np.zeros((20, 32, 32), np.uint8))
   return folder
 
 

@@ -4,15 +4,15 @@ and download, the one-line refusals."""
 import hashlib
 import io
 import urllib.error
+import urllib.request
 import zipfile
 
 import numpy as np
 import pytest
 from conftest import require_real_data, write_idx
 
-from mnist_jax import data
 from mnist_jax.errors import UserError
-from mnist_jax.sources import emnist
+from mnist_jax.sources import emnist, idx
 
 # An upright "L": a bar down the left, a foot to the right at the bottom.
 # Its transpose is a bar along the top with a leg down the left: not the same.
@@ -82,7 +82,7 @@ def test_transposed_files_load_upright(tmp_path):
 def test_write_emnist_files_stores_images_transposed(tmp_path):
   folder = tmp_path / "emnist"
   (train_images, train_labels), _ = _write(folder)
-  stored = data.read_idx(folder / emnist.file_names("mnist")[0], ndim=3)
+  stored = idx.read_idx(folder / emnist.file_names("mnist")[0], ndim=3)
   np.testing.assert_array_equal(stored, train_images.transpose(0, 2, 1))
   ds = emnist.load("mnist", folder)
   np.testing.assert_array_equal(ds.train_images[..., 0], train_images)
@@ -187,7 +187,7 @@ def _serve(monkeypatch, raw: bytes | None):
     if raw is None:
       raise urllib.error.URLError("no network")
     return io.BytesIO(raw)
-  monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+  monkeypatch.setattr(urllib.request, "urlopen", urlopen)
   return requested
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_jax import outputs
+from mnist_jax import fileio
 from mnist_jax.errors import UserError
 from mnist_jax.sources import folder
 
@@ -239,13 +239,13 @@ def test_a_damaged_cache_is_decoded_again(tmp_path):
 def _read_only(root: Path, monkeypatch):
   """Makes `root` unwritable, also for root (uid 0), whom modes do not stop."""
   root.chmod(stat.S_IRUSR | stat.S_IXUSR)
-  real_atomic_file = outputs.atomic_file
+  real_atomic_file = fileio.atomic_file
 
   def atomic_file(path, mode="w"):
     if Path(path).is_relative_to(root):
       raise PermissionError(13, "Permission denied", str(path))
     return real_atomic_file(path, mode)
-  monkeypatch.setattr(folder.outputs, "atomic_file", atomic_file)
+  monkeypatch.setattr(folder.fileio, "atomic_file", atomic_file)
 
 
 def test_a_read_only_data_folder_is_cached_in_cache_dir(tmp_path, monkeypatch):
@@ -283,7 +283,7 @@ def test_the_default_cache_dir_is_under_xdg_cache_home_per_data_folder(tmp_path,
 def test_a_folder_that_cannot_be_cached_anywhere_still_loads(tmp_path, monkeypatch, capsys):
   root = tmp_path / "data"
   _dataset(root)
-  monkeypatch.setattr(folder.outputs, "atomic_file", _refusing_atomic_file)
+  monkeypatch.setattr(folder.fileio, "atomic_file", _refusing_atomic_file)
   assert folder.load_folder(root, cache_dir=tmp_path / "cache").train_images.shape[0] == 4
   assert "not cached" in capsys.readouterr().err
 

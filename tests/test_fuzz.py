@@ -31,6 +31,7 @@ from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
 from mnist_jax import outputs, predict, state as state_lib
 from mnist_jax.errors import UserError
+from mnist_jax.sources import idx
 from mnist_jax.trained import load_trained
 
 KINDS = ("truncated", "bit-flipped", "random")
@@ -125,8 +126,8 @@ def read_or_refuse(read, folder: Path):
 def test_idx_reader(tmp_path):
   source = write_dataset(tmp_path / "valid" / "toy", *synthetic_split(6, 3, 0),
                          *synthetic_split(4, 3, 1))
-  files = {name: (source / name).read_bytes() for name in data_lib.FILES}
-  cases = st.tuples(st.sampled_from(data_lib.FILES), st.booleans()).flatmap(
+  files = {name: (source / name).read_bytes() for name in idx.FILES}
+  cases = st.tuples(st.sampled_from(idx.FILES), st.booleans()).flatmap(
       lambda f: corrupted(gzip.decompress(files[f[0]]) if f[1] else files[f[0]]
                           ).map(lambda c: (c[0], c[1], *f)))
   data_dir = tmp_path / "data"

@@ -6,13 +6,13 @@ import dataclasses
 import hashlib
 import io
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mnist_jax.errors import UserError
-from mnist_jax import data
 from mnist_jax.sources import npz
 
 SHARED_MEDMNIST = Path("/work/shared/datasets/medmnist")
@@ -70,7 +70,7 @@ def _serve(monkeypatch, files: dict[str, bytes]) -> list[str]:
     if name in files:
       return _Response(files[name])
     raise urllib.error.URLError("no network")
-  monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+  monkeypatch.setattr(urllib.request, "urlopen", urlopen)
   return requested
 
 

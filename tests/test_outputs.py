@@ -51,14 +51,14 @@ def test_a_run_of_two_members_writes_each_ones_hyperparameters_and_accuracy(
 
 def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_leftovers(tmp_path):
   import pytest
-  from mnist_jax import outputs
+  from mnist_jax import fileio
   path = tmp_path / "summary.json"
-  outputs.write_json_atomic(path, {"epoch": 1})
+  fileio.write_json_atomic(path, {"epoch": 1})
   with pytest.raises(RuntimeError):
-    with outputs.atomic_file(path) as f:
+    with fileio.atomic_file(path) as f:
       f.write('{"epoch": 2, "half')
       raise RuntimeError("killed mid-write")
   assert path.read_text() == '{\n  "epoch": 1\n}\n'
   assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
-  outputs.write_atomic(path, b"whole")
+  fileio.write_atomic(path, b"whole")
   assert path.read_bytes() == b"whole"

@@ -1,5 +1,6 @@
-"""Where datasets come from besides MNIST's IDX files (data.py): EMNIST,
-MedMNIST and a user's `.npz`, image folders and CSV files, and TFDS.
+"""Where datasets come from: MNIST's IDX files (idx.py), EMNIST, MedMNIST
+and a user's `.npz`, image folders and CSV files, and TFDS. Each builds its
+`Dataset` with dataset.checked; none imports data.py, which calls them.
 
 `data.load` asks `load_builtin` for a built-in name, else `load_path` for a
 path (or a folder in the data directory), whose format is detected from
@@ -9,22 +10,22 @@ what is there unless config.dataset_format names it.
 import os
 from pathlib import Path
 
-from mnist_jax import data
 from mnist_jax.errors import UserError
-from mnist_jax.sources import csv_files, emnist, folder, npz
+from mnist_jax.sources import csv_files, emnist, folder, idx, npz
+from mnist_jax.sources.dataset import Dataset, checked
 
 # MedMNIST+ ships these sizes as files of their own; others are resized.
 MEDMNIST_SIZES = (64, 128, 224)
 # The built-in names, for error messages.
-KNOWN = ", ".join([*data.BUILTIN, *data.SLICES, *(emnist.dataset_name(s) for s in emnist.SPLITS),
+KNOWN = ", ".join([*idx.BUILTIN, *idx.SLICES, *(emnist.dataset_name(s) for s in emnist.SPLITS),
                    *(n for n, info in npz.MEDMNIST.items() if info.task != "multi-label")])
 
 
-def load_builtin(name: str, data_dir: Path, image_size: int) -> data.Dataset | None:
+def load_builtin(name: str, data_dir: Path, image_size: int) -> Dataset | None:
   """A built-in dataset by name (MNIST, Fashion-MNIST, KMNIST, the EMNIST
   splits, MedMNIST), or None when `name` is none of them."""
-  if name in data.BUILTIN:
-    return data.load_idx(data_dir / name, data.BUILTIN[name])
+  if name in idx.BUILTIN:
+    return idx.load_idx(data_dir / name, idx.BUILTIN[name])
   if name.startswith("emnist_"):
     return emnist.load(name.removeprefix("emnist_"), data_dir / "emnist")
   if name in npz.MEDMNIST:
@@ -46,7 +47,7 @@ def detect_format(path: Path) -> str:
   if not path.is_dir():
     raise UserError(f"dataset {path} does not exist: config.dataset is a "
                     f"built-in name ({KNOWN}) or a path to a folder or .npz file")
-  if all((path / f).is_file() for f in data.FILES):
+  if all((path / f).is_file() for f in idx.FILES):
     return "idx"
   if (path / "train").is_dir():
     return "folder"
@@ -54,16 +55,16 @@ def detect_format(path: Path) -> str:
     return "csv"
   raise UserError(
       f"{path} holds no dataset in a format mnist_jax reads: the four IDX "
-      f"files ({', '.join(data.FILES)}), an image folder (train/<class>/...), "
+      f"files ({', '.join(idx.FILES)}), an image folder (train/<class>/...), "
       f"*train*.csv and *test*.csv, or pass a .npz file; "
       f"--config.dataset_format forces one")
 
 
-def load_path(path: Path, dataset_format: str, image_size: int) -> data.Dataset:
+def load_path(path: Path, dataset_format: str, image_size: int) -> Dataset:
   """The dataset at `path` in `dataset_format` ("": detected)."""
   dataset_format = dataset_format or detect_format(path)
   if dataset_format == "idx":
-    return data.load_idx(path)
+    return idx.load_idx(path)
   if dataset_format == "folder":
     return folder.load_folder(path, image_size or None)
   if dataset_format == "csv":
@@ -71,16 +72,16 @@ def load_path(path: Path, dataset_format: str, image_size: int) -> data.Dataset:
   return npz.load_npz(path, path.stem)
 
 
-def load_tfds(name: str, data_dir: Path) -> data.Dataset:
+def load_tfds(name: str, data_dir: Path) -> Dataset:
   """Loads through tensorflow-datasets, offline from `<data_dir>/<name>/`.
 
   TFDS stores examples in its own shuffled order, so the arrays hold the same
   examples as the IDX files but not in the same order.
   """
   split = name.removeprefix("emnist_") if name.startswith("emnist_") else None
-  info = data.BUILTIN.get(name)
+  info = idx.BUILTIN.get(name)
   if info is None and split is None:
-    raise UserError(f"data_source='tfds' supports {', '.join(data.BUILTIN)} and "
+    raise UserError(f"data_source='tfds' supports {', '.join(idx.BUILTIN)} and "
                     f"the emnist_* splits; load '{name}' with data_source='idx'")
   try:
     # TensorFlow first: tensorflow_datasets imports without it, then has no load().
@@ -107,5 +108,5 @@ def load_tfds(name: str, data_dir: Path) -> data.Dataset:
                    emnist.read_mapping(manual_dir / emnist.file_names(split)[4], split))
   else:
     class_names = info.class_names
-  return data.checked(name, manual_dir, class_names, train_x, train_y, test_x,
+  return checked(name, manual_dir, class_names, train_x, train_y, test_x,
                       test_y)

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_jax import data
 from mnist_jax.errors import UserError
+from mnist_jax.sources.dataset import Dataset, checked
 
 _HOW = ("a CSV dataset is a folder with one *train*.csv and one *test*.csv, "
         "each with a header line naming a 'label' column and one column per "
         "pixel")
 
 
-def load_csv(root: Path) -> data.Dataset:
+def load_csv(root: Path) -> Dataset:
   """The dataset in CSV folder `root` (see the module docstring)."""
   root = Path(root).expanduser()
   if not root.is_dir():
@@ -41,7 +41,7 @@ def load_csv(root: Path) -> data.Dataset:
   train_images, train_labels = _read(train_file)
   test_images, test_labels = _read(test_file)
   num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-  return data.checked(root.name, root, tuple(str(c) for c in range(num_classes)),
+  return checked(root.name, root, tuple(str(c) for c in range(num_classes)),
                       train_images, train_labels, test_images, test_labels)
 
 

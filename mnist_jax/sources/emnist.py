@@ -36,8 +36,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mnist_jax import data, outputs
+from mnist_jax import fileio
 from mnist_jax.errors import UserError
+from mnist_jax.sources import idx
+from mnist_jax.sources.dataset import Dataset, checked
 
 # split -> number of classes, in NIST's order.
 SPLITS = {"byclass": 62, "bymerge": 47, "balanced": 47, "letters": 26,
@@ -78,7 +80,7 @@ def _known(split: str) -> str:
   return split
 
 
-def load(split: str, folder: Path) -> data.Dataset:
+def load(split: str, folder: Path) -> Dataset:
   """Split `split` from `folder`, extracting its files from `gzip.zip` or
   downloading that first where they are missing."""
   folder = Path(folder)
@@ -89,7 +91,7 @@ def load(split: str, folder: Path) -> data.Dataset:
       _download(folder, split)
     _extract(folder / ZIP_NAME, missing)
   train_images, train_labels, test_images, test_labels = (
-      data.read_idx(folder / name, ndim) for name, ndim in zip(names, (3, 1, 3, 1)))
+      idx.read_idx(folder / name, ndim) for name, ndim in zip(names, (3, 1, 3, 1)))
   if split == "letters":
     for name, labels in ((names[1], train_labels), (names[3], test_labels)):
       if labels.size and (labels.min() < 1 or labels.max() > 26):
@@ -100,7 +102,7 @@ def load(split: str, folder: Path) -> data.Dataset:
     class_names = read_mapping(folder / names[4], split)
   train_images, train_labels = upright(split, train_images, train_labels)
   test_images, test_labels = upright(split, test_images, test_labels)
-  return data.checked(dataset_name(split), folder, class_names, train_images,
+  return checked(dataset_name(split), folder, class_names, train_images,
                       train_labels, test_images, test_labels)
 
 
@@ -162,7 +164,7 @@ def _extract(zip_path: Path, names: Sequence[str]):
                         f"download that one")
       for name in names:
         # A CRC mismatch raises inside the block: no half or bad file stays.
-        with archive.open(ZIP_FOLDER + name) as source, outputs.atomic_file(
+        with archive.open(ZIP_FOLDER + name) as source, fileio.atomic_file(
             zip_path.parent / name, "wb") as target:
           while chunk := source.read(1 << 20):
             target.write(chunk)
@@ -178,10 +180,10 @@ def _extract(zip_path: Path, names: Sequence[str]):
 def _download(folder: Path, split: str) -> Path:
   """Downloads gzip.zip into `folder`, verified, written atomically."""
   size, sha256 = ZIP_CHECKSUM
-  return data.fetch(URL, folder / ZIP_NAME, "sha256", sha256, size,
-                    f"EMNIST {split} is not in {folder}",
-                    f"put NIST's {ZIP_NAME} or the files "
-                    f"{', '.join(file_names(split))} in {folder}")
+  return fileio.fetch(URL, folder / ZIP_NAME, "sha256", sha256, size,
+                     f"EMNIST {split} is not in {folder}",
+                     f"put NIST's {ZIP_NAME} or the files "
+                     f"{', '.join(file_names(split))} in {folder}")
 
 
 def write_emnist_files(folder: Path, split: str, train_images_NHW, train_labels,
@@ -201,16 +203,16 @@ def write_emnist_files(folder: Path, split: str, train_images_NHW, train_labels,
                        f", got shape {array.shape}")
     _write_idx(folder / name, np.swapaxes(array, 1, 2) if is_images else array,
                compresslevel)
-  outputs.write_atomic(folder / names[4], "".join(f"{line}\n" for line in mapping_lines))
+  fileio.write_atomic(folder / names[4], "".join(f"{line}\n" for line in mapping_lines))
   return folder
 
 
 def _write_idx(path: Path, array: np.ndarray, compresslevel: int):
-  """A gzipped IDX file of unsigned bytes (the format `data.read_idx` reads);
+  """A gzipped IDX file of unsigned bytes (the format `idx.read_idx` reads);
   mtime 0, so the same array gives the same bytes."""
   header = struct.pack(f">{1 + array.ndim}I", 2051 if array.ndim == 3 else 2049,
                        *array.shape)
-  with outputs.atomic_file(path, "wb") as raw, gzip.GzipFile(
+  with fileio.atomic_file(path, "wb") as raw, gzip.GzipFile(
       fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as f:
     f.write(header)
     for start in range(0, len(array), _WRITE_CHUNK):

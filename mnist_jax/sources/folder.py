@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mnist_jax import data, outputs
+from mnist_jax import fileio
 from mnist_jax.errors import UserError
+from mnist_jax.sources.dataset import Dataset, checked
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CACHE_FOLDER = ".mnist_jax_cache"
@@ -51,7 +52,7 @@ _HOW = ("an image folder dataset is train/<class>/*.png and test/<class>/*.png "
 
 
 def load_folder(root: Path, image_size: int | None = None,
-                cache_dir: Path | None = None) -> data.Dataset:
+                cache_dir: Path | None = None) -> Dataset:
   """The dataset in image folder `root` (see the module docstring), decoded
   once and cached; `image_size` resizes every image to that square size."""
   root = Path(root).expanduser().absolute()  # "." gets its name.
@@ -68,7 +69,7 @@ def load_folder(root: Path, image_size: int | None = None,
   if arrays is None:
     arrays = _decoded(files, image_size)
     _write_cache(places, key, arrays)
-  return data.checked(
+  return checked(
       root.name, root, class_names, arrays["train_images"], arrays["train_labels"],
       arrays["test_images"], arrays["test_labels"], arrays.get("val_images"),
       arrays.get("val_labels"))
@@ -187,7 +188,7 @@ def _write_cache(places: list[Path], key: str, arrays: dict[str, np.ndarray]):
     created = not place.exists()
     try:
       place.mkdir(parents=True, exist_ok=True)
-      with outputs.atomic_file(place / f"{key}.npz", "wb") as f:
+      with fileio.atomic_file(place / f"{key}.npz", "wb") as f:
         np.savez(f, **arrays)
     except OSError as e:
       errors.append(f"{place} ({e.strerror or e})")

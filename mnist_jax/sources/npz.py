@@ -1,4 +1,4 @@
-"""MedMNIST v2 and any dataset in its `.npz` layout, read into a data.Dataset.
+"""MedMNIST v2 and any dataset in its `.npz` layout, read into a Dataset.
 
 The layout is one `.npz` archive holding `train_images`, `train_labels`,
 `test_images`, `test_labels` and optionally `val_images`, `val_labels`:
@@ -18,17 +18,15 @@ Archives are read with `allow_pickle=False`: a pickled object in a data file
 can run code when loaded, so it is refused instead.
 """
 
-# Annotations unevaluated: data.py may import this module while it loads.
-from __future__ import annotations
-
 import dataclasses
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from mnist_jax import data
+from mnist_jax import fileio
 from mnist_jax.errors import UserError
+from mnist_jax.sources.dataset import Dataset, checked
 
 SIZES = (28, 64, 128, 224)
 # Every file of MedMNIST v2 (and MedMNIST+) lives in this Zenodo record,
@@ -130,7 +128,7 @@ MEDMNIST = dict([
 ])
 
 
-def load_medmnist(name: str, folder: Path, size: int = 28) -> data.Dataset:
+def load_medmnist(name: str, folder: Path, size: int = 28) -> Dataset:
   """MedMNIST v2 dataset `name` at `size`x`size` from `folder` (data.load
   passes `<data_dir>/medmnist`), downloaded there first if missing. Keeps
   the official validation split."""
@@ -162,7 +160,7 @@ def load_medmnist(name: str, folder: Path, size: int = 28) -> data.Dataset:
           f", but {info.file_name(size)} holds {'x'.join(map(str, expected))} "
           f"images; it is not the official file, delete it and it is "
           f"downloaded again")
-  return data.checked(name, path, info.class_names, **arrays)
+  return checked(name, path, info.class_names, **arrays)
 
 
 def download_medmnist(info: MedMNISTInfo, size: int, folder: Path) -> Path:
@@ -170,31 +168,31 @@ def download_medmnist(info: MedMNISTInfo, size: int, folder: Path) -> Path:
   registered value, written atomically (a failed or bad download leaves
   nothing behind)."""
   file_name = info.file_name(size)
-  return data.fetch(info.url(size), folder / file_name, "md5", info.md5[size], None,
-                    f"{file_name} is not in {folder}",
-                    f"download it yourself, put it in {folder}, or set data_dir / "
-                    f"MNIST_JAX_DATA to a folder holding medmnist/{file_name}")
+  return fileio.fetch(info.url(size), folder / file_name, "md5", info.md5[size], None,
+                     f"{file_name} is not in {folder}",
+                     f"download it yourself, put it in {folder}, or set data_dir / "
+                     f"MNIST_JAX_DATA to a folder holding medmnist/{file_name}")
 
 
-def load_npz(path: Path, name: str) -> data.Dataset:
+def load_npz(path: Path, name: str) -> Dataset:
   """A user's dataset in MedMNIST's `.npz` layout (see the module docstring);
   class names "0".."K-1", K = largest label + 1 over all splits."""
   path = Path(path)
   arrays = read_npz(path)
   all_labels = [v for k, v in arrays.items() if k.endswith("_labels") and v is not None]
-  # An empty split is refused by data.checked, naming it.
+  # An empty split is refused by checked, naming it.
   num_classes = max(int(labels.max(initial=0)) for labels in all_labels) + 1
   if num_classes > _MAX_CLASSES:
     raise UserError(
         f"{path}: the largest label is {num_classes - 1}; labels must be "
         f"class indices 0..K-1, fix the labels")
   class_names = tuple(str(c) for c in range(max(num_classes, 1)))
-  return data.checked(name, path, class_names, **arrays)
+  return checked(name, path, class_names, **arrays)
 
 
 def read_npz(path: Path, hint: str = "") -> dict[str, np.ndarray | None]:
   """The six arrays of an `.npz` dataset (val_* None when absent), as keyword
-  arguments of data.checked, each user mistake one line naming `path` (with
+  arguments of checked, each user mistake one line naming `path` (with
   `hint` appended to errors about a broken file)."""
   try:
     with open(path, "rb") as f:
