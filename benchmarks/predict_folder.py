@@ -4,7 +4,9 @@ Writes the test split of `--dataset` (mnist_jax.data.load) as PNG files in
 a temporary folder, 1,000 to a subfolder, then
   - times `python -m mnist_jax predict --workdir=RUN FOLDER --out=CSV` end
     to end in a fresh process (start-up, restore, listing, decoding, the
-    model, 10,000 printed lines and the CSV), `--repeats` times;
+    model, 10,000 printed lines and the CSV), `--repeats` times, taking
+    turns with the same command on the folder's first file alone (its
+    start-up and restore);
   - times its parts in this process: listing the folder, decoding the files
     (`--fit` as predict resolves it) and the model on the decoded images,
     its first call (compiling) and a second, and at `--batch_sizes`;
@@ -73,10 +75,10 @@ def write_pngs(images_NHWC: np.ndarray, folder: Path) -> list[Path]:
   return paths
 
 
-def run_command(workdir: str, folder: Path, csv_path: Path) -> float:
-  """Seconds of `python -m mnist_jax predict` on `folder`, end to end."""
+def run_command(workdir: str, path: Path, csv_path: Path) -> float:
+  """Seconds of `python -m mnist_jax predict` on `path`, end to end."""
   command = [sys.executable, "-m", "mnist_jax", "predict", f"--workdir={workdir}",
-             str(folder), f"--out={csv_path}"]
+             str(path), f"--out={csv_path}"]
   env = {**os.environ, "PYTHONPATH": str(ROOT)}
   start = time.perf_counter()
   result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -136,8 +138,12 @@ def main(argv=None):
   try:
     folder = work / f"{args.dataset}_test"
     paths, write_s = timing.timed(lambda: write_pngs(dataset.test_images, folder))
-    seconds = [run_command(args.workdir, folder, work / "predictions.csv")
-               for _ in range(args.repeats)]
+    # The folder, and its first file alone (start-up and restore: what the
+    # folder's images add to is that), taking turns.
+    seconds, one_file_seconds = [], []
+    for _ in range(args.repeats):
+      seconds.append(run_command(args.workdir, folder, work / "predictions.csv"))
+      one_file_seconds.append(run_command(args.workdir, paths[0], work / "one.csv"))
     command_N = csv_classes(work / "predictions.csv", paths, list(trained.class_names))
     fit = predict.resolved_fit(trained, "auto")
     timed_parts, decoded_NHWC = parts(trained, folder, fit)
@@ -165,6 +171,8 @@ def main(argv=None):
         "write_png_seconds": write_s,
         "command": {"seconds": seconds, **timing.spread(seconds),
                     "images_per_sec": images / min(seconds), "fit": fit},
+        "command_on_one_file": {"seconds": one_file_seconds,
+                                **timing.spread(one_file_seconds)},
         "parts_in_process": timed_parts,
         "accuracy": {
             "evaluate": evaluate.evaluate_trained(trained, dataset)["test_accuracy"],

@@ -222,6 +222,7 @@ def test_the_benchmark_writes_its_record_in_tiny_mode(run, tmp_path):
   assert result.returncode == 0, result.stderr
   record = json.loads(out.read_text())
   assert record["images"] == 80 and len(record["command"]["seconds"]) == 1
+  assert len(record["command_on_one_file"]["seconds"]) == 1
   accuracy = record["accuracy"]
   # The model on the dataset's arrays, through inference, is evaluate.
   assert accuracy["dataset_arrays"] == accuracy["evaluate"]
