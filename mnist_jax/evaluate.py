@@ -1,8 +1,9 @@
 """Evaluates a trained run: `python -m mnist_jax.evaluate --workdir=DIR`.
 
-Restores the newest checkpoint in DIR/checkpoints and reports the test loss,
-top-1 and top-5 accuracy, per-class accuracy and the confusion matrix, on
-the console and in DIR/eval.json. `--ema` evaluates the moving average of the
+Restores a checkpoint of DIR (`--checkpoint`: by default the best by
+validation accuracy where the run kept one, else the last) and reports the
+test loss, top-1 and top-5 accuracy, per-class accuracy and the confusion
+matrix, on the console and in DIR/eval.json. `--ema` evaluates the moving average of the
 weights instead (runs trained with config.ema_decay > 0); `--member=K` picks
 one model of a run of several (config.num_seeds, config.sweep).
 """

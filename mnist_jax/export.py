@@ -1,8 +1,10 @@
 """Exports a trained model: `python -m mnist_jax.export --workdir=DIR [--out=PATH]`.
 
-Writes the newest checkpoint's classifier as a serialized `jax.export`
-module (StableHLO with the parameters inside) to PATH, default
-DIR/model.jax_export, and what a user of it needs to know to PATH.json.
+Writes the classifier of a checkpoint of DIR (`--checkpoint`: by default the
+best by validation accuracy where the run kept one, else the last) as a
+serialized `jax.export` module (StableHLO with the parameters inside) to
+PATH, default DIR/model.jax_export, and what a user of it needs to know to
+PATH.json.
 It runs without this package, Flax, optax or the checkpoint, on any of
 `--platforms` (default: all of JAX's, whichever machine exported it):
 
