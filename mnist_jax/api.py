@@ -84,7 +84,8 @@ def train(config: str | os.PathLike | ml_collections.ConfigDict,
   else:
     workdir = workdir or Path("runs") / Path(config).stem
     config = config_lib.from_file(str(config))
-  _override(config, overrides)
+  for name, value in overrides.items():  # As --config.<name>=, unparsed.
+    config_lib.override(config, name, value)
   result = train_lib.train_and_evaluate(config, workdir, callbacks=callbacks)
   return Result(result.summary, outputs.read_metrics(workdir), Path(workdir),
                 load(workdir))
@@ -96,20 +97,3 @@ def load(workdir: str | os.PathLike, checkpoint: str = "",
   or an epoch; by default the best where the run kept one, else the last),
   of a run of several, member `member`."""
   return Model(load_trained(workdir, member, checkpoint))
-
-
-def _override(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
-  for name, value in overrides.items():
-    *parents, field = name.split(".")
-    target = config
-    for parent in parents:
-      target = target.get(parent) if isinstance(target, ml_collections.ConfigDict) else None
-    if not isinstance(target, ml_collections.ConfigDict) or field not in target:
-      raise UserError(f"{name} is not a config field; every field is in the "
-                      f"README's Config reference (or mnist-jax train "
-                      f"--config=... --show_config)")
-    with config.unlocked():
-      if isinstance(value, dict) and isinstance(target[field], ml_collections.ConfigDict):
-        _override(target[field], value)
-      else:
-        target[field] = value

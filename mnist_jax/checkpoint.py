@@ -23,13 +23,6 @@ from absl import logging
 
 from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
-from mnist_jax.members import Members
-
-# Config fields that decide the shapes or structure of what a checkpoint holds,
-# with the value of each in checkpoints made before the field existed.
-STRUCTURAL_FIELDS = ("dataset", "model", "optimizer", "width", "depth", "image_size",
-                     "freeze")
-
 
 class Checkpoints:
   """The checkpoints of one workdir: save asynchronously, restore the newest."""
@@ -267,10 +260,13 @@ def _not_a_write_failure(record) -> bool:
 
 def check_compatible(meta: dict[str, Any], config, num_classes: int,
                      directory: Path):
-  """Refuses to resume into a run whose state would not fit the checkpoint."""
+  """Refuses to resume into a run whose state would not fit the checkpoint,
+  or that changes a field a resume may not (its seed, its validation split)."""
+  # A field missing from an old checkpoint's config had its default's effect.
   saved = config_lib.with_defaults(meta["config"])
-  differences = [f"{field}={saved[field]!r} there, {config[field]!r} now"
-                 for field in STRUCTURAL_FIELDS if saved[field] != config[field]]
+  # The fields a resume may not change (fields.py), then the values that
+  # switch part of the state on or off.
+  differences = config_lib.refused_changes(saved, config)
   if config.optimizer == "sgd" and (saved["momentum"] == 0) != (config.momentum == 0):
     differences.append(f"momentum={saved['momentum']!r} there, "
                        f"{config.momentum!r} now (momentum on or off changes "
@@ -279,13 +275,6 @@ def check_compatible(meta: dict[str, Any], config, num_classes: int,
     differences.append(f"ema_decay={saved.ema_decay!r} there, "
                        f"{config.ema_decay!r} now (a moving average on or off "
                        f"changes the training state)")
-  saved_members, members = Members.from_config(saved), Members.from_config(config)
-  if (len(saved_members.seeds), saved_members.points) != (len(members.seeds),
-                                                         members.points):
-    differences.append(
-        f"num_seeds={len(saved_members.seeds)} and sweep points "
-        f"{list(saved_members.points)} there, {len(members.seeds)} and "
-        f"{list(members.points)} now (the members are the training state)")
   if meta["num_classes"] != num_classes:
     differences.append(f"{meta['num_classes']} classes there, {num_classes} now")
   if differences:

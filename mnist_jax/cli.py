@@ -1,6 +1,5 @@
 """Shared command-line plumbing: user mistakes become one line, bugs keep tracebacks."""
 
-import difflib
 import functools
 import logging as std_logging
 import os
@@ -12,7 +11,6 @@ import traceback
 import types
 from typing import Callable, NoReturn
 
-import ml_collections
 from absl import app, flags, logging
 
 from mnist_jax.errors import Interrupted, UserError
@@ -64,10 +62,15 @@ def fail(message: str, exit_status: int = 1) -> NoReturn:
   sys.exit(exit_status)
 
 
+def _config_file(argv: list[str]) -> str | None:
+  """The value of --config= in `argv`, if any."""
+  return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")),
+              None)
+
+
 def _config_flag_error(error: Exception, argv: list[str]) -> str | None:
   """A one-line account of a mistake in --config or its overrides, else None."""
-  config_file = next((a.split("=", 1)[1] for a in argv
-                      if a.startswith("--config=")), None)
+  config_file = _config_file(argv)
   if config_file is None:
     return None
   path = config_file.split(":", 1)[0]
@@ -76,7 +79,7 @@ def _config_flag_error(error: Exception, argv: list[str]) -> str | None:
   if isinstance(error, AttributeError) and "get_config" in str(error):
     return f"config file {path} does not define get_config()"
   if isinstance(error, (AttributeError, KeyError)):
-    message = _unknown_field(config_file, argv)
+    message = _override_error(argv)
     if message:
       return message
   # Any other failure inside the user's config file: point at its line.
@@ -88,30 +91,26 @@ def _config_flag_error(error: Exception, argv: list[str]) -> str | None:
   return None
 
 
-def _unknown_field(config_file: str, argv: list[str]) -> str | None:
-  """`--config.<path>: no such field; did you mean ...?` for the first
-  override that names no field of the config, else None.
+def _override_error(argv: list[str]) -> str | None:
+  """The first `--config.<field>=VALUE` that names no field, or whose value
+  is not of the field's type, in config.override's words (those of compare
+  --override and the Python API too), else None.
 
-  Found by walking the config rather than by reading ml_collections'
-  exception text, which differs with the depth of the path.
+  Found by applying the overrides again to the config file's config, rather
+  than by reading ml_collections' exception text, which differs with the
+  depth of the path.
   """
+  from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top  (jax: on errors only)
   try:
-    config = flags.FLAGS["config"].parser.parse(config_file)
+    config = flags.FLAGS["config"].parser.parse(_config_file(argv))
   except Exception:  # pylint: disable=broad-except
     return None  # The caller reports the original error.
-  for arg in argv:
-    if not arg.startswith("--config."):
-      continue
-    path = arg.split("=", 1)[0][len("--config."):]
-    node, names = config, path.split(".")
-    for i, name in enumerate(names):
-      if not isinstance(node, ml_collections.ConfigDict) or name not in node:
-        fields = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        close = difflib.get_close_matches(name, fields, n=1)
-        hint = (f"did you mean {'.'.join([*names[:i], close[0], *names[i + 1:]])}?"
-                if close else "list the fields with --show_config")
-        return f"--config.{path}: no such field; {hint}"
-      node = node[name]
+  overrides = [a[len("--config."):] for a in argv
+               if a.startswith("--config.") and "=" in a]
+  try:
+    config_lib.apply_overrides(config, overrides, flag="--config.")
+  except UserError as e:
+    return str(e)
   return None
 
 
@@ -153,17 +152,15 @@ def _parse_flags(module: types.ModuleType, argv: list[str]) -> list[str]:
   try:
     remaining = flags.FLAGS(argv)
     # config_flags defers a missing file's error to the config's first use.
-    config_file = next((a.split("=", 1)[1] for a in argv
-                        if a.startswith("--config=")), None)
+    config_file = _config_file(argv)
     if config_file and not os.path.isfile(config_file.split(":", 1)[0]):
       raise FileNotFoundError(config_file)
     return remaining
-  except flags.IllegalFlagValueError as e:
+  except flags.Error as e:
     if "--config must have a value" in str(e):
       fail("--config is required, e.g. --config=configs/mnist.py")
-    fail(str(e))
-  except flags.Error as e:
-    fail(str(e))
+    # A value config_flags refused: in the words of every override's parser.
+    fail(_config_file(argv) and _override_error(argv) or str(e))
   except Exception as e:  # pylint: disable=broad-except
     message = _config_flag_error(e, argv)
     if message is None:

@@ -11,7 +11,6 @@ between epochs: checkpoints, the divergence policy, stopping on a signal.
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import time
 from pathlib import Path
@@ -71,6 +70,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     raise UserError("config.early_stopping_patience needs a validation split to "
                     "watch: set config.validation_size (e.g. 5000), or drop the "
                     "patience")
+  config_lib.validate_for_images(config, dataset.image_shape)
   plan = loop.Plan.make(dataset, run, config.batch_size, config.steps_per_call,
                         config.eval_batch_size, config.steps_per_epoch)
   built = state_lib.build(config, dataset.num_classes, plan.steps_per_epoch,
@@ -193,10 +193,7 @@ def _resume(checkpoints: checkpoint_lib.Checkpoints, state, config,
   if not restored:
     return state, 0, 0
   state, meta = restored
-  # As saved (plain dicts through JSON), not ConfigDicts: those never equal.
-  now = json.loads(json.dumps(config.to_dict()))
-  changed = {k: (v, now[k]) for k, v in meta["config"].items()
-             if k in now and now[k] != v}
+  changed = config_lib.changed_fields(meta["config"], config)
   logging.info("resuming from the checkpoint of epoch %d in %s%s", meta["epoch"],
                checkpoints.directory, f"; changed fields: {changed}" if changed else "")
   return state, meta["epoch"], meta["config"]["num_epochs"]

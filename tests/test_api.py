@@ -33,9 +33,12 @@ def test_train_overrides_fields_and_nested_sweep_fields(synthetic_data, tmp_path
   assert result.summary["num_members"] == 2
   assert [r["epoch"] for r in result.history] == [1]
   assert config.batch_size == 32  # The caller's config is left as it was.
-  with pytest.raises(UserError, match="num_epochz is not a config field"):
+  with pytest.raises(UserError, match="num_epochz: no such field; did you mean num_epochs"):
     mnist_jax.train(config, workdir=tmp_path / "x", num_epochz=1)
-  with pytest.raises(UserError, match="sweep.rate is not a config field"):
+  # Python values are not parsed: a string is no number of epochs.
+  with pytest.raises(UserError, match="config.num_epochs must be an integer, got '1'"):
+    mnist_jax.train(config, workdir=tmp_path / "x", num_epochs="1")
+  with pytest.raises(UserError, match="sweep.rate: no such field"):
     mnist_jax.train(config, workdir=tmp_path / "x", **{"sweep.rate": "1"})
   assert not (tmp_path / "x").exists()
 

@@ -40,7 +40,7 @@ def test_user_mistakes_print_one_line_and_exit_non_zero(tmp_path, flag, message)
     ("x = 1\n", [], "does not define get_config()"),
     ("def get_config():\n  return undefined_name\n", [],
      ":2 failed: NameError: name 'undefined_name' is not defined"),
-    ("", ["--config.batch_size=abc"], "flag --config.batch_size=abc: invalid literal"),
+    ("", ["--config.batch_size=abc"], "config.batch_size must be an integer, got 'abc'"),
     ("", ["stray"], "unexpected arguments: stray"),
 ])
 def test_config_mistakes_print_one_line(tmp_path, config_text, args, message):

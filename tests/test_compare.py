@@ -73,7 +73,8 @@ def test_compares_configs_over_seeds(synthetic_data, tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("num_epochs", "expected field=value"),
-    ("nofield=3", "the config has no field 'nofield'"),
+    ("nofield=3", "--override=nofield: no such field"),
+    ("batch_size=abc", "config.batch_size must be an integer, got 'abc'"),
     ("batch_size=0", "batch_size must be a positive integer"),
 ])
 def test_bad_overrides_fail_before_training(synthetic_data, tmp_path, override, message):

@@ -170,15 +170,14 @@ def test_a_members_run_resumes_exactly_and_refuses_other_members(
   before = (tmp_path / "resumed" / "metrics.jsonl").read_text()
   config.num_epochs = 3
   config.num_seeds = 3
-  with pytest.raises(UserError, match="num_seeds=2 .* there, 3 .* now"):
+  with pytest.raises(UserError, match="num_seeds=2 there, 3 now"):
     train.train_and_evaluate(config, tmp_path / "resumed")
   # The same number of members, other values: the checkpoint's learning
   # rates would silently win.
   config.num_seeds = 2
   config.sweep.learning_rate = "0.001,0.01"
-  with pytest.raises(UserError, match=r"sweep points \[\{'learning_rate': 0.001\}, "
-                     r"\{'learning_rate': 0.003\}\] there, 2 and \[\{'learning_rate': "
-                     r"0.001\}, \{'learning_rate': 0.01\}\] now"):
+  with pytest.raises(UserError, match="sweep.learning_rate='0.001,0.003' there, "
+                     "'0.001,0.01' now"):
     train.train_and_evaluate(config, tmp_path / "resumed")
   assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == before
 

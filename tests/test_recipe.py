@@ -178,10 +178,12 @@ def test_the_step_uses_the_configs_pixel_statistics(synthetic_data):
 @pytest.mark.parametrize("field,value,message", [
     ("init", "kaiming", "unknown init 'kaiming'"),
     ("pixel_std", 0.0, "pixel_std must be positive"),
-    ("adam_b1", 1.0, "adam_b1 and config.adam_b2 must be in"),
+    ("adam_b1", 1.0, r"adam_b1 must be in \[0, 1\), got 1.0"),
+    ("adam_b2", 1.0, r"adam_b2 must be in \[0, 1\), got 1.0"),
     ("adam_eps", 0.0, "adam_eps must be positive"),
     ("onecycle_pct_start", 1.0, "onecycle_pct_start must be in"),
-    ("onecycle_div_factor", -1.0, "onecycle_pct_start must be in"),
+    ("onecycle_div_factor", -1.0, "onecycle_div_factor must be positive"),
+    ("onecycle_final_div_factor", 0.0, "onecycle_final_div_factor must be positive"),
 ])
 def test_bad_recipe_fields_are_one_line_errors(field, value, message):
   config = toy_config("unused", **{field: value})

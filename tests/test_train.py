@@ -113,7 +113,7 @@ def test_logs_the_dropped_partial_batch(synthetic_data, tmp_path, caplog):
     ({"augment": "flip", "dataset": "mnist"}, "drop it for mnist"),
     ({"cpu_devices": -2}, "cpu_devices must be 0 .automatic. or a positive"),
     ({"dtype": "float16"}, "config.dtype='float16': choose one of float32, bfloat16"),
-    ({"dropout": 1.0}, r"config.dropout is a rate in \[0, 1\), got 1.0"),
+    ({"dropout": 1.0}, r"config.dropout must be in \[0, 1\), got 1.0"),
 ])
 def test_bad_config_values_are_user_errors(synthetic_data, tmp_path,
                                            overrides, message):
