@@ -49,7 +49,6 @@ writes benchmarks/results/<backend>-<device kind>/pytorch-recipe-vs-speedrun-<N>
 """
 
 import argparse
-import math
 import os
 import re
 import statistics
@@ -168,7 +167,6 @@ import numpy as np
 
 try:
   import torch
-  import torch.nn.functional as F
 except ImportError:
   sys.exit("error: PyTorch is not installed; pip install -e '.[benchmark]'")
 
@@ -177,121 +175,40 @@ from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-# The published recipe's constants.
-RECIPE = {"batch_size": 256, "epochs": 1, "learning_rate": 1e-2,
-          "betas": (0.7, 0.9), "mean": 0.1307, "std": 0.3081}
-
-
-# PyTorch: the published recipe.
-
-
-class TorchSpeedrun(torch.nn.Module):
-  """The recipe's network (valid convolutions: 28, 24, 12, 10, 5); PyTorch's
-  default initialisation. Another image shape (H, W, C) changes only the
-  first convolution's input channels and the first dense layer's inputs, as
-  mnist_jax's models.Speedrun does."""
-
-  def __init__(self, num_classes: int, image_shape=(28, 28, 1)):
-    super().__init__()
-    h, w, c = image_shape
-    # Valid 5x5, pool, valid 3x3, pool: 28 -> 24 -> 12 -> 10 -> 5.
-    out_h, out_w = ((h - 4) // 2 - 2) // 2, ((w - 4) // 2 - 2) // 2
-    self.conv1 = torch.nn.Conv2d(c, 24, kernel_size=5)
-    self.conv2 = torch.nn.Conv2d(24, 32, kernel_size=3)
-    self.fc1 = torch.nn.Linear(out_h * out_w * 32, 256)
-    self.fc2 = torch.nn.Linear(256, num_classes)
-
-  def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-    x = F.relu(F.max_pool2d(self.conv1(x_BCHW), 2))
-    x = F.relu(F.max_pool2d(self.conv2(x), 2))
-    x = F.relu(self.fc1(torch.flatten(x, 1)))
-    return F.log_softmax(self.fc2(x), dim=1)
-
-
-def make_torch_model(num_classes: int, seed: int,
-                     image_shape=(28, 28, 1)) -> TorchSpeedrun:
-  torch.manual_seed(seed)  # PyTorch's default init draws from the global generator.
-  return TorchSpeedrun(num_classes, image_shape)
-
-
-def make_torch_optimizer(model: torch.nn.Module, total_steps: int):
-  """The recipe's Adam and OneCycleLR."""
-  optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE["learning_rate"],
-                               betas=RECIPE["betas"])
-  scheduler = torch.optim.lr_scheduler.OneCycleLR(
-      optimizer, max_lr=RECIPE["learning_rate"], total_steps=total_steps,
-      cycle_momentum=False)
-  return optimizer, scheduler
-
-
-def torch_normalize(images_BHWC: torch.Tensor) -> torch.Tensor:
-  """uint8 [B, H, W, C] (data.Dataset's layout) -> float32 [B, C, H, W]
-  (PyTorch's), standardised as the recipe's files."""
-  # NCHW strides, as the recipe's tensors have: with C = 1 the permuted view
-  # has channels-last strides (784, 1, 28, 1), which .contiguous() keeps (a
-  # size-1 axis's stride is ignored) and which sent PyTorch's convolutions
-  # down its channels-last path: 88 s of training against 48 s with these
-  # strides (one seed each, `--seeds=1 --members=0`, on the 2-core Xeon
-  # shared with other jobs: only the ratio means anything).
-  x = images_BHWC.permute(0, 3, 1, 2).to(
-      torch.float32, memory_format=torch.contiguous_format).mul_(1.0 / 255.0)
-  return x.sub_(RECIPE["mean"]).div_(RECIPE["std"])
+# PyTorch: the published recipe (torch_recipe.py, which imports no JAX).
+# pylint: disable-next=g-import-not-at-top,wrong-import-position,unused-import
+from torch_recipe import (RECIPE, evaluate, make_torch_model, make_torch_optimizer,
+                          steps_per_epoch, tensors, torch_normalize, train_epoch)
 
 
 def prepare_torch(dataset: data.Dataset,
                   warmup_steps: int) -> tuple[Callable[[int], dict], dict]:
   """Returns (run, info): `run(seed)` trains a fresh model and evaluates it."""
   # Standardised once, outside the clock, as the recipe's files are.
-  train_x = torch_normalize(torch.from_numpy(np.array(dataset.train_images)))
-  train_y = torch.from_numpy(dataset.train_labels.astype(np.int64))
-  test_x = torch_normalize(torch.from_numpy(np.array(dataset.test_images)))
-  test_y = torch.from_numpy(dataset.test_labels.astype(np.int64))
-  batch = RECIPE["batch_size"]
-  steps_per_epoch = math.ceil(len(train_y) / batch)  # The last batch is partial.
-
-  def train_epochs(model, optimizer, scheduler, order, max_steps=None):
-    model.train()
-    for i, start in enumerate(range(0, len(order), batch)):
-      if max_steps is not None and i >= max_steps:
-        break
-      idx = order[start:start + batch]
-      loss = F.nll_loss(model(train_x[idx]), train_y[idx])
-      optimizer.zero_grad()
-      loss.backward()
-      optimizer.step()
-      scheduler.step()
-
-  def evaluate(model):
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-      for start in range(0, len(test_y), 2000):
-        out = model(test_x[start:start + 2000])
-        correct += (out.argmax(1) == test_y[start:start + 2000]).sum().item()
-    return correct / len(test_y)
+  train_x, train_y, test_x, test_y = tensors(dataset)
+  num_steps = steps_per_epoch(len(train_y))
 
   def run(seed: int) -> dict:
     model = make_torch_model(dataset.num_classes, seed, dataset.image_shape)
-    optimizer, scheduler = make_torch_optimizer(
-        model, steps_per_epoch * RECIPE["epochs"])
+    optimizer, scheduler = make_torch_optimizer(model, num_steps * RECIPE["epochs"])
     order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))
 
     def train_all():
       for _ in range(RECIPE["epochs"]):
-        train_epochs(model, optimizer, scheduler, order)
+        train_epoch(model, optimizer, scheduler, train_x, train_y, order)
     _, train_seconds = timing.timed(train_all)
-    accuracy, eval_seconds = timing.timed(lambda: evaluate(model))
+    accuracy, eval_seconds = timing.timed(lambda: evaluate(model, test_x, test_y))
     return {"seed": seed, "train_seconds": train_seconds,
             "eval_seconds": eval_seconds, "test_accuracy": accuracy}
 
   if warmup_steps:  # First-call allocations, oneDNN primitive creation.
     model = make_torch_model(dataset.num_classes, 0, dataset.image_shape)
-    optimizer, scheduler = make_torch_optimizer(model, steps_per_epoch)
-    train_epochs(model, optimizer, scheduler, torch.arange(len(train_y)),
-                 max_steps=warmup_steps)
+    optimizer, scheduler = make_torch_optimizer(model, num_steps)
+    train_epoch(model, optimizer, scheduler, train_x, train_y,
+                torch.arange(len(train_y)), max_steps=warmup_steps)
   num_params = sum(p.numel() for p in make_torch_model(
       dataset.num_classes, 0, dataset.image_shape).parameters())
-  info = {"num_params": num_params, "steps_per_epoch": steps_per_epoch,
+  info = {"num_params": num_params, "steps_per_epoch": num_steps,
           "images_per_epoch": len(train_y), "recipe": RECIPE,
           "version": torch.__version__, "num_threads": torch.get_num_threads(),
           "mkldnn": torch.backends.mkldnn.is_available()}
