@@ -1,69 +1,66 @@
-"""Every config field with its value, default and meaning: `--show_config`.
+"""Every config field with its value, default and meaning: `--show_config`,
+and docs/config.md, the field reference, written from fields.py's table.
 
-A field's meaning is written in one place, the "Config reference" table of
-README.md, which users read anyway; tests/test_console.py checks that the
-table names every field of `config.defaults()` and nothing else. The README
-is read from the source checkout, or, in an installed package, from its
-metadata (pyproject's `readme` makes it the package's long description).
+    python -m mnist_jax.config_reference   # rewrites docs/config.md
+
+tests/test_console.py fails when docs/config.md differs from what this writes.
 """
 
-import importlib.metadata
-import re
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import ml_collections
 
 from mnist_jax import config as config_lib
+from mnist_jax import fields
 
-_SECTION = "## Config reference"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 
+_INTRO = """\
+# Config reference
 
-def _readme() -> str:
-  path = Path(__file__).resolve().parents[1] / "README.md"
-  if path.is_file():
-    return path.read_text()
-  try:
-    return importlib.metadata.metadata("mnist_jax").get_payload() or ""
-  except importlib.metadata.PackageNotFoundError:
-    return ""
+<!-- Written by `python -m mnist_jax.config_reference` from the table in
+mnist_jax/fields.py, where each field is declared once; edit it there. -->
 
-
-def meanings(readme: str | None = None) -> dict[str, str]:
-  """field (`sweep.learning_rate` for nested ones) -> meaning, in table order.
-
-  A row may name several fields (`momentum`, `nesterov`): each gets its text.
-  """
-  text = _readme() if readme is None else readme
-  section = text.partition(_SECTION)[2].partition("\n## ")[0]
-  result = {}
-  for line in section.splitlines():
-    cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-    if len(cells) == 3 and cells[0].startswith("`"):
-      for field in re.findall(r"`([\w.]+)`", cells[0]):
-        result[field] = cells[2]
-  return result
+Config files are Python files with `get_config()` (ml_collections) that start
+from `mnist_jax.config.defaults()` (`configs/default.py`) and change what they
+need. Any field can be overridden: `--config.num_epochs=3
+--config.sweep.learning_rate=0.01,0.1` on the command line, `--override=` in
+`mnist-jax compare`, keywords in `mnist_jax.train(...)`; each value is parsed
+by the field's type. `mnist-jax train --config=FILE --show_config` prints
+every field's value with that config, its default and its meaning. A run
+checks every field before it loads any data, with a one-line error that says
+what is wrong.
+"""
 
 
-def flat_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Every leaf field, nested ones as `sweep.learning_rate`."""
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      flat.update({f"{key}.{k}": v for k, v in flat_fields(value).items()})
-    else:
-      flat[key] = value
-  return flat
+def meaning(field: fields.Field) -> str:
+  """Its doc, then what its flags mean for a run, in words."""
+  notes = []
+  if field.sweepable:
+    notes.append(f"`sweep.{field.name}` trains several values at once.")
+  if field.structural:
+    notes.append("It shapes the training state: a resume refuses another value.")
+  elif not field.resumable:
+    notes.append("A resume refuses another value.")
+  return ". ".join([field.doc, " ".join(notes)] if notes else [field.doc])
+
+
+def page() -> str:
+  """docs/config.md: the intro, then one row per field, in the table's order."""
+  rows = ["| field | default | meaning |", "|---|---|---|"]
+  for field in fields.FIELDS:
+    rows.append(f"| `{field.name}` | `{field.default!r}` | {meaning(field)} |")
+  return _INTRO + "\n" + "\n".join(rows) + "\n"
 
 
 def describe(config: ml_collections.ConfigDict) -> str:
   """`field = value  (default ...)` and the meaning beneath, for every field."""
-  defaults = flat_fields(config_lib.defaults())
-  meaning = meanings()
-  values = flat_fields(config)
-  # The reference's order (grouped by topic), then fields it does not know.
-  names = [n for n in meaning if n in values] + [n for n in values if n not in meaning]
+  defaults = config_lib.flat(config_lib.defaults())
+  values = config_lib.flat(config)
+  # The table's order (grouped by topic), then fields it does not know.
+  names = ([f.name for f in fields.FIELDS if f.name in values]
+           + [n for n in values if n not in fields.BY_NAME])
   lines = []
   for name in names:
     value = values[name]
@@ -74,7 +71,14 @@ def describe(config: ml_collections.ConfigDict) -> str:
     else:
       note = f"default {defaults[name]!r}"
     lines.append(f"{name} = {value!r}  ({note})")
-    if meaning.get(name):
-      lines.append(textwrap.fill(meaning[name].replace("`", ""), width=79,
+    if name in fields.BY_NAME:
+      text = meaning(fields.BY_NAME[name]).replace("`", "")
+      lines.append(textwrap.fill(text, width=79,
                                  initial_indent="    ", subsequent_indent="    "))
   return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  PAGE.parent.mkdir(exist_ok=True)
+  PAGE.write_text(page())
+  print(f"wrote {PAGE}")

@@ -17,7 +17,8 @@ from conftest import REPO, toy_config
 from PIL import Image
 
 from configs import default
-from mnist_jax import config_reference, data, train
+from mnist_jax import config as config_lib
+from mnist_jax import config_reference, data, fields, train
 from mnist_jax.errors import UserError
 
 SCRIPT = Path(sys.executable).parent / "mnist-jax"
@@ -170,16 +171,23 @@ def test_show_config_prints_every_field_its_default_and_meaning(tmp_path):
   assert "seed = 0  (default)" in lines
   assert lines[lines.index("num_epochs = 3  (default 10)") + 1] == "    epochs to train"
   shown = [l.split(" = ")[0] for l in lines if not l.startswith(" ")]
-  assert sorted(shown) == sorted(config_reference.flat_fields(default.get_config()))
+  assert sorted(shown) == sorted(config_lib.flat(default.get_config()))
   assert result.stderr == "" and not (tmp_path / "runs").exists()  # Nothing trained.
 
 
-def test_the_config_reference_names_every_field_and_no_other():
-  fields = set(config_reference.flat_fields(default.get_config()))
-  meanings = config_reference.meanings()
-  assert sorted(fields - set(meanings)) == [], "fields missing from README's config table"
-  assert sorted(set(meanings) - fields) == [], "README's config table names no such field"
-  assert [f for f in fields if not meanings[f].strip()] == [], "rows without a meaning"
+def test_docs_config_md_is_the_field_table_as_written():
+  # Catches an edit of the table (a default, a meaning, a new field) without
+  # `python -m mnist_jax.config_reference`, and a hand edit of the page.
+  written = config_reference.PAGE.read_text()
+  assert written == config_reference.page(), (
+      "docs/config.md differs from mnist_jax/fields.py: run "
+      "python -m mnist_jax.config_reference")
+  rows = [l for l in written.splitlines() if l.startswith("| `")]
+  defaults = config_lib.flat(config_lib.defaults())
+  assert sorted(r.split("`")[1] for r in rows) == sorted(defaults)
+  assert all(r.split("`")[3] == repr(defaults[r.split("`")[1]]) for r in rows)
+  assert all(f.doc.strip() for f in fields.FIELDS), "fields without a meaning"
+  assert "](docs/config.md)" in (REPO / "README.md").read_text()
 
 
 def test_resuming_reports_only_the_fields_that_changed(synthetic_data, tmp_path, caplog):
