@@ -14,7 +14,7 @@ repo, deleted at the end. Then, each in a fresh process:
     then `feed.place_data` on the mesh a training run makes (same device
     count): the bytes on device (sum of its leaves' nbytes, and of every
     device's shards) and `memory_stats()` where the backend reports it;
-  - training: `train.train_and_evaluate` with `config.defaults()` (the cnn,
+  - training: `training.train_and_evaluate` with `config.defaults()` (the cnn,
     batch 128), dataset emnist_byclass, 1 epoch, no plots, the compilation
     cache in the temporary folder (so compilation is a first run's): its
     summary, metrics.jsonl (eval_seconds) and peak RSS. The process picks its
@@ -234,9 +234,9 @@ def stage_load(folder: Path) -> dict:
 
 
 def stage_train(folder: Path) -> dict:
-  from mnist_jax import train
+  from mnist_jax import training
   workdir = folder / "run"
-  _, wall_s = timing.timed(lambda: train.train_and_evaluate(run_config(folder), workdir))
+  _, wall_s = timing.timed(lambda: training.train_and_evaluate(run_config(folder), workdir))
   summary = json.loads((workdir / "summary.json").read_text())
   metrics = [json.loads(line) for line in
              (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]

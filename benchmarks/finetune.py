@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import stats, timing  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import training  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SOURCE_CONFIG = "configs/mnist.py"
 TARGET_CONFIG = "configs/fashion.py"
@@ -97,7 +97,7 @@ def configured(path: str, overrides: dict, extra: list[str] = ()):
 def run(path: str, overrides: dict, workdir: Path, extra: list[str]) -> dict:
   config = configured(path, overrides, extra)
   started = time.perf_counter()
-  train.train_and_evaluate(config, workdir)
+  training.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - started
   summary = json.loads((workdir / "summary.json").read_text())
   members = summary.get("members")

@@ -5,7 +5,7 @@ Command (from the repo root):
       [--config=configs/mnist.py] [--epochs=2] [--override=field=value ...]
       [--tag=TAG] [--out=PATH]
 
-trains the config in this process (train.train_and_evaluate, plots off) with
+trains the config in this process (training.train_and_evaluate, plots off) with
 a callback that reads the resident set size (/proc/self/status: VmRSS) after
 each epoch, and writes benchmarks/results/<backend>-<device kind>/
 host-memory-<config stem>[-TAG].json: those readings, the peak RSS
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import timing, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import timing, training  # pylint: disable=g-import-not-at-top,wrong-import-position
 # The byclass benchmark's readings of VmRSS and getrusage's peak.
 from emnist_scale import memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -79,7 +79,7 @@ def main(argv=None):
   before = rss_bytes()
   started = time.perf_counter()
   with tempfile.TemporaryDirectory(prefix="host-memory-") as workdir:
-    result = train.train_and_evaluate(config, workdir, callbacks=[after_epoch])
+    result = training.train_and_evaluate(config, workdir, callbacks=[after_epoch])
   record = {
       "benchmark": "host-memory",
       "command": " ".join(["python benchmarks/host_memory.py"]

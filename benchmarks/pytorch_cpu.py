@@ -14,7 +14,7 @@ once while preparing its files, here each run draws torch.randperm from its
 seed.
 
 mnist_jax: configs/mnist_speedrun.py as shipped, with `seed` set per run,
-trained by the same pieces as train.train_and_evaluate (chunks compiled
+trained by the same pieces as training.train_and_evaluate (chunks compiled
 ahead of time by loop.compile_steps, loop.run_epoch over
 feed.epoch_permutation, the compiled evaluation), less its files,
 checkpoints and progress line.

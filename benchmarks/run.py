@@ -200,7 +200,7 @@ from mnist_jax import data, feed, loop, outputs, runtime, sharding  # pylint: di
 from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import models as models_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import steps, timing, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import steps, timing, training  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -366,7 +366,7 @@ def _train_seed(name: str, seed: int, data_dir: str | None, overrides: list[str]
     config = config_lib.from_file(str(config_path))
     config_lib.apply_overrides(config, [f"seed={seed}", "plots=False", *overrides]
                             + ([f"data_dir={data_dir}"] if data_dir else []))
-    return train.train_and_evaluate(config, workdir).summary
+    return training.train_and_evaluate(config, workdir).summary
   command = [sys.executable, "-m", "mnist_jax.main", f"--config={config_path}",
              f"--workdir={workdir}", f"--config.seed={seed}",
              "--config.plots=False"]
@@ -383,7 +383,7 @@ def time_to_accuracy(data_dir: str | None, speedruns: list[str], seeds: int,
                      overrides: list[str] = (), in_process: bool = False,
                      budget: Budget | None = None) -> list[dict]:
   """Each seed is `python -m mnist_jax.main` in a fresh process, as a user
-  runs it, or with `in_process` `train.train_and_evaluate` in this one."""
+  runs it, or with `in_process` `training.train_and_evaluate` in this one."""
   budget, rows, seed_seconds = budget or Budget(None), [], []
   for name in speedruns:
     target = SPEEDRUNS[name]

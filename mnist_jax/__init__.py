@@ -14,12 +14,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-  """`mnist_jax.train` and `mnist_jax.load`, imported when first used (JAX
-  starts then, not at `import mnist_jax`)."""
-  if name == "train":
-    import mnist_jax.train  # pylint: disable=g-import-not-at-top,redefined-outer-name
-    return mnist_jax.train  # A callable module: see train.py.
-  if name == "load":
+  """`mnist_jax.train` and `mnist_jax.load`: api.py's functions, imported
+  when first used (JAX starts then, not at `import mnist_jax`). No module of
+  the package is named train or load, so importing one never replaces them."""
+  if name in ("train", "load"):
     from mnist_jax import api  # pylint: disable=g-import-not-at-top
-    return api.load
+    return getattr(api, name)
   raise AttributeError(f"module 'mnist_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return [*globals(), "train", "load"]

@@ -7,7 +7,7 @@ load a trained run, predict.
   probabilities_NK = result.model.predict(images_NHW)   # uint8 images
   model = mnist_jax.load("runs/mnist")                  # a run trained before
 
-`mnist_jax.train` is this module's `train` (train.py's module is callable).
+`mnist_jax.train` and `mnist_jax.load` are this module's `train` and `load`.
 """
 
 import dataclasses
@@ -20,8 +20,7 @@ import ml_collections
 import numpy as np
 
 from mnist_jax import config as config_lib
-from mnist_jax import inference, outputs
-from mnist_jax import train as train_lib
+from mnist_jax import inference, outputs, training
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
@@ -86,7 +85,7 @@ def train(config: str | os.PathLike | ml_collections.ConfigDict,
     config = config_lib.from_file(str(config))
   for name, value in overrides.items():  # As --config.<name>=, unparsed.
     config_lib.override(config, name, value)
-  result = train_lib.train_and_evaluate(config, workdir, callbacks=callbacks)
+  result = training.train_and_evaluate(config, workdir, callbacks=callbacks)
   return Result(result.summary, outputs.read_metrics(workdir), Path(workdir),
                 load(workdir))
 

@@ -27,7 +27,7 @@ from typing import Any
 from absl import flags, logging
 
 import mnist_jax
-from mnist_jax import cli, fileio, outputs, stats, train
+from mnist_jax import cli, fileio, outputs, stats, training
 from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 
@@ -64,7 +64,7 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
     for seed in range(seeds):
       config.seed = seed
       logging.info("comparing: %s, seed %d of %d", name, seed + 1, seeds)
-      summary = train.train_and_evaluate(config, workdir / name / f"seed{seed}",
+      summary = training.train_and_evaluate(config, workdir / name / f"seed{seed}",
                                          started_at).summary
       started_at = None  # The next ones start at their own call.
       runs.append(run_entry(seed, summary, outputs.read_metrics(workdir / name / f"seed{seed}")))

@@ -5,7 +5,7 @@ optimizer state, step and data order start fresh, in a workdir of its own.
 The architecture must match (model, width, depth, image shape); where the
 number of classes differs (MNIST -> KMNIST, EMNIST letters -> digits) the
 classifier (models.CLASSIFIERS) keeps its fresh initialisation. A run that
-has checkpoints of its own resumes from those instead (train.py).
+has checkpoints of its own resumes from those instead (training.py).
 """
 
 from pathlib import Path

@@ -16,7 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import mnist_jax
-from mnist_jax import cli, config_reference, train
+from mnist_jax import cli, config_reference, training
 from mnist_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -40,7 +40,7 @@ def main(argv):
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   workdir = _WORKDIR.value or str(Path("runs") / Path(config_file).stem)
   # The run started when this process imported the package.
-  train.train_and_evaluate(_CONFIG.value, workdir, started_at=mnist_jax.IMPORT_TIME)
+  training.train_and_evaluate(_CONFIG.value, workdir, started_at=mnist_jax.IMPORT_TIME)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 from conftest import require_real_data, run_module
 from PIL import Image
 
-from mnist_jax import data, train
+from mnist_jax import data, training
 
 NUM_EPOCHS = 2
 
@@ -21,7 +21,7 @@ def mnist_run(tmp_path_factory):
   config.data_dir = str(require_real_data())
   config.num_epochs = NUM_EPOCHS
   workdir = tmp_path_factory.mktemp("mnist") / "run"
-  return train.train_and_evaluate(config, workdir), workdir
+  return training.train_and_evaluate(config, workdir), workdir
 
 
 def test_two_epochs_of_the_mnist_recipe_reach_98_5_percent(mnist_run):

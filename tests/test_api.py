@@ -81,6 +81,14 @@ def test_load_and_predict(synthetic_data, tmp_path):
     model.predict(np.zeros((2, 32, 32), np.uint8))
 
 
+def test_train_and_load_are_the_api_s_functions_even_once_training_is_imported():
+  import inspect  # pylint: disable=g-import-not-at-top
+  from mnist_jax import api, training  # pylint: disable=g-import-not-at-top,unused-import
+  assert mnist_jax.train is api.train and mnist_jax.load is api.load
+  assert inspect.isfunction(mnist_jax.train)
+  assert {"train", "load"} <= set(dir(mnist_jax))
+
+
 def test_importing_the_package_does_not_start_jax():
   import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   code = "import sys, mnist_jax; print('jax' in sys.modules)"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import toy_config
-from mnist_jax import augment, steps, train
+from mnist_jax import augment, steps, training
 from mnist_jax.errors import UserError
 
 
@@ -65,8 +65,8 @@ def test_flip_is_refused_for_digits_and_unknown_names_are_refused():
 
 
 def test_augmented_training_learns_and_changes_what_the_model_sees(synthetic_data, tmp_path):
-  plain = train.train_and_evaluate(toy_config(synthetic_data), tmp_path / "plain")
-  shifted = train.train_and_evaluate(
+  plain = training.train_and_evaluate(toy_config(synthetic_data), tmp_path / "plain")
+  shifted = training.train_and_evaluate(
       toy_config(synthetic_data, augment="translate", translate_pixels=1),
       tmp_path / "shifted")
   assert shifted.summary["final_test_accuracy"] > 0.5
@@ -127,7 +127,7 @@ def test_test_time_views_and_their_refusals():
 
 
 def test_mixing_erasing_and_test_time_views_train_and_evaluate(synthetic_data, tmp_path):
-  result = train.train_and_evaluate(
+  result = training.train_and_evaluate(
       toy_config(synthetic_data, augment="erase,mixup,cutmix", tta="translate",
                  num_epochs=3), tmp_path / "run")
   assert result.summary["final_test_accuracy"] > 0.5

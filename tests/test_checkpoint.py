@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO, checkpoint_params, toy_config
 
-from mnist_jax import loop, train
+from mnist_jax import loop, training
 from mnist_jax.errors import UserError
 
 NUM_EPOCHS = 12
@@ -125,7 +125,7 @@ def test_ctrl_c_saves_and_exits_130(uninterrupted, tmp_path):
 
 def test_a_checkpoint_cut_off_mid_write_is_never_used(synthetic_data, tmp_path, caplog):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
   # What a kill during orbax's save leaves: a temporary folder for epoch 3.
   partial = workdir / "checkpoints" / "3.orbax-checkpoint-tmp-1700000000000000"
   shutil.copytree(workdir / "checkpoints" / "2", partial)
@@ -133,7 +133,7 @@ def test_a_checkpoint_cut_off_mid_write_is_never_used(synthetic_data, tmp_path, 
     if f.is_file():
       f.write_bytes(f.read_bytes()[:10])
   caplog.set_level(logging.INFO)
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
   assert result.summary["resumed_from_epoch"] == 2
   assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3]
   assert not partial.exists()  # Cleaned up, not left half-written.
@@ -142,12 +142,12 @@ def test_a_checkpoint_cut_off_mid_write_is_never_used(synthetic_data, tmp_path, 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(
     synthetic_data, tmp_path, caplog):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
   for f in (workdir / "checkpoints" / "3" / "state").rglob("*"):
     if f.is_file():
       f.write_bytes(b"")
   caplog.set_level(logging.INFO)
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
   assert "skipping unreadable checkpoint" in caplog.text
   assert result.summary["resumed_from_epoch"] == 2
   # Epoch 3's record, trained from the lost checkpoint, is replaced, not doubled.
@@ -157,8 +157,8 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(
 def test_training_longer_resumes_and_continues_the_metrics(synthetic_data, tmp_path,
                                                            monkeypatch):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
   assert result.summary["resumed_from_epoch"] == 2
   assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3, 4]
   assert int(result.state.step) == 4 * (256 // 32)
@@ -167,7 +167,7 @@ def test_training_longer_resumes_and_continues_the_metrics(synthetic_data, tmp_p
   def must_not_compile(*args, **kwargs):
     raise AssertionError("a finished run compiled its steps again")
   monkeypatch.setattr(loop, "compile_steps", must_not_compile)
-  again = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
+  again = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=4), workdir)
   assert again.summary["resumed_from_epoch"] == 4
   assert again.summary["final_test_accuracy"] == result.summary["final_test_accuracy"]
   assert [r["epoch"] for r in _learning_metrics(workdir)] == [1, 2, 3, 4]
@@ -181,10 +181,10 @@ def test_training_longer_resumes_and_continues_the_metrics(synthetic_data, tmp_p
 def test_resume_with_a_config_that_changes_the_state_is_refused(
     synthetic_data, tmp_path, overrides, message):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
   before = (workdir / "metrics.jsonl").read_text()
   with pytest.raises(UserError, match=message):
-    train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2, **overrides),
+    training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2, **overrides),
                              workdir)
   assert (workdir / "metrics.jsonl").read_text() == before  # Untouched.
 
@@ -192,17 +192,17 @@ def test_resume_with_a_config_that_changes_the_state_is_refused(
 def test_resume_with_other_classes_is_refused(synthetic_data, tmp_path):
   from conftest import synthetic_split, write_dataset
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
   write_dataset(synthetic_data / "toy", *synthetic_split(256, 4, 1),
                 *synthetic_split(100, 4, 2))
   with pytest.raises(UserError, match="10 classes there, 4 now"):
-    train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
+    training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), workdir)
 
 
 def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(
     synthetic_data, tmp_path, monkeypatch):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
 
   def no_space(self, step, *args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -210,8 +210,8 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(
     patch.setattr(ocp.CheckpointManager, "save", no_space)
     with pytest.raises(UserError, match=r"epoch 2 .* failed \(the disk is full\); "
                        r"the checkpoint of epoch 1 is intact"):
-      train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+      training.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
   assert result.summary["resumed_from_epoch"] == 1
 
 
@@ -232,7 +232,7 @@ def test_a_full_disk_in_the_background_write_is_reported_when_waiting(
     synthetic_data, tmp_path, monkeypatch, error, num_epochs):
   from orbax.checkpoint._src.checkpointers import async_checkpointer
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
 
   # save() returns once the arrays are off the device; the files are written
   # and committed in a background thread, whose failure orbax raises only
@@ -246,11 +246,11 @@ def test_a_full_disk_in_the_background_write_is_reported_when_waiting(
     with pytest.raises(UserError, match=r"^saving the checkpoint of epoch 2 in .* "
                        r"failed \(the disk is full\); the checkpoint of epoch 1 is "
                        r"intact: fix that and run the same command to resume$"):
-      train.train_and_evaluate(toy_config(synthetic_data, num_epochs=num_epochs),
+      training.train_and_evaluate(toy_config(synthetic_data, num_epochs=num_epochs),
                                workdir)
   checkpoints = sorted(p.name for p in (workdir / "checkpoints").iterdir())
   assert checkpoints[0] == "1" and not any(p.isdigit() for p in checkpoints[1:])
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=num_epochs),
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=num_epochs),
                                     workdir)
   assert result.summary["resumed_from_epoch"] == 1
   assert [r["epoch"] for r in _learning_metrics(workdir)] == list(range(1, num_epochs + 1))
@@ -258,13 +258,13 @@ def test_a_full_disk_in_the_background_write_is_reported_when_waiting(
 
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(synthetic_data, tmp_path):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1,
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1,
                                       optimizer="sgd", learning_rate=0.05), workdir)
   diverging = toy_config(synthetic_data, num_epochs=3, optimizer="sgd",
                          learning_rate=1e6, lr_schedule="constant")
   with pytest.raises(UserError, match=r"in epoch 2 \(learning rate 1e\+06\); "
                      r"stopped, keeping the checkpoint of epoch 1"):
-    train.train_and_evaluate(diverging, workdir)
+    training.train_and_evaluate(diverging, workdir)
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1"]
 
 
@@ -291,7 +291,7 @@ def test_a_checkpoint_written_before_the_split_still_resumes(tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(_OLD_RUN, workdir)
   saved = checkpoint_params(workdir / "checkpoints" / "1" / "state")
-  result = train.train_and_evaluate(_old_run_config(num_epochs=2), workdir)
+  result = training.train_and_evaluate(_old_run_config(num_epochs=2), workdir)
   assert result.summary["resumed_from_epoch"] == 1
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["epoch"] for r in records] == [1, 2]

@@ -18,7 +18,7 @@ from PIL import Image
 
 from configs import default
 from mnist_jax import config as config_lib
-from mnist_jax import config_reference, data, fields, train
+from mnist_jax import config_reference, data, fields, training
 from mnist_jax.errors import UserError
 
 SCRIPT = Path(sys.executable).parent / "mnist-jax"
@@ -192,8 +192,8 @@ def test_docs_config_md_is_the_field_table_as_written():
 
 def test_resuming_reports_only_the_fields_that_changed(synthetic_data, tmp_path, caplog):
   caplog.set_level(logging.INFO)
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), tmp_path)
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), tmp_path)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), tmp_path)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2), tmp_path)
   resumed = [m for m in caplog.messages if m.startswith("resuming from")]
   assert len(resumed) == 1
   assert resumed[0].endswith("; changed fields: {'num_epochs': (1, 2)}")

@@ -8,14 +8,14 @@ import pytest
 import tolerances
 from conftest import run_module, synthetic_split, toy_config
 
-from mnist_jax import export, train
+from mnist_jax import export, training
 from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
 
 
 @pytest.fixture
 def workdir(synthetic_data, tmp_path):
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), tmp_path / "run")
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), tmp_path / "run")
   return tmp_path / "run"
 
 

@@ -8,7 +8,7 @@ from conftest import REPO, run_module, toy_config
 from ml_collections import config_flags
 
 from mnist_jax import config as config_lib
-from mnist_jax import fields, members, train
+from mnist_jax import fields, members, training
 from mnist_jax.errors import UserError
 
 
@@ -68,7 +68,7 @@ def test_translate_pixels_as_large_as_the_loaded_images_is_refused(synthetic_dat
   config = toy_config(synthetic_data, augment="translate", translate_pixels=28)
   with pytest.raises(UserError, match="translate_pixels=28 must be less than the "
                      "images' side, 28 pixels"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
 
 
@@ -147,16 +147,16 @@ def test_python_values_keep_the_fields_types():
 def test_a_resume_refuses_another_seed_and_reports_changed_fields(
     synthetic_data, tmp_path, caplog):
   workdir = tmp_path / "run"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), workdir)
   before = (workdir / "metrics.jsonl").read_text()
   with pytest.raises(UserError, match="seed=0 there, 1 now; use another --workdir"):
-    train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2, seed=1), workdir)
+    training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2, seed=1), workdir)
   with pytest.raises(UserError, match="validation_size=0 there, 64 now"):
-    train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2,
+    training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2,
                                         validation_size=64), workdir)
   assert (workdir / "metrics.jsonl").read_text() == before
   config = toy_config(synthetic_data, num_epochs=2, tta="translate")
   caplog.set_level("INFO")
-  train.train_and_evaluate(config, workdir)
+  training.train_and_evaluate(config, workdir)
   assert any(m.endswith("; changed fields: {'num_epochs': (1, 2), "
                         "'tta': ('', 'translate')}") for m in caplog.messages)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import checkpoint_params, synthetic_split, toy_config, write_dataset
 
-from mnist_jax import train
+from mnist_jax import training
 from mnist_jax.errors import UserError
 
 
@@ -13,7 +13,7 @@ from mnist_jax.errors import UserError
 def source(synthetic_data, tmp_path):
   """A 10-class toy run (cnn, small), 2 epochs: (data_dir, its workdir)."""
   workdir = tmp_path / "source"
-  train.train_and_evaluate(toy_config(synthetic_data, model="cnn", width=0.25,
+  training.train_and_evaluate(toy_config(synthetic_data, model="cnn", width=0.25,
                                       num_epochs=2), workdir)
   return synthetic_data, workdir
 
@@ -28,7 +28,7 @@ def test_a_linear_probe_on_other_classes_keeps_the_features_and_trains_a_new_hea
   # Three classes where the source had ten: the classifier must start fresh.
   write_dataset(data_dir / "three", *synthetic_split(96, 3, 5), *synthetic_split(30, 3, 6))
   workdir = tmp_path / "probe"
-  train.train_and_evaluate(toy_config(data_dir, dataset="three", model="cnn",
+  training.train_and_evaluate(toy_config(data_dir, dataset="three", model="cnn",
                                       width=0.25, num_epochs=1, init_from=str(source_dir),
                                       freeze="features"), workdir)
   before, after = _params(source_dir, 2), _params(workdir, 1)
@@ -48,7 +48,7 @@ def test_full_fine_tuning_starts_from_the_source_and_resume_wins(source, tmp_pat
                                      learning_rate=1e-12, lr_schedule="constant")
   workdir = tmp_path / "tuned"
   with caplog.at_level("INFO"):
-    first = train.train_and_evaluate(config(1), workdir)
+    first = training.train_and_evaluate(config(1), workdir)
   assert "initialised from the checkpoint of epoch 2" in caplog.text
   import json  # pylint: disable=g-import-not-at-top
   source_summary = json.loads((source_dir / "summary.json").read_text())
@@ -57,7 +57,7 @@ def test_full_fine_tuning_starts_from_the_source_and_resume_wins(source, tmp_pat
   for old, new in zip(_params(source_dir, 2), _params(workdir, 1), strict=True):
     np.testing.assert_allclose(old, new, atol=1e-6)
   # Its own checkpoint, not init_from, on the second run.
-  again = train.train_and_evaluate(config(2), workdir)
+  again = training.train_and_evaluate(config(2), workdir)
   assert again.summary["resumed_from_epoch"] == 1
 
 
@@ -69,7 +69,7 @@ def test_an_unreadable_newest_checkpoint_gives_way_to_the_one_before(source, tmp
       f.write_bytes(b"")
   workdir = tmp_path / "tuned"
   with caplog.at_level("INFO"):
-    train.train_and_evaluate(toy_config(data_dir, model="cnn", width=0.25,
+    training.train_and_evaluate(toy_config(data_dir, model="cnn", width=0.25,
                                         num_epochs=1, init_from=str(source_dir),
                                         learning_rate=1e-12,
                                         lr_schedule="constant"), workdir)
@@ -93,7 +93,7 @@ def test_bad_init_from_and_freeze_are_one_line_errors(source, tmp_path, override
   for key, value in overrides.items():
     config[key] = value
   with pytest.raises(UserError, match=message):
-    train.train_and_evaluate(config, tmp_path / "bad")
+    training.train_and_evaluate(config, tmp_path / "bad")
 
 
 def test_a_checkpoint_being_written_is_refused(source, tmp_path):
@@ -101,7 +101,7 @@ def test_a_checkpoint_being_written_is_refused(source, tmp_path):
   partial = source_dir / "checkpoints" / "3.orbax-checkpoint-tmp-1234"
   partial.mkdir()
   with pytest.raises(UserError, match="is a checkpoint being written"):
-    train.train_and_evaluate(toy_config(data_dir, model="cnn", width=0.25,
+    training.train_and_evaluate(toy_config(data_dir, model="cnn", width=0.25,
                                         init_from=str(partial)), tmp_path / "bad")
 
 

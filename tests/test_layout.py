@@ -2,7 +2,7 @@
 them, and no module or function grows past a size read in one sitting.
 
 `python tests/test_layout.py` prints each module's lines and its longest
-function (the figures the split of train.py was measured by).
+function (the figures the split of train.py, now training.py, was measured by).
 """
 
 import ast
@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mnist_jax"
 # A run's pipeline, in order (README, "How it runs").
-ROOMS = ("config", "runtime", "feed", "state", "steps", "loop", "outputs", "train")
+ROOMS = ("config", "runtime", "feed", "state", "steps", "loop", "outputs", "training")
 # Inference of host-side images (batched, padded) is a room apart: it imports
 # none of the package, and only the edges that show or return predictions
 # import it; the plots (report) get their probabilities from it.
@@ -66,7 +66,7 @@ def test_the_package_does_not_depend_on_the_repositorys_configs():
 def test_the_edges_do_not_reach_back_into_the_pipeline():
   assert "models" not in imported("sharding")  # runtime chooses devices.
   for tool in ("trained", "evaluate", "predict", "export"):
-    assert "train" not in imported(tool), tool
+    assert "training" not in imported(tool), tool
 
 
 def _package_modules() -> set[str]:
@@ -85,7 +85,7 @@ def test_no_module_or_function_is_too_long_to_read_in_one_sitting():
   too_long = {module: size for module, size in sizes().items()
               if size[0] > MAX_MODULE_LINES or size[2] > MAX_FUNCTION_LINES}
   assert too_long == {}
-  assert sizes()["train"][0] < MAX_TRAIN_LINES
+  assert sizes()["training"][0] < MAX_TRAIN_LINES
 
 
 if __name__ == "__main__":

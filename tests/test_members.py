@@ -10,7 +10,7 @@ import pytest
 import tolerances
 
 from conftest import toy_config
-from mnist_jax import data, members, outputs, steps, train
+from mnist_jax import data, members, outputs, steps, training
 from mnist_jax import loop as loop_lib
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
@@ -52,7 +52,7 @@ def single_runs(tmp_path_factory):
   data_dir = write_dataset(root / "data" / "toy", *synthetic_split(256, 10, seed=1),
                            *synthetic_split(100, 10, seed=2)).parent
   return data_dir, {
-      member: train.train_and_evaluate(
+      member: training.train_and_evaluate(
           toy_config(data_dir, seed=seed, learning_rate=lr, **MEMBERS_COMMON),
           root / f"single{member}")
       for member, (seed, lr) in SINGLES.items()}
@@ -70,7 +70,7 @@ def test_each_member_matches_the_single_run_of_its_seed_and_hyperparameters(
   config = toy_config(data_dir, num_seeds=2, member_loop=loop,
                       steps_per_call=steps_per_call, **MEMBERS_COMMON)
   config.sweep.learning_rate = "0.01,0.03"
-  vectorised = train.train_and_evaluate(config, tmp_path / "vectorised")
+  vectorised = training.train_and_evaluate(config, tmp_path / "vectorised")
   assert jax.tree.leaves(vectorised.state.params)[0].shape[0] == 4
   assert vectorised.summary["steps_per_call"] == steps_per_call  # 256 / 128 = 2 steps.
   if steps_per_call == 2:  # What a GPU or TPU picks by itself.
@@ -94,7 +94,7 @@ def test_each_member_matches_the_single_run_of_its_seed_and_hyperparameters(
 
 def test_summary_gives_members_spread_and_ensemble(synthetic_data, tmp_path):
   config = toy_config(synthetic_data, num_seeds=3, num_epochs=2, seed=5)
-  result = train.train_and_evaluate(config, tmp_path / "run")
+  result = training.train_and_evaluate(config, tmp_path / "run")
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   finals = [m["final_test_accuracy"] for m in summary["members"]]
   assert [m["seed"] for m in summary["members"]] == [5, 6, 7]
@@ -133,7 +133,7 @@ def test_a_sweep_reports_each_point_and_a_diverged_member_does_not_stop_the_othe
   config = toy_config(synthetic_data, optimizer="sgd", momentum=0.9, num_epochs=2)
   config.sweep.learning_rate = "0.05,1e12"
   config.sweep.weight_decay = "0,0.0001"
-  result = train.train_and_evaluate(config, tmp_path / "run")
+  result = training.train_and_evaluate(config, tmp_path / "run")
   points = result.summary["points"]
   assert [(p["learning_rate"], p["weight_decay"]) for p in points] == [
       (0.05, 0.0), (0.05, 0.0001), (1e12, 0.0), (1e12, 0.0001)]
@@ -155,11 +155,11 @@ def test_a_members_run_resumes_exactly_and_refuses_other_members(
   config = toy_config(synthetic_data, num_seeds=2, num_epochs=2,
                       lr_schedule="constant")
   config.sweep.learning_rate = "0.001,0.003"
-  straight = train.train_and_evaluate(config, tmp_path / "straight")
+  straight = training.train_and_evaluate(config, tmp_path / "straight")
   config.num_epochs = 1
-  train.train_and_evaluate(config, tmp_path / "resumed")
+  training.train_and_evaluate(config, tmp_path / "resumed")
   config.num_epochs = 2
-  resumed = train.train_and_evaluate(config, tmp_path / "resumed")
+  resumed = training.train_and_evaluate(config, tmp_path / "resumed")
   assert resumed.summary["resumed_from_epoch"] == 1
   for a, b in zip(_leaves(resumed.state), _leaves(straight.state), strict=True):
     np.testing.assert_array_equal(a, b)
@@ -171,20 +171,20 @@ def test_a_members_run_resumes_exactly_and_refuses_other_members(
   config.num_epochs = 3
   config.num_seeds = 3
   with pytest.raises(UserError, match="num_seeds=2 there, 3 now"):
-    train.train_and_evaluate(config, tmp_path / "resumed")
+    training.train_and_evaluate(config, tmp_path / "resumed")
   # The same number of members, other values: the checkpoint's learning
   # rates would silently win.
   config.num_seeds = 2
   config.sweep.learning_rate = "0.001,0.01"
   with pytest.raises(UserError, match="sweep.learning_rate='0.001,0.003' there, "
                      "'0.001,0.01' now"):
-    train.train_and_evaluate(config, tmp_path / "resumed")
+    training.train_and_evaluate(config, tmp_path / "resumed")
   assert (tmp_path / "resumed" / "metrics.jsonl").read_text() == before
 
 
 def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
   config = toy_config(synthetic_data, num_seeds=2, num_epochs=1)
-  result = train.train_and_evaluate(config, tmp_path / "run")
+  result = training.train_and_evaluate(config, tmp_path / "run")
   trained = load_trained(tmp_path / "run", member=1)
   assert trained.config.seed == 1
   # A checkpoint holds the bits: restored exactly.
@@ -193,7 +193,7 @@ def test_a_trained_member_loads_with_its_own_seed(synthetic_data, tmp_path):
     np.testing.assert_array_equal(got, want)
   with pytest.raises(UserError, match="members 0 to 1"):
     load_trained(tmp_path / "run", member=2)
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
                            tmp_path / "single")
   with pytest.raises(UserError, match="this run trained one model; drop --member"):
     load_trained(tmp_path / "single", member=1)
@@ -217,7 +217,7 @@ def test_evaluate_predict_and_export_use_the_member_asked_for(
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from mnist_jax import evaluate, export, predict  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_seeds=2, num_epochs=1),
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_seeds=2, num_epochs=1),
                                     workdir)
   finals = result.summary["members"]
   ds = data.load("toy", synthetic_data)
@@ -269,7 +269,7 @@ def test_members_with_a_moving_average_and_test_time_views_evaluate_as_alone(
   # norm, a moving average of weights and statistics, a mirrored test view.
   from mnist_jax import evaluate  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
-  result = train.train_and_evaluate(
+  result = training.train_and_evaluate(
       toy_config(synthetic_data, model="bn_cnn", width=0.25, batch_size=64,
                  num_epochs=1, num_seeds=2, ema_decay=0.9, tta="flip"), workdir)
   last = outputs.read_metrics(workdir)[-1]
@@ -313,7 +313,7 @@ def test_bad_members_are_user_errors(synthetic_data, tmp_path, overrides, sweep,
   for field, text in sweep.items():
     config.sweep[field] = text
   with pytest.raises(UserError, match=message):
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
 
 

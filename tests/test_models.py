@@ -57,7 +57,7 @@ def test_normalize_maps_uint8_to_unit_interval():
 
 def test_a_model_added_as_the_readme_says_trains(synthetic_data, tmp_path, monkeypatch):
   from conftest import toy_config
-  from mnist_jax import train
+  from mnist_jax import training
 
   class Linear(nnx.Module):
     def __init__(self, num_classes, *, rngs):
@@ -67,7 +67,7 @@ def test_a_model_added_as_the_readme_says_trains(synthetic_data, tmp_path, monke
       return self.out(x_BHWC.reshape(x_BHWC.shape[0], -1))
 
   monkeypatch.setitem(models.MODELS, "linear", Linear)
-  result = train.train_and_evaluate(toy_config(synthetic_data, model="linear"),
+  result = training.train_and_evaluate(toy_config(synthetic_data, model="linear"),
                                     tmp_path / "run")
   assert result.summary["model"] == "linear"
   assert result.summary["final_test_accuracy"] > 0.5
@@ -98,11 +98,11 @@ def test_resnet_depth_sets_the_blocks_and_the_stages_shrink_the_image():
 def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
     synthetic_data, tmp_path, name):
   from conftest import toy_config
-  from mnist_jax import outputs, steps, train
+  from mnist_jax import outputs, steps, training
   # A constant schedule: a 1-epoch run then resumed to 2 trains like a 2-epoch one.
   config = toy_config(synthetic_data, model=name, width=0.5, num_epochs=2,
                       lr_schedule="constant", ema_decay=0.9)
-  result = train.train_and_evaluate(config, tmp_path / "full")
+  result = training.train_and_evaluate(config, tmp_path / "full")
   stats = [x for x in jax.tree.leaves(result.state.rest)]
   assert stats and all(np.isfinite(x).all() for x in stats)
   assert any(float(jnp.abs(x).max()) > 0 for x in stats)  # Means moved off 0.
@@ -113,10 +113,10 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
   np.testing.assert_allclose(logits(result.state, images[:1]),
                              logits(result.state, images)[:1], rtol=1e-4, atol=1e-5)
   # The statistics are checkpointed: 1 epoch + resume == 2 epochs.
-  train.train_and_evaluate(toy_config(synthetic_data, model=name, width=0.5,
+  training.train_and_evaluate(toy_config(synthetic_data, model=name, width=0.5,
                                       num_epochs=1, lr_schedule="constant",
                                       ema_decay=0.9), tmp_path / "split")
-  resumed = train.train_and_evaluate(config, tmp_path / "split")
+  resumed = training.train_and_evaluate(config, tmp_path / "split")
   learning = lambda run: [(r["train_loss"], r["test_loss"], r["test_accuracy"])
                           for r in outputs.read_metrics(tmp_path / run)]
   assert learning("split") == learning("full")

@@ -3,13 +3,13 @@
 from conftest import toy_config
 from test_plots import assert_png
 
-from mnist_jax import train
+from mnist_jax import training
 
 
 def test_a_run_writes_tensorboard_scalars_and_plots(synthetic_data, tmp_path):
   from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
   workdir = tmp_path / "run"
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3, plots=True),
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=3, plots=True),
                                     workdir)
   events = EventAccumulator(str(workdir / "tensorboard"))
   events.Reload()
@@ -35,7 +35,7 @@ def test_a_run_of_two_members_writes_each_ones_hyperparameters_and_accuracy(
     synthetic_data, tmp_path):
   from test_tensorboard import _read, _session
   workdir = tmp_path / "run"
-  result = train.train_and_evaluate(
+  result = training.train_and_evaluate(
       toy_config(synthetic_data, num_epochs=1, num_seeds=2, seed=5), workdir)
   for k, member in enumerate(result.summary["members"]):
     logdir = workdir / "tensorboard" / f"member_{k}"

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, run_module
 from PIL import Image
 
-from mnist_jax import data, predict, train
+from mnist_jax import data, predict, training
 from mnist_jax.errors import UserError
 from mnist_jax.sources import folder as folder_source
 from mnist_jax.trained import load_trained
@@ -113,7 +113,7 @@ def run(tmp_path_factory) -> Path:
   config.num_epochs = 1
   config.plots = False
   workdir = tmp_path_factory.mktemp("predict") / "run"
-  train.train_and_evaluate(config, workdir)
+  training.train_and_evaluate(config, workdir)
   return workdir
 
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO, run_module
 
 from configs import mnist160
-from mnist_jax import loop, train
+from mnist_jax import loop, training
 
 
 def _run(workdir, **overrides):
@@ -16,7 +16,7 @@ def _run(workdir, **overrides):
   config.num_epochs, config.plots = 2, False
   for key, value in overrides.items():
     config[key] = value
-  train.train_and_evaluate(config, workdir)
+  training.train_and_evaluate(config, workdir)
   return [{k: v for k, v in json.loads(line).items()
            if "seconds" not in k and "per_sec" not in k}
           for line in (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ from test_plots import assert_png
 import tolerances
 
 from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import evaluate, export, models, predict, steps, train
+from mnist_jax import evaluate, export, models, predict, steps, training
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
@@ -77,7 +77,7 @@ def rgb_run(tmp_path_factory):
                       # Module-scoped: the autouse fixture that points the
                       # cache at a tmp folder has not run yet.
                       compilation_cache=False)
-  result = train.train_and_evaluate(config, base / "run")
+  result = training.train_and_evaluate(config, base / "run")
   return base / "run", npz, result
 
 
@@ -222,7 +222,7 @@ def test_image_size_resizes_a_folder_and_the_checkpoint_remembers_it(tmp_path):
                       batch_size=8, num_epochs=2, learning_rate=3e-3,
                       image_size=16)
   workdir = tmp_path / "run"
-  result = train.train_and_evaluate(config, workdir)
+  result = training.train_and_evaluate(config, workdir)
   assert result.summary["final_test_accuracy"] >= 0.9
   trained = load_trained(workdir)
   assert trained.image_shape == (16, 16, 1)
@@ -241,7 +241,7 @@ def test_image_size_resizes_a_folder_and_the_checkpoint_remembers_it(tmp_path):
   before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
   config.image_size = 0
   with pytest.raises(UserError) as raised:
-    train.train_and_evaluate(config, workdir)
+    training.train_and_evaluate(config, workdir)
   message = str(raised.value)
   assert "\n" not in message and "image_size=16 there, 0 now" in message, message
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
@@ -253,7 +253,7 @@ def test_an_mnist_shaped_run_still_exports_b_28_28(tmp_path):
   from configs import mnist160  # pylint: disable=g-import-not-at-top
   config = mnist160.get_config()
   config.num_epochs, config.width, config.plots = 1, 0.25, False
-  train.train_and_evaluate(config, tmp_path / "run")
+  training.train_and_evaluate(config, tmp_path / "run")
   trained = load_trained(tmp_path / "run")
   assert trained.image_shape == models.MNIST_SHAPE
   path = export.export(trained, tmp_path / "model.jax_export", ["cpu"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import toy_config
 
-from mnist_jax import train
+from mnist_jax import training
 from mnist_jax.errors import UserError
 
 
@@ -18,7 +18,7 @@ def test_an_epoch_takes_the_given_number_of_steps(synthetic_data, tmp_path):
   # sized for the full epochs (the final learning rate would not be the
   # cosine's last step).
   config = toy_config(synthetic_data, num_epochs=2, steps_per_epoch=3)
-  result = train.train_and_evaluate(config, tmp_path / "run")
+  result = training.train_and_evaluate(config, tmp_path / "run")
   assert int(np.asarray(result.state.step)) == 6
   records = [json.loads(line) for line in
              (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -34,7 +34,7 @@ def test_more_steps_than_full_batches_is_one_line(synthetic_data, tmp_path):
   config = toy_config(synthetic_data, steps_per_epoch=9)
   with pytest.raises(UserError, match=r"steps_per_epoch=9 exceeds the 8 full "
                      r"batches .* use at most 8, or 0"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
@@ -42,4 +42,4 @@ def test_a_negative_value_is_refused(synthetic_data, tmp_path):
   # (A float cannot be set at all: ConfigDict keeps the field an int.)
   config = toy_config(synthetic_data, steps_per_epoch=-1)
   with pytest.raises(UserError, match="config.steps_per_epoch"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")

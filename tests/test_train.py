@@ -13,7 +13,7 @@ from conftest import toy_config
 from flax import nnx
 
 import test_steps
-from mnist_jax import data, feed, models, outputs, sharding, steps, train
+from mnist_jax import data, feed, models, outputs, sharding, steps, training
 from mnist_jax.errors import UserError
 
 EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "test_loss",
@@ -29,7 +29,7 @@ def _leaves(state):
 
 def test_learns_and_writes_metrics_and_summary(synthetic_data, tmp_path):
   config = toy_config(synthetic_data, num_epochs=4)
-  result = train.train_and_evaluate(config, tmp_path / "run")
+  result = training.train_and_evaluate(config, tmp_path / "run")
   lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
   records = [json.loads(line) for line in lines]
   assert [r["epoch"] for r in records] == [1, 2, 3, 4]
@@ -46,7 +46,7 @@ def test_learns_and_writes_metrics_and_summary(synthetic_data, tmp_path):
 def test_evaluation_counts_every_test_image_once(synthetic_data, tmp_path):
   # 100 test images in batches of 16: 7 batches, 12 padded slots masked out.
   config = toy_config(synthetic_data, num_epochs=1, eval_batch_size=16)
-  result = train.train_and_evaluate(config, tmp_path / "run")
+  result = training.train_and_evaluate(config, tmp_path / "run")
   ds = data.load("toy", synthetic_data)
   module = nnx.merge(result.graphs.eval, result.state.params,
                      result.state.rest)
@@ -62,7 +62,7 @@ def test_evaluation_counts_every_test_image_once(synthetic_data, tmp_path):
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(synthetic_data, tmp_path):
-  runs = [train.train_and_evaluate(toy_config(synthetic_data, seed=seed),
+  runs = [training.train_and_evaluate(toy_config(synthetic_data, seed=seed),
                                    tmp_path / f"run{i}")
           for i, seed in enumerate((3, 3, 4))]
   metrics = [(tmp_path / f"run{i}" / "metrics.jsonl").read_text().splitlines()
@@ -78,9 +78,9 @@ def test_same_seed_same_numbers_other_seed_other_numbers(synthetic_data, tmp_pat
 
 def test_scanned_steps_match_single_steps(synthetic_data, tmp_path):
   # 256 / 32 = 8 steps: calls of 3, 3 and a remainder of 2.
-  single = train.train_and_evaluate(
+  single = training.train_and_evaluate(
       toy_config(synthetic_data, model="cnn", steps_per_call=1), tmp_path / "a")
-  scanned = train.train_and_evaluate(
+  scanned = training.train_and_evaluate(
       toy_config(synthetic_data, model="cnn", steps_per_call=3), tmp_path / "b")
   assert scanned.summary["steps_per_call"] == 3
   for a, b in zip(_leaves(single.state), _leaves(scanned.state)):
@@ -89,7 +89,7 @@ def test_scanned_steps_match_single_steps(synthetic_data, tmp_path):
 
 def test_logs_the_dropped_partial_batch(synthetic_data, tmp_path, caplog):
   caplog.set_level(logging.INFO)
-  train.train_and_evaluate(toy_config(synthetic_data, batch_size=48,
+  training.train_and_evaluate(toy_config(synthetic_data, batch_size=48,
                                       num_epochs=1), tmp_path / "run")
   # 256 = 5 * 48 + 16.
   assert "5 steps of 48" in caplog.text
@@ -118,7 +118,7 @@ def test_logs_the_dropped_partial_batch(synthetic_data, tmp_path, caplog):
 def test_bad_config_values_are_user_errors(synthetic_data, tmp_path,
                                            overrides, message):
   with pytest.raises(UserError, match=message):
-    train.train_and_evaluate(toy_config(synthetic_data, **overrides),
+    training.train_and_evaluate(toy_config(synthetic_data, **overrides),
                              tmp_path / "run")
 
 
@@ -126,7 +126,7 @@ def test_diverging_loss_stops_the_run(synthetic_data, tmp_path):
   config = toy_config(synthetic_data, optimizer="sgd", learning_rate=1e6,
                       lr_schedule="constant", num_epochs=5)
   with pytest.raises(UserError, match=r"became nan in epoch 1 \(learning rate 1e\+06\)"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
   assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
@@ -134,7 +134,7 @@ def test_unwritable_workdir(synthetic_data, tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("")
   with pytest.raises(UserError, match="cannot write to workdir"):
-    train.train_and_evaluate(toy_config(synthetic_data), blocker / "run")
+    training.train_and_evaluate(toy_config(synthetic_data), blocker / "run")
 
 
 def test_onecycle_schedule_rises_then_falls():
@@ -163,7 +163,7 @@ def test_step_schedule_drops_at_the_given_epochs():
 def test_every_optimizer_learns(synthetic_data, tmp_path, optimizer):
   lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "lion": 3e-4,
         "muon": 0.02}.get(optimizer, 1e-3)
-  result = train.train_and_evaluate(
+  result = training.train_and_evaluate(
       toy_config(synthetic_data, optimizer=optimizer, learning_rate=lr,
                  weight_decay=1e-4, num_epochs=2), tmp_path / "run")
   history = outputs.read_metrics(tmp_path / "run")
@@ -233,9 +233,9 @@ def test_each_optimizer_takes_its_own_first_steps():
 def test_clipping_changes_training_and_keeps_the_optimizer_state(
     synthetic_data, tmp_path):
   from mnist_jax import optim
-  base = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
+  base = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
                                   tmp_path / "base").summary
-  clipped = train.train_and_evaluate(
+  clipped = training.train_and_evaluate(
       toy_config(synthetic_data, num_epochs=1, grad_clip_norm=1e-3),
       tmp_path / "clipped").summary
   # Steps of at most 1e-3 in norm barely move the model.
@@ -248,9 +248,9 @@ def test_clipping_changes_training_and_keeps_the_optimizer_state(
 
 def test_label_smoothing_trains_differently_and_evaluates_unsmoothed(
     synthetic_data, tmp_path):
-  base = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
+  base = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1),
                                   tmp_path / "base")
-  smoothed = train.train_and_evaluate(
+  smoothed = training.train_and_evaluate(
       toy_config(synthetic_data, num_epochs=1, label_smoothing=0.2),
       tmp_path / "smoothed")
   # Same seed and data order: only the loss differs.
@@ -271,7 +271,7 @@ def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
   import json
   from conftest import run_module
   workdir = tmp_path / "run"
-  result = train.train_and_evaluate(
+  result = training.train_and_evaluate(
       toy_config(synthetic_data, ema_decay=0.9, num_epochs=2), workdir)
   history = outputs.read_metrics(workdir)
   assert all(0 <= r["ema_test_accuracy"] <= 1 for r in history)
@@ -285,9 +285,9 @@ def test_ema_is_evaluated_each_epoch_checkpointed_and_evaluated_on_demand(
   assert report["test_accuracy"] == history[-1]["ema_test_accuracy"]
   # Turning the average off changes the optimizer state: refused.
   with pytest.raises(UserError, match="ema_decay=0.9 there, 0.0 now"):
-    train.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
+    training.train_and_evaluate(toy_config(synthetic_data, num_epochs=3), workdir)
   plain = tmp_path / "plain"
-  train.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), plain)
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1), plain)
   refused = run_module("mnist_jax.evaluate", f"--workdir={plain}", "--ema")
   assert refused.returncode == 1
   assert "kept no moving average" in refused.stderr
@@ -304,7 +304,7 @@ def test_bfloat16_trains_checkpoints_evaluates_predicts_and_exports_in_bf16(
 
   # A run: float32 state, checkpointed with its dtype.
   workdir = tmp_path / "run"
-  result = train.train_and_evaluate(config, workdir)
+  result = training.train_and_evaluate(config, workdir)
   assert result.summary["final_test_accuracy"] > 0.5
   assert {x.dtype for x in jax.tree.leaves(result.state.params)} == {np.dtype("float32")}
   assert {x.dtype for x in jax.tree.leaves(result.state.opt_state)
@@ -346,13 +346,13 @@ def test_dropout_changes_training_repeats_exactly_and_resumes_exactly(
     synthetic_data, tmp_path):
   # A constant schedule: a cosine one would change with num_epochs.
   config = lambda **kw: toy_config(synthetic_data, lr_schedule="constant", **kw)
-  plain = train.train_and_evaluate(config(num_epochs=2), tmp_path / "plain")
-  straight = train.train_and_evaluate(config(num_epochs=2, dropout=0.5),
+  plain = training.train_and_evaluate(config(num_epochs=2), tmp_path / "plain")
+  straight = training.train_and_evaluate(config(num_epochs=2, dropout=0.5),
                                       tmp_path / "straight")
-  again = train.train_and_evaluate(config(num_epochs=2, dropout=0.5),
+  again = training.train_and_evaluate(config(num_epochs=2, dropout=0.5),
                                    tmp_path / "again")
-  train.train_and_evaluate(config(num_epochs=1, dropout=0.5), tmp_path / "resumed")
-  resumed = train.train_and_evaluate(config(num_epochs=2, dropout=0.5),
+  training.train_and_evaluate(config(num_epochs=1, dropout=0.5), tmp_path / "resumed")
+  resumed = training.train_and_evaluate(config(num_epochs=2, dropout=0.5),
                                      tmp_path / "resumed")
   assert resumed.summary["resumed_from_epoch"] == 1
   for a, b, c in zip(_leaves(straight.state), _leaves(again.state),
@@ -384,7 +384,7 @@ def test_the_host_lets_go_of_the_training_images_once_the_devices_hold_them(
     gc.collect()
     alive.append(loaded["train_images"]() is not None)
 
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2),
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2),
                                     tmp_path / "run", callbacks=[callback])
   assert alive == [False, False]
   assert result.summary["final_test_accuracy"] > 0.5  # It trained on them.

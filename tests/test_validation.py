@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_split, toy_config
 
-from mnist_jax import data, feed, loop, outputs, train
+from mnist_jax import data, feed, loop, outputs, training
 from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
 
@@ -49,9 +49,9 @@ def test_a_validation_split_too_small_or_too_large_is_refused(size, message):
 
 def test_bad_validation_settings_are_one_line_errors(synthetic_data, tmp_path):
   with pytest.raises(UserError, match="config.validation_size must be 0 .off. or a positive"):
-    train.train_and_evaluate(toy_config(synthetic_data, validation_size=-1), tmp_path / "a")
+    training.train_and_evaluate(toy_config(synthetic_data, validation_size=-1), tmp_path / "a")
   with pytest.raises(UserError, match="early_stopping_patience needs a validation split"):
-    train.train_and_evaluate(toy_config(synthetic_data, early_stopping_patience=2),
+    training.train_and_evaluate(toy_config(synthetic_data, early_stopping_patience=2),
                              tmp_path / "b")
   assert not (tmp_path / "b").exists()  # Refused before anything was written.
 
@@ -59,7 +59,7 @@ def test_bad_validation_settings_are_one_line_errors(synthetic_data, tmp_path):
 def test_selection_is_on_validation_and_the_best_checkpoint_is_kept(synthetic_data,
                                                                     tmp_path):
   workdir = tmp_path / "run"
-  result = train.train_and_evaluate(
+  result = training.train_and_evaluate(
       toy_config(synthetic_data, validation_size=50, num_epochs=4,
                  checkpoints_to_keep=1), workdir)
   history = outputs.read_metrics(workdir)
@@ -81,7 +81,7 @@ def test_selection_is_on_validation_and_the_best_checkpoint_is_kept(synthetic_da
 
 def test_without_a_validation_split_selection_is_said_to_be_on_test(synthetic_data,
                                                                     tmp_path):
-  result = train.train_and_evaluate(toy_config(synthetic_data, num_epochs=2),
+  result = training.train_and_evaluate(toy_config(synthetic_data, num_epochs=2),
                                     tmp_path / "run")
   assert result.summary["selected_on"] == "test"
   assert "best_validation_accuracy" not in result.summary
@@ -100,14 +100,14 @@ def test_early_stopping_stops_stays_stopped_and_trains_on_when_allowed(
                                    learning_rate=1e-12, lr_schedule="constant",
                                    early_stopping_patience=2, **kw)
   workdir = tmp_path / "run"
-  first = train.train_and_evaluate(config(num_epochs=10), workdir)
+  first = training.train_and_evaluate(config(num_epochs=10), workdir)
   # Epoch 1 sets the best; 2 and 3 do not improve on it: stop after 3.
   assert first.summary["stopped_early_at_epoch"] == 3
   assert [r["epoch"] for r in outputs.read_metrics(workdir)] == [1, 2, 3]
   # The same command again: stays stopped, without compiling for nothing.
   with monkeypatch.context() as patch:
     patch.setattr(loop, "compile_steps", _must_not_compile)
-    again = train.train_and_evaluate(config(num_epochs=10), workdir)
+    again = training.train_and_evaluate(config(num_epochs=10), workdir)
   assert again.summary["stopped_early_at_epoch"] == 3
   assert again.summary["compile_seconds"] == 0.0
   assert again.summary["seconds_to_first_step"] is None
@@ -115,10 +115,10 @@ def test_early_stopping_stops_stays_stopped_and_trains_on_when_allowed(
   # More patience: trains on, and stops when that runs out too.
   more = toy_config(synthetic_data, validation_size=50, learning_rate=1e-12,
                     lr_schedule="constant", early_stopping_patience=3, num_epochs=10)
-  result = train.train_and_evaluate(more, workdir)
+  result = training.train_and_evaluate(more, workdir)
   assert result.summary["stopped_early_at_epoch"] == 4
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["stopped_early_at_epoch"] == 4
   # More epochs: trains on with a fresh patience.
-  longer = train.train_and_evaluate(config(num_epochs=12), workdir)
+  longer = training.train_and_evaluate(config(num_epochs=12), workdir)
   assert longer.summary["stopped_early_at_epoch"] == 6

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import REPO, toy_config
 
-from mnist_jax import train, workdir_lock
+from mnist_jax import training, workdir_lock
 from mnist_jax.errors import UserError
 
 
@@ -130,7 +130,7 @@ def test_a_refused_run_writes_nothing(synthetic_data, tmp_path):
   (workdir / "metrics.jsonl").write_text("another run's records\n")
   with workdir_lock.WorkdirLock(workdir):
     with pytest.raises(UserError, match=f"in use by another training run: pid {os.getpid()}"):
-      train.train_and_evaluate(toy_config(synthetic_data), workdir)
+      training.train_and_evaluate(toy_config(synthetic_data), workdir)
   assert sorted(p.name for p in workdir.iterdir()) == [".lock", "metrics.jsonl"]
   assert (workdir / "metrics.jsonl").read_text() == "another run's records\n"
 
@@ -140,7 +140,7 @@ def test_a_failed_run_releases_the_lock(synthetic_data, tmp_path, caplog):
   config = toy_config(synthetic_data, optimizer="sgd", learning_rate=1e6,
                       lr_schedule="constant", num_epochs=5)
   with pytest.raises(UserError, match="became nan in epoch 1"):
-    train.train_and_evaluate(config, tmp_path / "run")
+    training.train_and_evaluate(config, tmp_path / "run")
   assert _note(tmp_path / "run") == ""
   with workdir_lock.WorkdirLock(tmp_path / "run"):  # Free again, in this process.
     pass

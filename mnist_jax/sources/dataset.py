@@ -20,7 +20,7 @@ class Dataset:
   labels int32 [N]; a validation split where the dataset ships one."""
   name: str
   class_names: tuple[str, ...]
-  train_images: np.ndarray | None  # None once train.py placed it on the devices.
+  train_images: np.ndarray | None  # None once training.py placed it on the devices.
   train_labels: np.ndarray
   test_images: np.ndarray
   test_labels: np.ndarray

@@ -14,8 +14,6 @@ import functools
 import os
 import time
 from pathlib import Path
-import sys
-import types
 from typing import Any, Callable, Sequence
 
 import ml_collections
@@ -230,16 +228,3 @@ def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
                if summary["selected_on"] == "test" else "",
                f", mean of {members.count} members" if members.count > 1 else "",
                summary["train_seconds"], workdir / "summary.json")
-
-
-class _CallableModule(types.ModuleType):
-  """This module, callable: `mnist_jax.train(config, ...)` is the Python API's
-  `api.train` (a notebook's one call), while `mnist_jax.train.<name>` is still
-  this module's (a package attribute cannot be both a module and a function)."""
-
-  def __call__(self, *args, **kwargs):
-    from mnist_jax import api  # pylint: disable=g-import-not-at-top
-    return api.train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
