@@ -24,6 +24,11 @@ from absl import logging
 from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 
+# <workdir>/best_checkpoint: the best epoch's by validation accuracy, never
+# rotated away (between_epochs.Best saves it; trained.py reads it).
+BEST_FOLDER = "best_checkpoint"
+
+
 class Checkpoints:
   """The checkpoints of one workdir: save asynchronously, restore the newest."""
 

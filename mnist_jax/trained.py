@@ -11,7 +11,6 @@ import ml_collections
 from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import checkpointing
 from mnist_jax import config as config_lib
 from mnist_jax import models, sharding, steps
 from mnist_jax import state as state_lib
@@ -48,7 +47,7 @@ def which_checkpoint(workdir: Path, checkpoint: str = ""
   (--checkpoint): "best" (the best epoch by validation accuracy, kept by a
   run with a validation split), "last" (the newest), or an epoch number;
   "": best where the run kept one, else last."""
-  best = workdir / checkpointing.BEST_FOLDER
+  best = workdir / checkpoint_lib.BEST_FOLDER
   has_best = best.is_dir() and any(p.name.isdigit() for p in best.iterdir())
   if checkpoint == "best" and not has_best:
     raise UserError(f"--checkpoint=best: {workdir} kept no best checkpoint (it "

@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from mnist_jax import between_epochs
 from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import checkpointing
 from mnist_jax import config as config_lib
 from mnist_jax import data as data_lib
 from mnist_jax import distributed, feed, finetune, loop, outputs, report, runtime
@@ -107,7 +107,7 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
   data_key = distributed.put_global(feed.data_keys(built.members),
                                     sharding.replicated(run.mesh))
   outputs.log_start(config, dataset, run.mesh, plan, state, built.members)
-  stopper = checkpointing.EarlyStopping(config.early_stopping_patience,
+  stopper = between_epochs.EarlyStopping(config.early_stopping_patience,
                            config.early_stopping_min_delta, history,
                            raised=config.num_epochs > saved_num_epochs)
   to_train = not stopper.stopped_at and done_epochs < config.num_epochs
@@ -116,8 +116,8 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
   meta = {"config": config.to_dict(), "num_classes": dataset.num_classes,
           "class_names": list(dataset.class_names),
           "image_shape": list(dataset.image_shape)}
-  saver = checkpointing.Saver(checkpoints, done_epochs, meta)
-  best = checkpointing.Best(workdir, meta, history) if dataset.val_images is not None else None
+  saver = between_epochs.Saver(checkpoints, done_epochs, meta)
+  best = between_epochs.Best(workdir, meta, history) if dataset.val_images is not None else None
   with signals.StopOnSignal() as stop, contextlib.closing(files), loop.Profile(
       files.profile_dir, config.profile_steps) as profile:
     epochs = () if not to_train else loop.epochs(
@@ -145,7 +145,7 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
       if stopping:
         stopper.announce()
         break
-      if checkpointing.asked_to_stop(callbacks, record, saver, state):
+      if between_epochs.asked_to_stop(callbacks, record, saver, state):
         break
     for manager in (checkpoints, *((best.checkpoints,) if best else ())):
       manager.wait()

@@ -1,8 +1,9 @@
-"""What happens between epochs: saving the newest and the best checkpoint,
-and stopping a run (on a signal, a diverged loss, or no more improvement).
+"""What happens between epochs: when to save the newest and the best
+checkpoint, and when to stop a run (on a signal, a diverged loss, no more
+improvement or a callback's asking). checkpoint.py stores and restores them.
 
-train.py calls these after each finished epoch; each keeps the little state
-its decision needs, rebuilt on resume from the run's metrics history.
+training.py calls these after each finished epoch; each keeps the little
+state its decision needs, rebuilt on resume from the run's metrics history.
 """
 
 import math
@@ -16,9 +17,6 @@ from absl import logging
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import members as members_lib
 from mnist_jax.errors import Interrupted, UserError
-
-BEST_FOLDER = "best_checkpoint"  # <workdir>/best_checkpoint: never rotated away.
-
 
 class Saver:
   """Saves checkpoints, remembering the newest; stops a run after saving."""
@@ -74,7 +72,8 @@ class Best:
   over members), in <workdir>/best_checkpoint, apart from the newest ones."""
 
   def __init__(self, workdir: Path, meta: dict[str, Any], history):
-    self.checkpoints = checkpoint_lib.Checkpoints(workdir / BEST_FOLDER, keep=1)
+    self.checkpoints = checkpoint_lib.Checkpoints(workdir / checkpoint_lib.BEST_FOLDER,
+                                                   keep=1)
     self.meta = meta
     self.accuracy = max((r["validation_accuracy"] for r in history), default=-math.inf)
 
