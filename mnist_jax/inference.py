@@ -22,8 +22,10 @@ LogitsFn = Callable[[np.ndarray], jax.Array]
 Key = TypeVar("Key")
 
 # Images per compiled call by default. On one CPU device the CNN's forward
-# pass is slower per image in larger batches (model_seconds_by_batch_size
-# in benchmarks/results/cpu-cpu/predict-folder-10k.json).
+# pass costs more per image in larger batches: MNIST's 10,000 test images
+# took 3.2 to 3.4 s at 64, 128 and 256 a batch, 4.6 s at 512 (2-core AMD EPYC,
+# shared; model_seconds_by_batch_size in
+# benchmarks/results/cpu-cpu/predict-folder-10k.json, benchmarks/README item 17).
 BATCH_SIZE = 256
 
 
