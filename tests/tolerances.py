@@ -90,6 +90,16 @@ def mean_loss(loss: float, n_examples: int, params, num_classes: int) -> float:
                      abs(loss))
 
 
+def onecycle(peak: float) -> float:
+  """The most optim.onecycle_schedule's float32 rate can be off from the
+  exact one, absolutely: x = pi / 2 * pct carries 3 roundings (|dx| <=
+  3 u pi / 2, u = eps / 2), cos(x)^2 moves by at most |dx| (its slope is at
+  most 1) and takes a few roundings of its own, and the rate is start * w +
+  end * (1 - w) with both ends at most `peak`. (A relative tolerance would
+  not do: near the end the rate falls to peak / 25e4.)"""
+  return peak * (3 * math.pi / 4 + 3) * EPS32
+
+
 def sample_mean(n: int, std: float, sigmas: float = 5.0) -> float:
   """How far the mean of `n` independent draws of standard deviation `std`
   may fall from its expectation: `sigmas` standard errors (5: exceeded
@@ -121,28 +131,24 @@ def adam_steps(lr: float, steps: int, b1: float = 0.9, b2: float = 0.999) -> flo
   return sum(2 * lr * adam_step_bound(t, b1, b2) for t in range(1, steps + 1))
 
 
-def logits_rounding(logits_fn, state, images, n_terms: int | None = None,
-                    eps: float = EPS32) -> np.ndarray:
-  """Elementwise, the most two evaluations of a model's float32 logits may
-  differ by (two programs for it: jit and an export, two batch sizes):
-  float32_sum of the terms of the sums along the chain (`sums_of`, plus
-  1024 for the pools, a global mean of at most 28 x 28 and batch norm's
-  handful of operations) times |W_L| ... |W_1| |x|, what a logit's rounding
-  scales with (first order; ReLU, pooling and residual sums keep the
-  bound). That product is the model itself run on |weights| (batch norm's
-  mean made negative, so that x - mean adds magnitudes too) and the
-  (non-negative) pixels. `eps`: another precision's, with `n_terms` its
-  roundings along the chain."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+def logits(logits_BK, params) -> np.ndarray:
+  """Per image [B, 1], the most two float32 evaluations of a model's logits
+  may differ by (two programs for it: jit and an export, or two batch
+  sizes): each logit passes through the model's sums (`sums_of`, forward;
+  plus 1024 for the pools, a global mean of at most 28 x 28 and batch norm's
+  handful of operations), each rounding taken relative to the image's
+  largest logit (first order). Where a layer's terms cancel, a rounding
+  weighs more (up to |W_L| ... |W_1| |x| over |W_L ... W_1 x|), but
+  independent roundings add as a random walk, far below n of them."""
+  magnitude = np.abs(np.asarray(logits_BK, np.float64)).max(-1, keepdims=True)
+  return float32_sum(sums_of(params, backward=False) + 1024, magnitude)
 
-  def positive(path, x):
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-      return x
-    return -jnp.abs(x) if "mean" in jax.tree_util.keystr(path) else jnp.abs(x)
-  magnitude = logits_fn(state.replace(
-      params=jax.tree.map(jnp.abs, state.params),
-      rest=jax.tree_util.tree_map_with_path(positive, state.rest)), images)
-  if n_terms is None:
-    n_terms = sums_of(state.params, backward=False) + 1024
-  return n_terms * eps * np.asarray(magnitude, np.float64)
+
+def probabilities(probs_BK, logits_bound_B1) -> np.ndarray:
+  """Elementwise, the most softmax probabilities may move when their logits
+  move by at most `logits_bound_B1` each (`logits`): p_k exp(dz_k - sum_j
+  p_j dz_j) moves p_k by at most 2 p_k max|dz| (first order), plus the
+  softmax's own roundings (an exp, a sum of K, a division: K + 2)."""
+  probs_BK = np.asarray(probs_BK, np.float64)
+  own = float32_relative(probs_BK.shape[-1] + 2)
+  return probs_BK * (2 * np.asarray(logits_bound_B1) + own)
