@@ -56,7 +56,8 @@ def float32_steps(steps: int, n_terms: int, magnitude: float) -> float:
   to first order each step adds one such rounding, relative to what the
   step moves (a gradient passes its relative error on to its update, with
   Adam's normalisation too), so they differ by at most steps *
-  float32_sum(n_terms, magnitude), `magnitude` the size of what is compared.
+  float32_sum(n_terms, magnitude), `magnitude` the most one step moves what
+  is compared (a parameter: about lr with Adam; a loss: less than itself).
   First order only: a gradient within rounding of zero, or a ReLU or
   max-pool decision that rounds the other way, moves a whole term instead
   (with Adam up to 2 lr, `adam_steps`)."""
