@@ -139,6 +139,14 @@ def test_no_room_reaches_a_later_room_through_other_modules():
   assert {room: later for room, later in reaching.items() if later} == {}
 
 
+def test_the_tools_reach_no_part_of_the_training_loop():
+  """Loading a trained run (evaluate, predict, export) needs the model and
+  its checkpoint, not what trains it."""
+  closure = reach(graph()[0])
+  for tool in ("trained", "evaluate", "predict", "export", "report", "inference"):
+    assert closure[tool] & {"training", "between_epochs", "loop"} == set(), tool
+
+
 def test_host_side_modules_import_no_device_stack():
   """Datasets load and files are written without JAX: a data tool's start-up,
   and no model stack pulled in to write a file."""
