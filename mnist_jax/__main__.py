@@ -10,8 +10,12 @@
 `mnist-jax train --config=configs/mnist.py --show_config` every config field.
 """
 
+import atexit
 import importlib
+import os
 import sys
+import threading
+from typing import Callable, NoReturn
 
 COMMANDS = {
     "train": "mnist_jax.main",
@@ -35,7 +39,40 @@ def main():
   # Imported only now: each command defines its own flags.
   module = importlib.import_module(COMMANDS[command])
   from mnist_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.run(module.main)
+  exit_when_done(lambda: cli.run(module.main))
+
+
+def exit_when_done(run: Callable[[], object]) -> NoReturn:
+  """Runs a command, then ends the process as soon as its work is done.
+
+  Once a command returns, its files are closed and its checkpoints written;
+  what Python's own shutdown then does, collecting and freeing every object,
+  module and compiled XLA program one by one, kept the user waiting at the
+  prompt for 2.2 s after a 20-epoch mnist160 run's final line (gc.collect()
+  0.66 s, the interpreter's finalisation 1.5 s; measured in the commit that
+  added this). So: the threads a command left running are joined and the
+  atexit handlers run (JAX's: its backends, jax.distributed's shutdown; the
+  logging module's flush) as at a normal exit, the output is flushed, and
+  os._exit skips the rest. A bug's traceback still exits the usual way.
+  """
+  try:
+    run()
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  for thread in threading.enumerate():
+    if thread is not threading.current_thread() and not thread.daemon:
+      thread.join()
+  atexit._run_exitfuncs()  # pylint: disable=protected-access
+  if isinstance(code, str):  # sys.exit("message"): the message, status 1.
+    print(code, file=sys.stderr)
+    code = 1
+  try:
+    sys.stdout.flush()
+    sys.stderr.flush()
+  except (BrokenPipeError, ValueError):  # A reader gone, or a closed stream.
+    pass
+  os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 if __name__ == "__main__":

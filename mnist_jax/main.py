@@ -44,4 +44,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  from mnist_jax import __main__ as dispatcher  # pylint: disable=g-import-not-at-top
+  dispatcher.exit_when_done(lambda: cli.run(main))
