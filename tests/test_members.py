@@ -144,9 +144,8 @@ def test_a_sweep_reports_each_point_and_a_diverged_member_does_not_stop_the_othe
   # The injected values are the members' own, in their optimizer states.
   hyperparams = result.state.opt_state.hyperparams
   # Held as float32: one rounding of the values given.
-  stored = lambda x: pytest.approx(x, rel=tolerances.float32_relative(1))
-  assert list(hyperparams["learning_rate"]) == stored([0.05, 0.05, 1e12, 1e12])
-  assert list(hyperparams["weight_decay"]) == stored([0, 1e-4, 0, 1e-4])
+  assert list(hyperparams["learning_rate"]) == tolerances.stored32([0.05, 0.05, 1e12, 1e12])
+  assert list(hyperparams["weight_decay"]) == tolerances.stored32([0, 1e-4, 0, 1e-4])
 
 
 def test_a_members_run_resumes_exactly_and_refuses_other_members(
@@ -164,8 +163,8 @@ def test_a_members_run_resumes_exactly_and_refuses_other_members(
   for a, b in zip(_leaves(resumed.state), _leaves(straight.state), strict=True):
     np.testing.assert_array_equal(a, b)
   assert resumed.summary["members"] == straight.summary["members"]
-  assert list(resumed.state.opt_state.hyperparams["learning_rate"]) == pytest.approx(
-      [0.001, 0.001, 0.003, 0.003], rel=tolerances.float32_relative(1))  # float32.
+  assert list(resumed.state.opt_state.hyperparams["learning_rate"]) == tolerances.stored32(
+      [0.001, 0.001, 0.003, 0.003])
 
   before = (tmp_path / "resumed" / "metrics.jsonl").read_text()
   config.num_epochs = 3

@@ -153,3 +153,10 @@ def probabilities(probs_BK, logits_bound_B1) -> np.ndarray:
   probs_BK = np.asarray(probs_BK, np.float64)
   own = float32_relative(probs_BK.shape[-1] + 2)
   return probs_BK * (2 * np.asarray(logits_bound_B1) + own)
+
+
+def stored32(value):
+  """pytest.approx of `value` (a number or a list) after a float32 store (an
+  event file, an optimizer state): one rounding, relative u = eps / 2."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  return pytest.approx(value, rel=float32_relative(1))
