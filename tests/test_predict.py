@@ -67,6 +67,9 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path, reference):
 def test_strokes_on_a_transparent_sheet_read_as_the_drawing(tmp_path, reference, make):
   path = _save(tmp_path, "drawn.png", make(_ink()))
   got = predict.to_mnist_format(path, "auto", "digit")
+  # Compositing onto the paper rounds each pixel once (by at most 0.5 grey
+  # level); the framing's resize averages pixels (weights summing to 1) and
+  # rounds again: at most 1 apart.
   np.testing.assert_allclose(got, reference, atol=1)
 
 
