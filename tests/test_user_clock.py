@@ -1,6 +1,7 @@
 """The user's clock: what a training run does before its first step, and
 benchmarks/user_clock.py, which times `mnist-jax train` from the shell."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, run_script
 from flax import nnx
 
 from mnist_jax import config as config_lib
@@ -97,3 +98,39 @@ def test_the_command_line_exits_at_once_yet_as_python_would(tmp_path, status):
   assert out.stderr == (status + "\n" if status.startswith("error") else "")
   # The work a command left running finished; the atexit handlers ran.
   assert thread_file.read_text() == "thread" and atexit_file.read_text() == "atexit"
+
+
+@pytest.mark.torch
+def test_the_user_clock_benchmark_times_both_commands_from_spawn_to_exit(
+    tmp_path, script_env):
+  out = tmp_path / "user_clock.json"
+  # Without plots: each cold run's fresh cache folder would rebuild
+  # matplotlib's font cache.
+  run_script("benchmarks/user_clock.py", "--config=configs/mnist160.py",
+             "--rounds=1", "--override=plots=False", f"--out={out}", env=script_env)
+  record = json.loads(out.read_text())
+  assert record["dataset"] == "mnist160" and record["rounds"] == 1
+  assert record["commands"]["jax"].startswith(
+      "mnist-jax train --config=configs/mnist160.py --workdir=")
+  for name in ("torch", "jax_cold", "jax_warm"):
+    (run,) = record["runs"][name]
+    assert 0 < run["seconds_to_first_step"] < run["final_line_seconds"] <= run["exit_seconds"]
+    assert 0 < run["test_accuracy"] <= 1
+    assert record["medians"][name]["exit_seconds"]["median"] == run["exit_seconds"]
+  assert record["runs"]["torch"][0]["jax_imported"] is False  # A fair start.
+  assert record["runs"]["torch"][0]["final_line"].startswith("test accuracy ")
+  assert record["runs"]["jax_cold"][0]["final_line"].split(" ", 1)[1].startswith(
+      "final test accuracy")
+  for state in ("cold", "warm"):
+    (phases,) = record["phases"][state]
+    assert phases["missing_steps"] == []  # Every step still has its function.
+    seconds = phases["seconds"]
+    assert set(seconds) >= {"interpreter", "imports", "backend", "data", "model_init",
+                            "device_placement", "compile", "training", "evaluation",
+                            "checkpoint_write", "files", "exit", "other"}
+    assert all(s >= 0 for step, s in seconds.items() if step != "other")
+    assert sum(seconds.values()) == pytest.approx(phases["exit_seconds"])
+  (imports,) = record["imports"]
+  assert imports["by_package"]["jax"] > 0
+  assert sum(imports["by_package"].values()) == pytest.approx(imports["total_seconds"])
+  assert record["machine"]["git_commit"] and record["lscpu_model_name"]
