@@ -50,19 +50,21 @@ def exit_when_done(run: Callable[[], object]) -> NoReturn:
   module and compiled XLA program one by one, kept the user waiting at the
   prompt for 2.2 s after a 20-epoch mnist160 run's final line (gc.collect()
   0.66 s, the interpreter's finalisation 1.5 s; measured in the commit that
-  added this). So: the threads a command left running are joined and the
-  atexit handlers run (JAX's: its backends, jax.distributed's shutdown; the
-  logging module's flush) as at a normal exit, the output is flushed, and
-  os._exit skips the rest. A bug's traceback still exits the usual way.
+  added this). So: the threads a command left running are ended and joined,
+  the atexit handlers run (JAX's: its backends, jax.distributed's shutdown;
+  the logging module's flush) as at a normal exit, the output is flushed,
+  and os._exit skips the rest. A bug's traceback still exits the usual way.
   """
   try:
     run()
     code = 0
   except SystemExit as e:
     code = e.code
-  for thread in threading.enumerate():
-    if thread is not threading.current_thread() and not thread.daemon:
-      thread.join()
+  # Python's own first step of shutdown: the threading module's exit hooks
+  # (concurrent.futures's, which wake idle pool workers, as orbax's metadata
+  # store leaves after a run stopped by SIGTERM), then every non-daemon
+  # thread joined. Joining those workers without the hooks waited forever.
+  threading._shutdown()  # pylint: disable=protected-access
   atexit._run_exitfuncs()  # pylint: disable=protected-access
   if isinstance(code, str):  # sys.exit("message"): the message, status 1.
     print(code, file=sys.stderr)
