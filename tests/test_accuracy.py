@@ -41,8 +41,9 @@ def test_evaluate_reports_what_training_reported(mnist_run):
   assert report["workdir_epoch"] == NUM_EPOCHS
   assert report["test_accuracy"] == report["top1_accuracy"] == last_epoch["test_accuracy"]
   # evaluate's program against training's (tolerances.mean_loss).
-  assert report["test_loss"] == pytest.approx(last_epoch["test_loss"], abs=tolerances.mean_loss(
-      last_epoch["test_loss"], 10000, trained.state.params, 10))
+  assert report["test_loss"] == pytest.approx(
+      last_epoch["test_loss"],
+      abs=tolerances.mean_loss(last_epoch["test_loss"], 10000, trained.state.params, 10))
   assert report["top5_accuracy"] > report["top1_accuracy"]
   confusion = np.array(report["confusion_matrix"])
   assert confusion.shape == (10, 10) and confusion.sum() == 10000
