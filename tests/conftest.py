@@ -102,6 +102,30 @@ def synthetic_split(num: int, num_classes: int, seed: int):
   return images.astype(np.uint8), labels.astype(np.uint8)
 
 
+def small_dataset(num_train: int, num_test: int, image_shape=(28, 28, 1),
+                  num_classes: int = 10, seed: int = 0, name: str = "toy"):
+  """A Dataset in memory, made as every source makes one: through
+  data.checked, so uint8 images [N, H, W, C] and int32 labels [N], every
+  class in the train split. Learnable: class c lights a horizontal band of
+  its own (rows 2c+2..2c+4 at 28x28 and 10 classes), plus noise."""
+  from mnist_jax import data  # pylint: disable=g-import-not-at-top
+  h, w, c = image_shape
+  band = max(1, (h - 4) // (num_classes + 1))
+  rng = np.random.default_rng(seed)
+
+  def split(num, balanced):
+    # The train split holds every class (data.checked requires it).
+    labels = (rng.permutation(np.arange(num) % num_classes) if balanced
+              else rng.integers(0, num_classes, num))
+    images = rng.integers(0, 60, (num, h, w, c))
+    for i, k in enumerate(labels):
+      images[i, 2 + band * k: 2 + band * k + min(band + 1, 3), w // 7: w - w // 7] = 220
+    return images.astype(np.uint8), labels
+
+  return data.checked(name, "small_dataset", tuple(map(str, range(num_classes))),
+                      *split(num_train, True), *split(num_test, False))
+
+
 @pytest.fixture
 def synthetic_data(tmp_path) -> Path:
   """A data_dir holding `toy/`: 10 classes, 256 train and 100 test images."""

@@ -2,18 +2,15 @@
 
 import jax
 import numpy as np
-from conftest import synthetic_split, toy_config
+from conftest import small_dataset, toy_config
 
-from mnist_jax import data as data_lib
 from mnist_jax import feed, loop, runtime, sharding
 from mnist_jax import state as state_lib
 
 
 def _pieces(num_seeds=1):
   config = toy_config("unused", batch_size=16, num_seeds=num_seeds)
-  images, labels = synthetic_split(64, 10, seed=1)
-  dataset = data_lib.Dataset("toy", tuple(map(str, range(10))), images, labels,
-                             images[:20], labels[:20])
+  dataset = small_dataset(64, 20, seed=1)
   run = runtime.Runtime(sharding.make_mesh(jax.devices()[:1]), "cpu", True)
   plan = loop.Plan.make(dataset, run, config.batch_size, steps_per_call=1,
                         eval_batch_size=8)

@@ -11,11 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import synthetic_split, toy_config
+from conftest import small_dataset, toy_config
 from flax import nnx
 import tolerances
 
-from mnist_jax import data as data_lib
 from mnist_jax import feed, models, sharding, steps
 from mnist_jax import state as state_lib
 
@@ -35,7 +34,7 @@ def _hand_computed_step(config, mix=None):
   if mix is not None:
     recipe = dataclasses.replace(recipe, mix=mix)
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.integers(0, 256, (16, 28, 28)), jnp.uint8)
+  images = jnp.asarray(rng.integers(0, 256, (16, 28, 28, 1)), jnp.uint8)
   labels = jnp.asarray(rng.permutation(16) % 10, jnp.int32)
   new_state, (loss_sum, _, count) = jax.jit(
       lambda s: steps.train_step(built.graphs, recipe, built.tx, s, images, labels))(state)
@@ -125,12 +124,12 @@ def matmul_dtypes(stablehlo: str) -> set[str]:
 def test_a_bfloat16_step_computes_in_bf16_and_keeps_float32_state():
   config = toy_config("unused", model="cnn", width=0.25, dtype="bfloat16")
   in_f32 = lambda recipe: dataclasses.replace(recipe, dtype=jnp.float32)
-  images_NHW, labels_N = synthetic_split(32, 10, seed=1)
+  dataset = small_dataset(32, 1, seed=1)
   # A training step: every convolution and matrix product (forward and
   # backward) in bf16; the loss close to float32's but not the same bits.
   built = state_lib.build(config, 10, 8)
   recipe, state = built.recipe, built.state
-  images, labels = jnp.asarray(images_NHW), jnp.asarray(labels_N)
+  images, labels = jnp.asarray(dataset.train_images), jnp.asarray(dataset.train_labels)
   step = lambda r: jax.jit(lambda s: steps.train_step(built.graphs, r, built.tx, s,
                                                       images, labels))
   assert matmul_dtypes(step(recipe).lower(state).as_text()) == {"bf16"}
@@ -149,9 +148,7 @@ def test_the_evaluation_scan_counts_every_test_image_once_and_masks_the_padding(
   # 100 test images in batches of 16: 7 batches, the 12 padded slots masked.
   config = toy_config("unused", num_epochs=1, eval_batch_size=16)
   built = state_lib.build(config, 10, 8)
-  images_NHW, labels_N = synthetic_split(100, 10, seed=2)
-  dataset = data_lib.Dataset("toy", tuple(map(str, range(10))), images_NHW[:16],
-                             labels_N[:16], images_NHW, labels_N)
+  dataset = small_dataset(16, 100, seed=2)
   mesh = sharding.make_mesh()
   device_data = feed.place_data(dataset, mesh, 16)
   totals, ensembles = steps.make_evaluate(built.graphs, built.recipe, mesh, 16, 7)(
@@ -159,8 +156,8 @@ def test_the_evaluation_scan_counts_every_test_image_once_and_masks_the_padding(
   assert ensembles is None  # One member.
   assert int(totals.count) == 100
   logits = steps.eval_logits(built.graphs, built.recipe, built.state,
-                             jnp.asarray(images_NHW))
-  loss_sum, correct, count = steps.loss_and_metrics(logits, jnp.asarray(labels_N))
+                             jnp.asarray(dataset.test_images))
+  loss_sum, correct, count = steps.loss_and_metrics(logits, jnp.asarray(dataset.test_labels))
   assert int(totals.correct) == int(correct) and int(count) == 100
   # 7 batches of 16 against one of 100: two programs (tolerances.mean_loss).
   assert float(totals.loss) == pytest.approx(float(loss_sum), abs=tolerances.mean_loss(
