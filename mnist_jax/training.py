@@ -20,11 +20,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mnist_jax import between_epochs
+from mnist_jax import assembly, between_epochs
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import config as config_lib
-from mnist_jax import data as data_lib
-from mnist_jax import distributed, feed, finetune, loop, outputs, report, runtime
+from mnist_jax import distributed, finetune, loop, outputs, report
 from mnist_jax import members as members_lib
 from mnist_jax import sharding, signals, steps, timing, workdir_lock
 from mnist_jax import summary as summary_lib
@@ -56,63 +55,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   started_at = time.perf_counter() if started_at is None else started_at
   config_lib.validate(config)
-  run = runtime.start(config)
-  dataset = data_lib.load(config.dataset, config.data_dir, config.data_source,
-                          config.dataset_format, config.image_size)
-  if config.validation_size and dataset.val_images is not None:
-    logging.info("%s ships a validation split: using it, not validation_size",
-                 dataset.name)
-  dataset = feed.with_validation(dataset, config.validation_size,
-                                 config.validation_seed, config.batch_size)
-  if config.early_stopping_patience and dataset.val_images is None:
-    raise UserError("config.early_stopping_patience needs a validation split to "
-                    "watch: set config.validation_size (e.g. 5000), or drop the "
-                    "patience")
-  config_lib.validate_for_images(config, dataset.image_shape)
-  plan = loop.Plan.make(dataset, run, config.batch_size, config.steps_per_call,
-                        config.eval_batch_size, config.steps_per_epoch)
-  built = state_lib.build(config, dataset.num_classes, plan.steps_per_epoch,
-                          run.backend, dataset.image_shape)
-  state = distributed.put_global(built.state, sharding.replicated(run.mesh))
+  run = assembly.assemble(config, place=False)
   # Only once the config and data are known good: a refused run leaves
   # nothing behind. A refused resume leaves the workdir as it was.
   workdir = outputs.prepare_workdir(Path(workdir))
   # The lock is released however the run ends.
   with workdir_lock.for_run(workdir):  # Before any write.
-    device_data = feed.place_data(dataset, run.mesh, plan.eval_batch_size)
     # The devices hold the training images now; logs and plots read only the
-    # test split. Dropping the host's copy (this frame's is the last
-    # reference) gave 10-18% less host memory on CPU where the split was
-    # rebuilt (validation split, resize), none measurable for MNIST as read
-    # (benchmarks/README.md, item 16).
-    dataset = dataclasses.replace(dataset, train_images=None)
-    return _train(config, workdir, run, dataset, plan, built, state,
-                  device_data, started_at, callbacks)
+    # test split. Dropping the host's copy (the run before placing, replaced
+    # here, held the last reference) gave 10-18% less host memory on CPU
+    # where the split was rebuilt (validation split, resize), none measurable
+    # for MNIST as read (benchmarks/README.md, item 16).
+    run = run.placed(drop_host_images=True)
+    return _train(run, workdir, started_at, callbacks)
 
 
-def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Dataset,
-           plan: loop.Plan, built: state_lib.Built, state,
-           device_data: feed.DeviceData, started_at: float,
+def _train(run: assembly.Run, workdir: Path, started_at: float,
            callbacks) -> TrainResult:
+  config, dataset, plan, built = run.config, run.dataset, run.plan, run.built
   checkpoints = checkpoint_lib.Checkpoints(workdir / "checkpoints",
                                            config.checkpoints_to_keep)
-  state, done_epochs, saved_num_epochs = _resume(checkpoints, state, config,
+  state, done_epochs, saved_num_epochs = _resume(checkpoints, run.state, config,
                                                  dataset.num_classes)
   if config.init_from and not done_epochs:  # Its own checkpoints win.
     state = distributed.put_global(finetune.initialize(
         state, config, dataset.num_classes, dataset.image_shape, run.mesh),
         sharding.replicated(run.mesh))
-  files = outputs.RunFiles(workdir, enabled=run.main_process)
+  run = run.with_state(state)
+  files = outputs.RunFiles(workdir, enabled=run.runtime.main_process)
   history = files.resume(done_epochs)
-  data_key = distributed.put_global(feed.data_keys(built.members),
-                                    sharding.replicated(run.mesh))
   outputs.log_start(config, dataset, run.mesh, plan, state, built.members)
   stopper = between_epochs.EarlyStopping(config.early_stopping_patience,
                            config.early_stopping_min_delta, history,
                            raised=config.num_epochs > saved_num_epochs)
   to_train = not stopper.stopped_at and done_epochs < config.num_epochs
-  compiled, compile_seconds, seconds_to_first_step = _compile(
-      to_train, run, plan, built, state, device_data, data_key, started_at)
+  run, compile_seconds, seconds_to_first_step = _compile(to_train, run, started_at)
   meta = {"config": config.to_dict(), "num_classes": dataset.num_classes,
           "class_names": list(dataset.class_names),
           "image_shape": list(dataset.image_shape)}
@@ -120,10 +97,9 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
   best = between_epochs.Best(workdir, meta, history) if dataset.val_images is not None else None
   with signals.StopOnSignal() as stop, contextlib.closing(files), loop.Profile(
       files.profile_dir, config.profile_steps) as profile:
-    epochs = () if not to_train else loop.epochs(
-        compiled, plan, state, device_data, data_key, done_epochs + 1,
-        config.num_epochs, should_stop=lambda: stop.requested,
-        show_progress=None if run.main_process else False, profile=profile)
+    epochs = () if not to_train else run.epochs(
+        done_epochs + 1, config.num_epochs, should_stop=lambda: stop.requested,
+        show_progress=None if run.runtime.main_process else False, profile=profile)
     for result in epochs:
       if isinstance(result, loop.StoppedMidEpoch):
         saver.stop_after_saving(stop.signum, result.state, result.last_epoch)
@@ -161,26 +137,23 @@ def _train(config, workdir: Path, run: runtime.Runtime, dataset: data_lib.Datase
         seconds_to_first_step=seconds_to_first_step,
         resumed_from_epoch=done_epochs)
     files.finish(summary, built.members)
-  if run.main_process:
+  if run.runtime.main_process:
     _finish_on_console(config, workdir, dataset, plan, built, state, summary,
                        history)
   return TrainResult(summary, built.graphs, built.recipe, state)
 
 
-def _compile(to_train: bool, run, plan, built, state, device_data, data_key,
-             started_at: float):
-  """(compiled steps, compile seconds, seconds from start to the first step);
-  (None, 0.0, None) for a run with nothing left to train (finished, or
-  stopped early before), which a rerun only summarises again."""
+def _compile(to_train: bool, run: assembly.Run, started_at: float):
+  """(the compiled run, compile seconds, seconds from start to the first
+  step); (the run, 0.0, None) for a run with nothing left to train
+  (finished, or stopped early before), which a rerun only summarises again."""
   if not to_train:
-    return None, 0.0, None
-  compiled, compile_seconds = timing.timed(lambda: loop.compile_steps(
-      built.graphs, built.recipe, built.tx, run.mesh, plan, state, device_data,
-      data_key))
+    return run, 0.0, None
+  run, compile_seconds = timing.timed(run.compile)
   seconds_to_first_step = time.perf_counter() - started_at
   logging.info("compiled in %.1f s; %.1f s from start to the first step",
                compile_seconds, seconds_to_first_step)
-  return compiled, compile_seconds, seconds_to_first_step
+  return run, compile_seconds, seconds_to_first_step
 
 
 def _resume(checkpoints: checkpoint_lib.Checkpoints, state, config,

@@ -13,7 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mnist_jax"
 # A run's pipeline, in order (docs/how-it-runs.md).
-ROOMS = ("config", "runtime", "feed", "state", "steps", "loop", "outputs", "training")
+ROOMS = ("config", "runtime", "feed", "state", "steps", "loop", "assembly", "outputs",
+         "training")
 # Inference of host-side images (batched, padded) is a room apart: it imports
 # none of the package, and only the edges that show or return predictions
 # import it; the plots (report) get their probabilities from it.
