@@ -5,9 +5,12 @@ sum of n terms, in any order, is within (n - 1) * u * sum|terms| of the exact
 sum (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., 4.2);
 two orders of it (another device split, another blocking or vector width,
 as on another CPU) so differ by at most n * eps * sum|terms|.
-These are worst cases over every order, hence hold on every CPU; a test
-that needs one bound for several machines takes these, never a number that
-one machine happened to meet.
+That, and a float32 or float64 result's own roundings, are worst cases
+over every order, hence hold on every CPU. Through a chain (a model's
+layers, a run's steps) the bounds here are first order, each rounding taken
+relative to the size of what is compared; each names what it leaves out.
+A test that needs one bound for several machines takes these, never a
+number that one machine happened to meet.
 """
 
 import math
