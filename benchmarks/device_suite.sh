@@ -89,7 +89,7 @@ if (( tiny )); then
   # The budgets are there to be exercised, not to bind.
   sizes=(--devices=1 --dataset=mnist160 --models=mlp --batch_sizes=16 --window_images=64
          --repeats=2 --seeds=2 --override=dataset=mnist160 --override=model=mlp
-         --override=batch_size=16 --override=num_epochs=1
+         --override=batch_size=16 --override=steps_per_epoch=0 --override=num_epochs=1
          --strategies_batch_size=8 --strategies_window_images=64
          --memory_models=mlp --memory_batch_sizes=16,32
          --budgets=throughput=600,time_to_accuracy=600,members=600,memory=600)

@@ -96,6 +96,7 @@ def harness(tmp_path_factory, script_env):
              "--sections=throughput,time_to_accuracy,scaling,members",
              "--speedruns=mnist_speedrun", "--seeds=1",
              "--override=dataset=mnist160", "--override=batch_size=16",
+             "--override=steps_per_epoch=0",
              "--override=model=mlp", "--device_counts=1,2", "--scaling_models=mlp",
              "--scaling_batch_size=16", "--members_models=mlp",
              "--members_counts=1,2", "--member_loops=vmap",
