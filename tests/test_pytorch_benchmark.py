@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import tolerances
 
 from conftest import REPO, run_script
 from mnist_jax import data, optim
@@ -53,8 +54,11 @@ def test_the_peer_recipe_is_the_one_mnist_speedrun_reproduces(bench):
     optimizer.step()
     scheduler.step()
   schedule = optim.schedule(config, total)
+  # optax's float32 rates against PyTorch's float64 ones: absolutely within
+  # tolerances.onecycle (a relative bound fails near the end, where the rate
+  # falls to peak / 25e4).
   np.testing.assert_allclose(torch_lrs, [float(schedule(k)) for k in range(total)],
-                             rtol=2e-5)
+                             rtol=0, atol=tolerances.onecycle(config.learning_rate))
   assert optimizer.param_groups[0]["betas"] == (config.adam_b1, config.adam_b2)
   assert (config.pixel_mean, config.pixel_std) == (bench.RECIPE["mean"],
                                                    bench.RECIPE["std"])
@@ -66,8 +70,13 @@ def test_the_peer_recipe_is_the_one_mnist_speedrun_reproduces(bench):
   assert bench.RECIPE["batch_size"] == 256
   bound = 1 / math.sqrt(800)
   weights = model.fc1.weight.detach().numpy()
+  # Uniform in +-bound: std bound / sqrt(3). The sample std of n draws has a
+  # standard error of about bound / sqrt(15 n) (the variance of s^2 is
+  # (mu4 - sigma^4) / n = 4 bound^4 / (45 n)); 5 of them (a fixed seed draws
+  # the same weights on every CPU).
+  n = weights.size
   assert np.abs(weights).max() <= bound and weights.std() == pytest.approx(
-      bound / math.sqrt(3), rel=0.05)
+      bound / math.sqrt(3), abs=5 * bound / math.sqrt(15 * n))
 
 
 @pytest.mark.torch
