@@ -70,13 +70,15 @@ class Result:
 
 def train(config: str | os.PathLike | ml_collections.ConfigDict,
           workdir: str | os.PathLike | None = None,
-          callbacks: Sequence[Callable[[dict], Any]] = (), **overrides) -> Result:
+          callbacks: Sequence[Callable[..., Any]] = (), **overrides) -> Result:
   """Trains `config` (a config file's path, or a ConfigDict) with
   `overrides` by field name (`num_epochs=3`, `sweep={"learning_rate":
   "0.01,0.1"}` or `**{"sweep.learning_rate": "0.01,0.1"}`) in `workdir`
   (default: runs/<config file's name>, or a new temporary folder). Each
-  callback is called with each finished epoch's record; returning True stops
-  the run after saving. A workdir with checkpoints resumes."""
+  callback is called with each finished epoch's record, or, where it takes
+  two arguments, with (record, state) (the epoch's TrainState; an object
+  with `on_epoch_end(record, state)` too); returning True stops the run
+  after saving. A workdir with checkpoints resumes."""
   if isinstance(config, ml_collections.ConfigDict):
     config = config.copy_and_resolve_references()
     workdir = workdir or tempfile.mkdtemp(prefix="mnist_jax_")

@@ -2,21 +2,35 @@
 checkpoint, and when to stop a run (on a signal, a diverged loss, no more
 improvement or a callback's asking). checkpoint.py stores and restores them.
 
-training.py calls these after each finished epoch; each keeps the little
+Each is a hook, `on_epoch_end(record, state) -> stop?`, called after each
+finished epoch with its record (metrics.jsonl's) and state; `epoch_end_hooks`
+lists them in their order, `end_epoch` runs them. Each keeps the little
 state its decision needs, rebuilt on resume from the run's metrics history.
 """
 
+import inspect
 import math
 import signal
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import members as members_lib
+from mnist_jax import outputs
 from mnist_jax.errors import Interrupted, UserError
+
+
+class Hook(Protocol):
+  """Called after each finished epoch; True: stop the run after this epoch
+  (saved first). A hook before the files' may add fields to the record.
+  A hook that asks to stop may say why in `announce()`."""
+
+  def on_epoch_end(self, record: dict[str, Any], state) -> bool:
+    ...
 
 class Saver:
   """Saves checkpoints, remembering the newest; stops a run after saving."""
@@ -83,6 +97,10 @@ class Best:
       self.checkpoints.save(record["epoch"], state, {**self.meta,
                                                      "epoch": record["epoch"]})
 
+  def on_epoch_end(self, record: dict[str, Any], state) -> bool:
+    self.update(record, state)
+    return False
+
 
 class EarlyStopping:
   """Stops when validation accuracy has not improved by more than
@@ -124,6 +142,9 @@ class EarlyStopping:
     self.stopped_at = record["epoch"]
     return True
 
+  def on_epoch_end(self, record: dict[str, Any], state) -> bool:
+    return self.update(record)
+
   def announce(self):
     logging.info("stopping early after epoch %d: validation accuracy has not "
                  "improved by more than %g for %d epochs (best %.2f%% at "
@@ -131,20 +152,137 @@ class EarlyStopping:
                  100 * self.best, self.best_epoch)
 
 
-def asked_to_stop(callbacks, record: dict[str, Any], saver: Saver, state) -> bool:
-  """Calls each callback with the epoch's record; True where one asks to
-  stop. Either way, or where one raises, the epoch is saved first."""
-  asked = False
-  for callback in callbacks:
+class Divergence:
+  """Stops the run when every member's training loss is not finite
+  (Saver.check_divergence)."""
+
+  def __init__(self, saver: Saver, members: members_lib.Members, files):
+    self.saver, self.members, self.files = saver, members, files
+
+  def on_epoch_end(self, record, state) -> bool:
+    losses = (record["train_loss"] if self.members.count == 1 else
+              [m["train_loss"] for m in record["members"]])
+    self.saver.check_divergence(record, np.asarray(losses), self.members, self.files)
+    return False
+
+
+class Checkpoint:
+  """Saves every `every` epochs, the last one, and the one early stopping
+  stops at; the save's seconds go into the record."""
+
+  def __init__(self, saver: Saver, every: int, last: int, stopper: EarlyStopping):
+    self.saver, self.every, self.last, self.stopper = saver, every, last, stopper
+
+  def on_epoch_end(self, record, state) -> bool:
+    epoch = record["epoch"]
+    if epoch % self.every == 0 or epoch == self.last or self.stopper.stopped_at == epoch:
+      start = time.perf_counter()
+      self.saver.save(epoch, state)
+      record["checkpoint_seconds"] = time.perf_counter() - start
+    return False
+
+
+class Files:
+  """Writes the record (metrics.jsonl, TensorBoard) and adds it to the
+  run's history."""
+
+  def __init__(self, files, history: list):
+    self.files, self.history = files, history
+
+  def on_epoch_end(self, record, state) -> bool:
+    self.files.add_epoch(record)
+    self.history.append(record)
+    return False
+
+
+class Console:
+  """The epoch's line on the console."""
+
+  def __init__(self, num_epochs: int, num_members: int):
+    self.num_epochs, self.num_members = num_epochs, num_members
+
+  def on_epoch_end(self, record, state) -> bool:
+    outputs.log_epoch(record, self.num_epochs, self.num_members)
+    return False
+
+
+class Signals:
+  """Stops on SIGTERM or Ctrl-C (signals.StopOnSignal) after saving."""
+
+  def __init__(self, stop, saver: Saver):
+    self.stop, self.saver = stop, saver
+
+  def on_epoch_end(self, record, state) -> bool:
+    if self.stop.requested:
+      self.saver.stop_after_saving(self.stop.signum, state, record["epoch"])
+    return False
+
+
+class Callback:
+  """A user's hook: an object with `on_epoch_end(record, state)`, or a
+  callable of the record alone (as before) or of (record, state). It gets a
+  copy of the record; where it raises, the epoch is saved first."""
+
+  def __init__(self, callback, saver: Saver):
+    self.callback, self.saver, self.epoch = callback, saver, 0
+    if hasattr(callback, "on_epoch_end"):
+      self._call = callback.on_epoch_end
+    elif _takes_state(callback):
+      self._call = callback
+    else:
+      self._call = lambda record, state: callback(record)
+
+  def on_epoch_end(self, record, state) -> bool:
+    self.epoch = record["epoch"]
     try:
-      asked = bool(callback(dict(record))) or asked
+      return bool(self._call(dict(record), state))
     except Exception as e:  # pylint: disable=broad-except
-      saver.save(record["epoch"], state)
-      saver.checkpoints.wait()
-      name = getattr(callback, "__qualname__", repr(callback))
+      self.saver.save(record["epoch"], state)
+      self.saver.checkpoints.wait()
+      name = getattr(self.callback, "__qualname__", type(self.callback).__qualname__)
       raise UserError(f"callback {name} raised {type(e).__name__}: {e}; the run "
                       f"stopped after saving epoch {record['epoch']}") from e
-  if asked:
+
+  def announce(self):
+    logging.info("stopped after epoch %d: a callback asked to", self.epoch)
+
+
+def _takes_state(callback: Callable) -> bool:
+  """Whether `callback` takes two positional arguments without defaults."""
+  try:
+    parameters = inspect.signature(callback).parameters.values()
+  except (TypeError, ValueError):  # Some builtins: the record alone.
+    return False
+  return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+             and p.default is p.empty for p in parameters) >= 2
+
+
+def epoch_end_hooks(saver: Saver, stopper: EarlyStopping, best: Best | None,
+                    files, history: list, stop, members: members_lib.Members,
+                    config, callbacks: Sequence = ()) -> list[Hook]:
+  """The hooks of a run, in the order they run after each epoch. Why this
+  order: divergence first, so that a diverged epoch is written but never
+  saved (the last good checkpoint stays); early stopping before the
+  checkpoint, which saves the epoch it stops at; the checkpoints before the
+  files, whose record holds the save's seconds; the console's line once the
+  epoch is on disk; a signal then stops the run with everything written;
+  the user's callbacks last, seeing the epoch saved and written."""
+  return [Divergence(saver, members, files), stopper,
+          Checkpoint(saver, config.checkpoint_every_epochs, config.num_epochs,
+                     stopper),
+          *((best,) if best else ()), Files(files, history),
+          Console(config.num_epochs, members.count), Signals(stop, saver),
+          *(Callback(c, saver) for c in callbacks)]
+
+
+def end_epoch(hooks: Sequence[Hook], record: dict[str, Any], state,
+              saver: Saver) -> bool:
+  """Runs every hook on the finished epoch, in order; True where one asked
+  to stop: the epoch is then saved, and each that asked says why."""
+  asking = [hook for hook in hooks if hook.on_epoch_end(record, state)]
+  if asking:
     saver.save(record["epoch"], state)
-    logging.info("stopped after epoch %d: a callback asked to", record["epoch"])
-  return asked
+    for hook in asking:
+      if hasattr(hook, "announce"):
+        hook.announce()
+  return bool(asking)

@@ -14,7 +14,7 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
@@ -42,16 +42,18 @@ class TrainResult:
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike,
                        started_at: float | None = None,
-                       callbacks: Sequence[Callable[[dict], Any]] = ()) -> TrainResult:
+                       callbacks: Sequence[Any] = ()) -> TrainResult:
   """Trains to `config.num_epochs`, evaluating after each epoch.
 
   A workdir with checkpoints is resumed from the newest one. SIGTERM and
   Ctrl-C stop the run after saving the last finished epoch. A workdir in use
   by another run is refused (workdir_lock.py). `started_at`
   (time.perf_counter()) is when the run began, for the summary's time to
-  the first step: by default, this call. Each of `callbacks` is called
-  with each finished epoch's record (metrics.jsonl's); one that returns True
-  stops the run after saving that epoch.
+  the first step: by default, this call. Each of `callbacks` is a hook
+  after the run's own (between_epochs.epoch_end_hooks): a callable of each
+  finished epoch's record (metrics.jsonl's), or of (record, state), or an
+  object with `on_epoch_end(record, state)`; one that returns True stops
+  the run after saving that epoch.
   """
   started_at = time.perf_counter() if started_at is None else started_at
   config_lib.validate(config)
@@ -100,28 +102,14 @@ def _train(run: assembly.Run, workdir: Path, started_at: float,
     epochs = () if not to_train else run.epochs(
         done_epochs + 1, config.num_epochs, should_stop=lambda: stop.requested,
         show_progress=None if run.runtime.main_process else False, profile=profile)
+    hooks = between_epochs.epoch_end_hooks(saver, stopper, best, files, history,
+                                           stop, built.members, config, callbacks)
     for result in epochs:
       if isinstance(result, loop.StoppedMidEpoch):
         saver.stop_after_saving(stop.signum, result.state, result.last_epoch)
-      state, epoch = result.state, result.epoch
+      state = result.state
       record = outputs.epoch_record(result, plan, built.members, built.schedule)
-      saver.check_divergence(record, result.values["train_loss"], built.members,
-                             files)
-      stopping = stopper.update(record)
-      if (epoch % config.checkpoint_every_epochs == 0 or epoch == config.num_epochs
-          or stopping):
-        _, record["checkpoint_seconds"] = timing.timed(lambda: saver.save(epoch, state))
-      if best:
-        best.update(record, state)
-      files.add_epoch(record)
-      history.append(record)
-      outputs.log_epoch(record, config.num_epochs, built.members.count)
-      if stop.requested:
-        saver.stop_after_saving(stop.signum, state, epoch)
-      if stopping:
-        stopper.announce()
-        break
-      if between_epochs.asked_to_stop(callbacks, record, saver, state):
+      if between_epochs.end_epoch(hooks, record, state, saver):
         break
     for manager in (checkpoints, *((best.checkpoints,) if best else ())):
       manager.wait()
