@@ -220,13 +220,16 @@ def run_module(module: str, *args, env=None, cwd=REPO, timeout=300):
                         timeout=timeout)
 
 
-def checkpoint_params(state_path: Path) -> list[np.ndarray]:
-  """A checkpoint's parameters, restored onto this process's first device
-  whatever devices saved them."""
+def checkpoint_params(state_path: Path, part=("params",)) -> list[np.ndarray]:
+  """A checkpoint's parameters (or another `part` of its state, a path of
+  keys: ("ema", "params") for the moving average's), restored onto this
+  process's first device whatever devices saved them."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         checkpointer.metadata(state_path).item_metadata.tree)
-  state = checkpointer.restore(state_path, target)
-  return [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+  tree = checkpointer.restore(state_path, target)
+  for key in part:
+    tree = tree[key]
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]

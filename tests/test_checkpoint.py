@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -310,4 +311,18 @@ def test_a_checkpoint_written_before_the_split_still_evaluates(tmp_path):
   shutil.copytree(_OLD_RUN, workdir)
   trained = trained_lib.load_trained(workdir, member=1)
   assert trained.epoch == 1 and trained.config.seed == 1
-  assert trained.with_ema_weights().state.ema is not None
+  # The moving average becomes the weights: member 1's, as the old run saved
+  # it, not its raw weights. Catches an EMA restored from (or copied to) the
+  # parameters, another member's, or with_ema_weights leaving them as they were.
+  state_path = workdir / "checkpoints" / "1" / "state"
+  saved_params = [p[1] for p in checkpoint_params(state_path)]
+  saved_ema = [p[1] for p in checkpoint_params(state_path, ("ema", "params"))]
+  raw = [np.asarray(p) for p in jax.tree.leaves(trained.state.params)]
+  averaged = [np.asarray(p) for p in jax.tree.leaves(trained.with_ema_weights().state.params)]
+  assert [p.shape for p in averaged] == [p.shape for p in saved_ema] == [p.shape for p in raw]
+  for got, want in zip(raw, saved_params):
+    np.testing.assert_array_equal(got, want)
+  for got, want in zip(averaged, saved_ema):
+    np.testing.assert_array_equal(got, want)
+  # A few steps into a decay of 0.9: the average lies well apart from the weights.
+  assert any(not np.array_equal(a, w) for a, w in zip(averaged, raw))

@@ -5,6 +5,7 @@ shared data folder has them, downloads through a fake urlopen (no network)."""
 import dataclasses
 import hashlib
 import io
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -91,7 +92,9 @@ def test_registry_holds_the_12_2d_datasets_at_every_size():
   for name, info in npz.MEDMNIST.items():
     assert info.name == name
     assert sorted(info.md5) == [28, 64, 128, 224], name
-    assert all(len(md5) == 32 and int(md5, 16) >= 0 for md5 in info.md5.values())
+    # As fileio.fetch compares them with hexdigest(): 32 lower-case hex
+    # digits. (int(md5, 16) took upper case, "0x", "_" and spaces too.)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", md5) for md5 in info.md5.values()), name
     assert len(set(info.md5.values())) == 4, name  # No copy-paste slip.
     assert info.task in ("multi-class", "binary", "multi-label", "ordinal")
     assert info.channels in (1, 3)
