@@ -22,9 +22,9 @@ per variant, patched in while its chunk is traced:
   dense_wgrad    both dense layers by a custom VJP whose weight gradient is
                  the explicit matmul x^T @ dy (input gradient dy @ W^T,
                  bias gradient the batch sum).
-  unroll2, unroll4   2 or 4 steps per compiled call, unrolled as straight-
-                 line code (a Python loop at trace time) instead of
-                 `lax.scan`, whose loop XLA:CPU runs slowly.
+  unroll2, unroll4, unroll8   2, 4 or 8 steps per compiled call, unrolled
+                 as straight-line code (a Python loop at trace time) instead
+                 of `lax.scan`, whose loop XLA:CPU runs slowly.
   in_flight3, in_flight4   the current step with 3 or 4 calls in flight
                  before the host waits on the oldest (the loop's default is
                  2 on several CPU devices: its all-reduce can deadlock when
@@ -43,7 +43,9 @@ Timing: each round, every variant in turn trains `--steps` steps (the
 config's epoch by default) from the same initial state, waited for at the
 end; one warm-up round, then `--rounds` timed ones. Reported per variant:
 wall and process CPU milliseconds per step, median, min and max over the
-rounds, the median's ratio to xla's and whether the two spreads are apart.
+rounds, the median's ratio to xla's and whether the two spreads are apart;
+and how far its parameters after the last window are from xla's (0: the
+same step, bit for bit).
 The measurement runs in a child process with a `--timeout`: a variant that
 hangs (an all-reduce deadlock) is recorded as such and the rest are
 measured again without it.
@@ -71,7 +73,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_args as ba  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 VARIANTS = ("xla", "conv1_im2col", "conv1_wgrad", "convs_im2col", "convs_wgrad",
-            "dense_wgrad", "unroll2", "unroll4", "in_flight3", "in_flight4")
+            "dense_wgrad", "unroll2", "unroll4", "unroll8", "in_flight3",
+            "in_flight4")
 DEFAULT_CONFIG = "configs/mnist_speedrun.py"
 # --tiny: the shipped 160-image MNIST (its 80 training images), a batch of
 # 16, 4 steps, 1 round.
@@ -97,9 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--rounds", type=ba.positive_int, default=5)
   parser.add_argument("--variants", default=",".join(VARIANTS),
                       type=ba.names(VARIANTS))
-  parser.add_argument("--timeout", type=ba.positive_float, default=900,
-                      help="seconds the measuring child may take before its "
-                      "current variant counts as hung")
+  parser.add_argument("--timeout", type=ba.positive_float, default=300,
+                      help="seconds one window (or the compilation before "
+                      "them) may take before its variant counts as hung")
   parser.add_argument("--conditions", default="",
                       help="what else ran on the machine, for the record")
   parser.add_argument("--tiny", action="store_true",
@@ -339,6 +342,8 @@ def measure(args) -> dict:
   perm = feed.epoch_permutation(data_key, 1, plan.num_train, plan.steps_per_epoch,
                                 plan.batch_size)
   names = args.variants.split(",")
+  progress = Path(args.child_out).with_suffix(".progress")
+  progress.write_text("checking gradients:")
   with jax.transfer_guard("allow"):
     grad_checks = check_gradients(built, dataset, built.recipe,
                                   np.asarray(perm[0]), names)
@@ -351,6 +356,7 @@ def measure(args) -> dict:
   runs = {}
   for name in timed:
     k = steps_per_call(name)
+    progress.write_text(f"compiling:{name}")
     with patched(name):
       start = time.perf_counter()
       fn = steps.make_train_chunk(built.graphs, built.recipe, built.tx, mesh, k).lower(
@@ -362,10 +368,10 @@ def measure(args) -> dict:
                   "in_flight": in_flight, "compile_seconds": seconds}
   wall = {n: [] for n in runs}
   cpu = {n: [] for n in runs}
-  progress = Path(args.child_out).with_suffix(".progress")
+  final = {}  # Each variant's parameters after its last window.
   for r in range(args.rounds + 1):
     for name, run in runs.items():
-      progress.write_text(name)
+      progress.write_text(f"timing:{name}")
       state = jax.block_until_ready(jax.tree.map(jnp.copy, state0))
       start, start_cpu = time.perf_counter(), time.process_time()
       state, totals = loop.run_epoch(run["chunks"], state, device_data, perm,
@@ -374,10 +380,12 @@ def measure(args) -> dict:
       if r:  # Round 0 warms up.
         wall[name].append(1000 * (time.perf_counter() - start) / num_steps)
         cpu[name].append(1000 * (time.process_time() - start_cpu) / num_steps)
+      if r == args.rounds:
+        final[name] = jax.device_get(state.params)
     if r:
       print(f"round {r}: " + ", ".join(f"{n} {wall[n][-1]:.2f}" for n in runs)
             + " ms/step", flush=True)
-  progress.write_text("")
+  progress.write_text("done:")
   variants = {}
   for name in names:
     row = {"steps_per_call": steps_per_call(name),
@@ -386,6 +394,12 @@ def measure(args) -> dict:
     if name in runs:
       row.update(compile_seconds=runs[name]["compile_seconds"],
                  wall_ms_per_step=_stats(wall[name]), cpu_ms_per_step=_stats(cpu[name]))
+    if name in runs and "xla" in final:
+      # After the same steps from the same state: 0 where the variant
+      # computes xla's step bit for bit.
+      row["params_max_abs_difference_from_xla"] = max(
+          float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in
+          zip(jax.tree.leaves(final["xla"]), jax.tree.leaves(final[name]), strict=True))
     variants[name] = row
   return {"dataset": dataset.name, "batch_size": config.batch_size,
           "devices": rt.num_devices, "steps_per_window": num_steps,
@@ -405,6 +419,24 @@ def compare_to_current(variants: dict):
       row["wall_ratio_to_xla"] = w["median"] / base["median"]
       row["cpu_ratio_to_xla"] = c["median"] / base_cpu["median"]
       row["apart_from_xla"] = (w["max"] < base["min"]) or (w["min"] > base["max"])
+
+
+def _wait(child: subprocess.Popen, progress: Path, timeout: float) -> int | None:
+  """The child's exit status, or None once `timeout` seconds pass without
+  news in `progress` (a window begun or ended): then it is killed."""
+  last, seen = time.perf_counter(), None
+  while True:
+    try:
+      return child.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+      pass
+    news = progress.stat().st_mtime_ns if progress.exists() else None
+    if news != seen:
+      last, seen = time.perf_counter(), news
+    elif time.perf_counter() - last > timeout:
+      child.kill()
+      child.wait()
+      return None
 
 
 def _echo(stream, tail: list):
@@ -434,19 +466,18 @@ def main(args):
       tail = []
       echo = threading.Thread(target=_echo, args=(child.stderr, tail), daemon=True)
       echo.start()
-      try:
-        code = child.wait(timeout=args.timeout)
-      except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+      code = _wait(child, out.with_suffix(".progress"), args.timeout)
+      if code is None:  # Hung.
         progress = out.with_suffix(".progress")
-        current = progress.read_text() if progress.exists() else ""
-        if not current:
-          raise UserError(f"the measurement took over --timeout={args.timeout:g} s "
-                          f"before any variant was timed; pass a longer one") from None
-        print(f"{current} hung (no result in {time.perf_counter() - start:.0f} s): "
-              f"measuring the others again without it", file=sys.stderr, flush=True)
-        hung[current] = {"hung": True, "timeout_seconds": args.timeout}
+        stage, _, current = (progress.read_text() if progress.exists() else "").partition(":")
+        if current not in names:
+          raise UserError(f"the measurement made no progress for --timeout="
+                          f"{args.timeout:g} s before any variant was timed; "
+                          f"pass a longer one")
+        print(f"{current} hung while {stage} (no progress for {args.timeout:g} s, "
+              f"{time.perf_counter() - start:.0f} s into the run): measuring the "
+              f"others again without it", file=sys.stderr, flush=True)
+        hung[current] = {"hung": True, "while": stage, "timeout_seconds": args.timeout}
         names = [n for n in names if n != current]
         if not names:
           raise UserError("every variant hung") from None
