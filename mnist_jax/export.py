@@ -81,7 +81,10 @@ def export_trained(trained: Trained,
   logits = trained.logits_fn
 
   def logits_from_images(images_BHW):
-    return logits(inference_state, images_BHW)
+    # Grayscale [B, H, W] (input_shape's) gain the channel axis of the
+    # dataset's layout, which the step takes.
+    images_BHWC = images_BHW[..., None] if images_BHW.ndim == 3 else images_BHW
+    return logits(inference_state, images_BHWC)
 
   (batch,) = jax.export.symbolic_shape("b")
   images_spec = jax.ShapeDtypeStruct((batch, *input_shape(trained)), jnp.uint8)

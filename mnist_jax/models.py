@@ -329,10 +329,10 @@ def num_params(params: nnx.State) -> int:
 
 def normalize(images_BHWC: jax.Array, mean: float = 0.0,
               std: float = 1.0) -> jax.Array:
-  """uint8 [B, H, W, C] (or [B, H, W]: grayscale) -> float32 [B, H, W, C]:
-  (pixel / 255 - mean) / std, in [0, 1] by default (config.pixel_mean,
-  config.pixel_std); runs inside the step."""
+  """uint8 [B, H, W, C] -> float32 [B, H, W, C]: (pixel / 255 - mean) / std,
+  in [0, 1] by default (config.pixel_mean, config.pixel_std); runs inside
+  the step."""
   x = images_BHWC.astype(jnp.float32) * (1.0 / 255.0)
   if mean or std != 1.0:
     x = (x - mean) * (1.0 / std)
-  return x[..., None] if x.ndim == 3 else x
+  return x

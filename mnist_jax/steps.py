@@ -53,11 +53,6 @@ class Totals:
     return loss / count, correct / count
 
 
-def with_channels(images) -> jax.Array:
-  """uint8 images [B, H, W, C]; grayscale [B, H, W] gain their channel axis."""
-  return images[..., None] if images.ndim == 3 else images
-
-
 def in_dtype(tree, dtype):
   """Floating-point leaves of `tree` cast to `dtype` (a no-op for float32).
 
@@ -88,7 +83,6 @@ def train_step(graphs: Graphs, recipe: StepRecipe, tx: optax.GradientTransformat
                state: TrainState, images_BHWC, labels_B):
   """One optimizer step on one batch; returns the new state and batch sums."""
   step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  images_BHWC = with_channels(images_BHWC)
   if recipe.augment:
     images_BHWC = recipe.augment(step_key, images_BHWC)
   x_BHWC, lam = models.normalize(images_BHWC, recipe.pixel_mean, recipe.pixel_std), None
@@ -147,7 +141,6 @@ def eval_logits(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BH
   With test-time augmentation, the log of the views' mean probabilities
   (softmax of it gives that mean, so it serves as logits).
   """
-  images_BHWC = with_channels(images_BHWC)
   module = nnx.merge(graphs.eval, in_dtype(state.params, recipe.dtype),
                      state.rest)
   normalize = lambda v: models.normalize(v, recipe.pixel_mean, recipe.pixel_std)

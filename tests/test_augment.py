@@ -139,7 +139,7 @@ def test_mixing_erasing_and_test_time_views_train_and_evaluate(synthetic_data, t
                  num_epochs=3), tmp_path / "run")
   assert result.summary["final_test_accuracy"] > 0.5
   # The evaluation averages views: it differs from the plain logits.
-  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 28, 28)), jnp.uint8)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 28, 28, 1)), jnp.uint8)
   plain = dataclasses.replace(result.recipe, tta=())
   # (The translated views move the logits by their own size, not a rounding.)
   assert not np.allclose(steps.eval_logits(result.graphs, result.recipe, result.state, images),

@@ -38,7 +38,8 @@ def test_exported_model_matches_the_checkpoint(workdir):
     assert logits_BK.shape == (len(images_BHW), 10) and logits_BK.dtype == np.float32
     # Another compiled program for the same model: its sums may round in
     # another order. Catches an export of other weights or preprocessing.
-    expected = logits_fn(trained.state, images_BHW)
+    # The step takes the dataset's [B, H, W, 1]; the module adds the axis.
+    expected = logits_fn(trained.state, images_BHW[..., None])
     tolerances.assert_within(logits_BK, expected,
                              tolerances.logits(expected, trained.state.params))
 

@@ -69,8 +69,9 @@ def _abstract(tree):
 
 def _device_data() -> feed.DeviceData:
   s = jax.ShapeDtypeStruct
-  return feed.DeviceData(s((NUM_TRAIN, 28, 28), jnp.uint8), s((NUM_TRAIN,), jnp.uint8),
-                         s((NUM_TEST, 28, 28), jnp.uint8), s((NUM_TEST,), jnp.uint8),
+  # The layout data.checked gives every dataset: uint8 [N, H, W, C], int32 labels.
+  return feed.DeviceData(s((NUM_TRAIN, 28, 28, 1), jnp.uint8), s((NUM_TRAIN,), jnp.int32),
+                         s((NUM_TEST, 28, 28, 1), jnp.uint8), s((NUM_TEST,), jnp.int32),
                          s((NUM_TEST,), jnp.bool_))
 
 

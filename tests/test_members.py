@@ -224,9 +224,10 @@ def test_evaluate_predict_and_export_use_the_member_asked_for(
   for i in range(4):
     paths.append(tmp_path / f"{i}.png")
     Image.fromarray(ds.test_images[i, ..., 0]).save(paths[-1])
+  # [B, H, W], the exported module's signature; the step takes [B, H, W, 1].
   inputs = np.stack([predict.to_mnist_format(p, "auto", "whole") for p in paths])
   logits_fn = load_trained(workdir, member=0).logits_fn
-  logits = [np.asarray(logits_fn(members.select(result.state, k), inputs))
+  logits = [np.asarray(logits_fn(members.select(result.state, k), inputs[..., None]))
             for k in (0, 1)]
   capsys.readouterr()
 

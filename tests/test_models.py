@@ -52,7 +52,7 @@ def test_reshape_pooling_equals_reduce_window_pooling():
 
 
 def test_normalize_maps_uint8_to_unit_interval():
-  x = jnp.array([[[0, 255]]], jnp.uint8)
+  x = jnp.array([[[[0], [255]]]], jnp.uint8)
   out = models.normalize(x)
   assert out.dtype == jnp.float32 and out.shape == (1, 1, 2, 1)
   np.testing.assert_array_equal(out[..., 0], [[[0.0, 1.0]]])
@@ -111,7 +111,7 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
   assert any(float(jnp.abs(x).max()) > 0 for x in stats)  # Means moved off 0.
   # Evaluation mode: an image's logits do not depend on the rest of the batch.
   logits = steps.make_logits_fn(result.graphs, result.recipe)
-  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 28, 28)),
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (8, 28, 28, 1)),
                        jnp.uint8)
   # Batch 1 and batch 8 are two programs (tolerances.logits). Catches
   # evaluation on the batch's statistics (the other 7 images move them).

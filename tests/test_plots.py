@@ -108,16 +108,16 @@ def test_confusion_matrix_shape_must_match_the_names(tmp_path):
 @pytest.mark.parametrize("n", [0, 3, 16])
 def test_prediction_grid(tmp_path, n):
   rng = np.random.default_rng(n)
-  images_NHW = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+  images_NHWC = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
   labels_N = rng.integers(0, 10, n)
   predictions_N = np.where(np.arange(n) % 3 == 0, (labels_N + 1) % 10, labels_N)
   probabilities_N = rng.uniform(0.1, 1.0, n)
-  path = plots.prediction_grid(images_NHW, labels_N, predictions_N,
+  path = plots.prediction_grid(images_NHWC, labels_N, predictions_N,
                                probabilities_N, FASHION_NAMES,
                                tmp_path / "grid.png", title="most confident mistakes")
   pixels = assert_png(path, min_width=150, min_height=150)
   if n:  # The images are drawn: other images, another picture.
-    other = plots.prediction_grid(255 - images_NHW, labels_N, predictions_N,
+    other = plots.prediction_grid(255 - images_NHWC, labels_N, predictions_N,
                                   probabilities_N, FASHION_NAMES,
                                   tmp_path / "other.png", title="most confident mistakes")
     assert changed_columns(pixels, assert_png(other, 150, 150)).sum() > 20

@@ -167,8 +167,8 @@ def test_init_depends_on_the_seed_only():
 
 
 def test_pixel_statistics_normalise_inputs():
-  images_BHW = jnp.array([[[0, 255], [51, 102]]], jnp.uint8)
-  x = np.asarray(models.normalize(images_BHW, 0.1307, 0.3081))
+  images_BHWC = jnp.array([[[0, 255], [51, 102]]], jnp.uint8)[..., None]
+  x = np.asarray(models.normalize(images_BHWC, 0.1307, 0.3081))
   expected = (np.array([[0, 255], [51, 102]]) / 255 - 0.1307) / 0.3081
   # float32: 1/255, its product and the mean (carried 3-fold by the
   # difference 0.2 - 0.1307 at 51), the difference, 1/std and its product:
@@ -176,7 +176,7 @@ def test_pixel_statistics_normalise_inputs():
   np.testing.assert_allclose(x[0, ..., 0], expected, rtol=tolerances.float32_relative(6))
   # The defaults leave the [0, 1] scaling exactly as it was.
   np.testing.assert_array_equal(
-      np.asarray(models.normalize(images_BHW))[0, ..., 0],
+      np.asarray(models.normalize(images_BHWC))[0, ..., 0],
       np.array([[0, 255], [51, 102]], np.float32) * np.float32(1 / 255))
 
 

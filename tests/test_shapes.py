@@ -265,6 +265,6 @@ def test_an_mnist_shaped_run_still_exports_b_28_28(tmp_path):
   assert json.loads(Path(f"{path}.json").read_text())["input"]["shape"] == ["b", 28, 28]
   images = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
   # As above: the same model, another program (tolerances.logits).
-  expected = trained.logits_fn(trained.state, images)
+  expected = trained.logits_fn(trained.state, images[..., None])  # The step's layout.
   tolerances.assert_within(exported.call(images), expected,
                            tolerances.logits(expected, trained.state.params))

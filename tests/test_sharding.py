@@ -98,7 +98,7 @@ config = default.get_config()
 config.model, config.optimizer, config.learning_rate = "speedrun", "adam", 1e-3
 config.batch_size = 256
 rng = np.random.default_rng(0)
-images = rng.integers(0, 256, (256, 28, 28), dtype=np.uint8)
+images = rng.integers(0, 256, (256, 28, 28, 1), dtype=np.uint8)
 labels = rng.integers(0, 10, 256).astype(np.int32)
 built = state_lib.build(config, 10, 10)
 # Moves nothing and keeps the step's gradient (as the step reduced it) as its state.

@@ -351,18 +351,20 @@ def test_bfloat16_trains_checkpoints_evaluates_predicts_and_exports_in_bf16(
   predicted = np.array([[dict(ranked)[name] for name in trained.class_names]
                         for _, ranked in predict.predict(workdir, paths, fit="whole",
                                                          top=10)])
+  # [B, H, W], the exported module's signature; the step takes [B, H, W, 1].
   inputs = np.stack([predict.to_mnist_format(p, "auto", "whole") for p in paths])
   # Nearer bf16's probabilities than float32's (two bf16 programs round at the
   # same places; float32 nowhere).
   distance = lambda recipe: np.abs(predicted - jax.nn.softmax(
-      steps.make_logits_fn(trained.graphs, recipe)(trained.state, inputs))).sum()
+      steps.make_logits_fn(trained.graphs, recipe)(trained.state, inputs[..., None]))).sum()
   assert distance(trained.recipe) < distance(in_f32(trained.recipe))
 
   # Export: a module whose arithmetic is bf16, computing the same logits.
   path = export.export(trained, tmp_path / "model.jax_export", ["cpu"])
   exported = jax.export.deserialize(bytearray(path.read_bytes()))
   assert test_steps.matmul_dtypes(exported.mlir_module()) == {"bf16"}
-  in_bf16 = steps.eval_logits(trained.graphs, trained.recipe, trained.state, inputs)
+  in_bf16 = steps.eval_logits(trained.graphs, trained.recipe, trained.state,
+                            inputs[..., None])
   # The same model in another bf16 program, which may keep float32's excess
   # precision elsewhere (the export does, at its end): at most one bf16
   # rounding apart at each of the cnn's ~16 bf16 results along the chain
