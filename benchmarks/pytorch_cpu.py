@@ -14,8 +14,8 @@ once while preparing its files, here each run draws torch.randperm from its
 seed.
 
 mnist_jax: configs/mnist_speedrun.py as shipped, with `seed` set per run,
-trained by the same pieces as training.train_and_evaluate (chunks compiled
-ahead of time by loop.compile_steps, loop.run_epoch over
+trained by the same pieces as training.train_and_evaluate (assembly.assemble's
+run, its chunks compiled ahead of time, loop.run_epoch over
 feed.epoch_permutation, the compiled evaluation), less its files,
 checkpoints and progress line.
 
@@ -124,11 +124,11 @@ def configure_process(args: argparse.Namespace):
   if (args.jax_devices is None and "xla_force_host_platform_device_count"
       not in os.environ.get("XLA_FLAGS", "")):
     # mnist_jax's own default on this CPU (importing it starts no backend).
-    from mnist_jax import models, runtime  # pylint: disable=g-import-not-at-top
+    from mnist_jax import registry, runtime  # pylint: disable=g-import-not-at-top
     config = speedrun_config(0, args.override)
     args.jax_devices = runtime.auto_cpu_devices(
         config.batch_size, args.threads,
-        dense_only=config.model in models.DENSE_ONLY)
+        dense_only=registry.resolve("model", config.model).dense_only)
   if args.jax_devices is not None:
     flags = re.sub(r"--xla_force_host_platform_device_count=\S*", "",
                    os.environ.get("XLA_FLAGS", ""))
@@ -170,8 +170,7 @@ try:
 except ImportError:
   sys.exit("error: PyTorch is not installed; pip install -e '.[benchmark]'")
 
-from mnist_jax import data, feed, loop, models, runtime, sharding, timing
-from mnist_jax import state as state_lib
+from mnist_jax import assembly, data, feed, loop, models, runtime, sharding, timing
 from mnist_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -222,36 +221,31 @@ def prepare_jax(dataset: data.Dataset, config,
                 warmup_steps: int) -> tuple[Callable[[int], dict], dict]:
   """Returns (run, info): `run(seed)` trains fresh state from `seed` (all of
   `config.num_seeds` members at once) as train_and_evaluate does, and
-  evaluates it."""
-  mesh = sharding.make_mesh()
-  plan = loop.Plan.make(dataset, runtime.Runtime(mesh, jax.default_backend(), True),
-                        config.batch_size, config.steps_per_call,
-                        config.eval_batch_size, config.steps_per_epoch)
-  replicated = sharding.replicated(mesh)
+  evaluates it. Each seed's run is assembled as train_and_evaluate's is
+  (assembly.assemble); the first's data and compiled calls serve all."""
+  on = runtime.Runtime(sharding.make_mesh(), jax.default_backend(), True)
 
-  def initial(seed: int):
+  def assembled(seed: int, place: bool = False) -> assembly.Run:
     seeded = config.copy_and_resolve_references()
     seeded.seed = seed
-    built = state_lib.build(seeded, dataset.num_classes, plan.steps_per_epoch,
-                            plan.backend, dataset.image_shape)
-    data_key = jax.device_put(feed.data_keys(built.members), replicated)
-    return built, jax.device_put(built.state, replicated), data_key
+    return assembly.assemble(seeded, dataset, on, place=place)
 
-  built0, state0, key0 = initial(0)
-  device_data = feed.place_data(dataset, mesh, plan.eval_batch_size)
+  run0 = assembled(0, place=True)
+  plan, state0, key0 = run0.plan, run0.state, run0.data_key
+  device_data = run0.device_data
   permutation = lambda key, epoch: feed.epoch_permutation(
       key, epoch, plan.num_train, plan.steps_per_epoch, plan.batch_size)
 
   def compile_all():
-    compiled = loop.compile_steps(built0.graphs, built0.recipe, built0.tx, mesh,
-                                  plan, state0, device_data, key0)
+    compiled = run0.compile().compiled
     return [compiled.chunks[n] for n in plan.calls], compiled.evaluate
 
   (calls, evaluate), compile_seconds = timing.timed(compile_all)
   max_in_flight = loop.max_calls_in_flight(plan.backend, plan.num_devices)
 
   def run(seed: int) -> dict:
-    _, state, data_key = initial(seed)
+    fresh = assembled(seed)
+    state, data_key = fresh.state, fresh.data_key
     jax.block_until_ready((state, data_key))
 
     def train_all():

@@ -196,10 +196,10 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import strategies  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import assembly  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import data, feed, loop, outputs, runtime, sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import config as config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import models as models_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import state as state_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax import steps, timing, training  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -247,19 +247,18 @@ def _trainer(model_name: str, batch: int, window_steps: int,
   config.num_seeds, config.member_loop = members, member_loop
   config_lib.validate(config)  # E.g. an unknown --models name, with the fix.
   backend = jax.default_backend()
-  built = state_lib.build(config, dataset.num_classes,
-                          len(dataset.train_labels) // batch, backend,
-                          dataset.image_shape)
-  graphs, recipe, tx = built.graphs, built.recipe, built.tx
-  state = jax.device_put(built.state, sharding.replicated(mesh))
+  # As a training run wires it, on the data placed once for every variant;
+  # the window's calls are compiled here.
+  run = assembly.assemble(config, dataset, runtime.Runtime(mesh, backend, True),
+                          place=False)
+  graphs, recipe, tx, state = run.built.graphs, run.built.recipe, run.built.tx, run.state
   steps_per_call = loop.default_steps_per_call(backend, window_steps)
-  perm = feed.epoch_permutation(feed.data_keys(built.members), 0,
-                                len(dataset.train_labels), window_steps, batch)
+  perm = feed.epoch_permutation(run.data_key, 0, len(dataset.train_labels),
+                                window_steps, batch)
   chunk, train_compile = timing.timed(
       lambda: steps.make_train_chunk(graphs, recipe, tx, mesh, steps_per_call).lower(
           state, steps.Totals.zeros(state.step.shape), device_data, perm).compile())
-  eval_batch = feed.evaluation_batch_size(config.eval_batch_size,
-                                          len(dataset.test_labels), mesh.devices.size)
+  eval_batch = run.plan.eval_batch_size
   _, eval_compile = timing.timed(
       lambda: steps.make_evaluate(
           graphs, recipe, mesh, eval_batch, len(device_data.test_labels) // eval_batch
@@ -455,7 +454,7 @@ def _child_throughput(args, models: str, batch: int, devices: int,
 def _auto_cpu_devices(batch: int, cores: int, model: str) -> int:
   """mnist_jax's own device count for a batch of `model` on `cores` CPUs."""
   return runtime.auto_cpu_devices(batch, cores,
-                                  dense_only=model in models_lib.DENSE_ONLY)
+                                  dense_only=registry.resolve("model", model).dense_only)
 
 
 def default_throughput(args, dataset, batch_sizes: list[int],

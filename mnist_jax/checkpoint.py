@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from mnist_jax import config as config_lib
+from mnist_jax import registry
 from mnist_jax.errors import UserError
 
 # <workdir>/best_checkpoint: the best epoch's by validation accuracy, never
@@ -272,10 +273,10 @@ def check_compatible(meta: dict[str, Any], config, num_classes: int,
   # The fields a resume may not change (fields.py), then the values that
   # switch part of the state on or off.
   differences = config_lib.refused_changes(saved, config)
-  if config.optimizer == "sgd" and (saved["momentum"] == 0) != (config.momentum == 0):
-    differences.append(f"momentum={saved['momentum']!r} there, "
-                       f"{config.momentum!r} now (momentum on or off changes "
-                       f"the optimizer state)")
+  for field in registry.resolve("optimizer", config.optimizer).switches:
+    if (saved[field] == 0) != (config[field] == 0):
+      differences.append(f"{field}={saved[field]!r} there, {config[field]!r} "
+                         f"now ({field} on or off changes the optimizer state)")
   if bool(saved.ema_decay) != bool(config.ema_decay):
     differences.append(f"ema_decay={saved.ema_decay!r} there, "
                        f"{config.ema_decay!r} now (a moving average on or off "

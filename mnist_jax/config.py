@@ -108,10 +108,12 @@ def validate(config: ml_collections.ConfigDict):
 
 def _check_together(config: ml_collections.ConfigDict):
   """The rules that join fields, once each field is valid by itself."""
-  from mnist_jax import augment, members, models  # pylint: disable=g-import-not-at-top
-  if config.freeze != "none" and config.model not in models.CLASSIFIERS:
-    raise UserError(f"config.freeze={config.freeze}: model '{config.model}' has "
-                    f"no classifier registered in models.CLASSIFIERS; add it there")
+  from mnist_jax import augment, members, registry  # pylint: disable=g-import-not-at-top
+  if (config.freeze != "none"
+      and registry.resolve("model", config.model).classifier is None):
+    raise UserError(f"config.freeze={config.freeze}: model '{config.model}' "
+                    f"names no classifier; register it with models.register("
+                    f"..., classifier=<its last layer's attribute>)")
   names = augment.parse(config.augment, config.dataset)
   augment.parse_tta(config.tta, config.dataset)
   for field, text in config.sweep.items():

@@ -13,6 +13,7 @@ import importlib
 from typing import Any
 
 from mnist_jax import checks as c
+from mnist_jax import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +39,12 @@ _FIXED = {"structural": True, "resumable": False}
 
 
 def choices(field: str) -> tuple[str, ...]:
-  """The names config.<field> may take: a tuple, or a `module:attribute` of
-  the package read when asked (so importing this imports none of them)."""
+  """The names config.<field> may take: a registry's kind (its built-ins), a
+  tuple, or a `module:attribute` of the package read when asked (so
+  importing this imports none of them)."""
   names = _NAMES[field]
+  if field in _COMPONENTS:
+    return registry.names(names)
   if isinstance(names, str):
     module, attribute = names.split(":")
     names = getattr(importlib.import_module(f"mnist_jax.{module}"), attribute)
@@ -49,16 +53,22 @@ def choices(field: str) -> tuple[str, ...]:
 
 # The names each naming field may take, looked up in one place.
 _NAMES = {
-    "model": "models:MODELS", "init": "models:INITS",
-    "optimizer": "optim:OPTIMIZERS", "lr_schedule": "optim:SCHEDULES",
+    "model": "model", "init": "models:INITS",
+    "optimizer": "optimizer", "lr_schedule": "schedule",
     "member_loop": "members:MEMBER_LOOPS", "dtype": "config:DTYPES",
     "freeze": "config:FREEZE", "require_backend": "config:BACKEND_FIXES",
     "dataset_format": "data:FORMATS", "data_source": ("idx", "tfds"),
 }
+# The naming fields whose values are components (registry.py): their kinds.
+_COMPONENTS = ("model", "optimizer", "lr_schedule")
 _UNKNOWN = "unknown {name} '{value}'; choose one of {choices}"
 
 
 def _named(field: str, message: str = _UNKNOWN) -> c.Check:
+  if field in _COMPONENTS:
+    # Through registry.resolve, the lookup that builds them: what it accepts
+    # (a user's `module:attr`, next) the check accepts.
+    return lambda name, value: registry.resolve(_NAMES[field], value, label=name)
   return c.one_of(lambda: choices(field), message)
 
 

@@ -4,7 +4,7 @@ The new run takes the source's parameters and batch statistics; its
 optimizer state, step and data order start fresh, in a workdir of its own.
 The architecture must match (model, width, depth, image shape); where the
 number of classes differs (MNIST -> KMNIST, EMNIST letters -> digits) the
-classifier (models.CLASSIFIERS) keeps its fresh initialisation. A run that
+classifier (the `classifier` its models.register names) keeps its fresh initialisation. A run that
 has checkpoints of its own resumes from those instead (training.py).
 """
 

@@ -21,13 +21,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mnist_jax import registry
 from mnist_jax.errors import UserError
 
 # Optimizer hyperparameters a sweep may vary: the ones held as arrays in the
-# optimizer state, so that the members share one compiled program.
+# optimizer state, so that the members share one compiled program. Every
+# optimizer takes a learning rate; the others, those it registers
+# (optim.register's `hyperparameters`).
 SWEEPABLE = ("learning_rate", "weight_decay", "momentum")
-_WEIGHT_DECAY_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adamw", "lion", "muon")
-_MOMENTUM_OPTIMIZERS = ("sgd", "momentum", "nesterov")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,12 +97,16 @@ def _values(field: str, text) -> tuple[float, ...]:
 
 def _check_sweepable(field: str, config: ml_collections.ConfigDict):
   optimizer = config.optimizer
-  if field == "weight_decay" and optimizer not in _WEIGHT_DECAY_OPTIMIZERS:
+  if field == "learning_rate" or field in registry.resolve(
+      "optimizer", optimizer).hyperparameters:
+    return
+  takers = [e.name for e in registry.entries("optimizer").values()
+            if field in e.hyperparameters]
+  if field == "weight_decay":
     raise UserError(f"config.sweep.weight_decay: optimizer '{optimizer}' has no "
                     f"weight decay; use adamw (decoupled) or sgd")
-  if field == "momentum" and optimizer not in _MOMENTUM_OPTIMIZERS:
-    raise UserError(f"config.sweep.momentum: only sgd, momentum and nesterov "
-                    f"take config.momentum, not '{optimizer}'")
+  raise UserError(f"config.sweep.{field}: only {', '.join(takers[:-1])} and "
+                  f"{takers[-1]} take config.{field}, not '{optimizer}'")
 
 
 def stack(trees: list[Any]) -> Any:

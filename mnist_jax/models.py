@@ -8,14 +8,13 @@ call an explicit `dropout_key`, needed in training mode when the rate is
 above 0; evaluation mode (`module.eval()`) drops nothing.
 """
 
-import inspect
 import math
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mnist_jax import registry
 from mnist_jax.errors import UserError
 # The pools, here too: models.max_pool_2x2_first is what benchmarks and tests name.
 from mnist_jax.pooling import avg_pool_2x2, max_pool_2x2, max_pool_2x2_first  # pylint: disable=unused-import
@@ -23,6 +22,32 @@ from mnist_jax.pooling import avg_pool_2x2, max_pool_2x2, max_pool_2x2_first  # 
 
 # (H, W, C) of MNIST's images, the models' default input.
 MNIST_SHAPE = (28, 28, 1)
+
+
+# The config fields a model may take besides the number of classes; each
+# model declares those its constructor accepts (`register`'s `accepts`).
+SIZED = ("width", "dropout", "input_shape")
+
+
+def register(name: str, *, classifier: str | None, accepts: tuple[str, ...] = (),
+             dense_only: bool = False):
+  """Registers an nnx.Module class, `cls(num_classes, *, rngs, **fields)`
+  mapping float images [B, H, W, C] to logits, as model `name`.
+
+  `classifier`: the attribute of its last layer, which maps features to
+  classes: what config.freeze=features trains, and what a fine-tuning run to
+  another number of classes initialises afresh (finetune.py); None: it has
+  none to name. `accepts`: the fields of its constructor (of "width",
+  "depth", "dropout", "input_shape"); a config that sets another is refused.
+  `dense_only`: no convolutions. XLA:CPU's matrix products already use every
+  core, so splitting their batches over virtual CPU devices only adds
+  all-reduces (measured, mlp at batch 128 on 2 cores: 40,277 images/s on one
+  device, 26,483 on two: benchmarks/results/cpu-cpu/harness-1dev-20261121T0520.json
+  and harness-1dev-20261121T0448.json); runtime.configure_cpu_devices keeps
+  such models on one.
+  """
+  return registry.register("model", name, classifier=classifier,
+                           accepts=tuple(accepts), dense_only=dense_only)
 
 
 def _check_size(model: str, input_shape, fits: bool, smallest: int):
@@ -69,6 +94,30 @@ def _conv_pool_relu(conv: nnx.Conv, x_BHWC: jax.Array) -> jax.Array:
   return nnx.relu(max_pool_2x2_first(y_BHWC) + conv.bias[...])
 
 
+@register("cnn", classifier="dense2", accepts=SIZED)
+class CNN(nnx.Module):
+  """The CNN of Flax's MNIST example: conv 32, conv 64, dense 256, dense out."""
+
+  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
+               dropout: float = 0.0, input_shape=MNIST_SHAPE):
+    c1, c2, d = _scaled((32, 64, 256), width)
+    h, w, c = input_shape
+    _check_size("cnn", input_shape, min(h, w) >= 4, 4)
+    self.conv1 = nnx.Conv(c, c1, kernel_size=(3, 3), rngs=rngs)
+    self.conv2 = nnx.Conv(c1, c2, kernel_size=(3, 3), rngs=rngs)
+    self.dense1 = nnx.Linear((h // 2 // 2) * (w // 2 // 2) * c2, d, rngs=rngs)
+    self.dropout = _dropout(dropout)
+    self.dense2 = nnx.Linear(d, num_classes, rngs=rngs)
+
+  def __call__(self, x_BHWC: jax.Array, dropout_key=None) -> jax.Array:
+    x = avg_pool_2x2(nnx.relu(self.conv1(x_BHWC)))
+    x = avg_pool_2x2(nnx.relu(self.conv2(x)))
+    x = x.reshape(x.shape[0], -1)
+    x = _drop(self.dropout, nnx.relu(self.dense1(x)), dropout_key, 0)
+    return self.dense2(x)
+
+
+@register("speedrun", classifier="dense2", accepts=SIZED)
 class Speedrun(nnx.Module):
   """The fast MNIST recipe's model (tuomaso/train_mnist_fast): conv 24 5x5,
   max-pool, conv 32 3x3, max-pool, dense 256, dense out; valid convolutions,
@@ -95,28 +144,6 @@ class Speedrun(nnx.Module):
     return self.dense2(x)
 
 
-class CNN(nnx.Module):
-  """The CNN of Flax's MNIST example: conv 32, conv 64, dense 256, dense out."""
-
-  def __init__(self, num_classes: int, *, rngs: nnx.Rngs, width: float = 1.0,
-               dropout: float = 0.0, input_shape=MNIST_SHAPE):
-    c1, c2, d = _scaled((32, 64, 256), width)
-    h, w, c = input_shape
-    _check_size("cnn", input_shape, min(h, w) >= 4, 4)
-    self.conv1 = nnx.Conv(c, c1, kernel_size=(3, 3), rngs=rngs)
-    self.conv2 = nnx.Conv(c1, c2, kernel_size=(3, 3), rngs=rngs)
-    self.dense1 = nnx.Linear((h // 2 // 2) * (w // 2 // 2) * c2, d, rngs=rngs)
-    self.dropout = _dropout(dropout)
-    self.dense2 = nnx.Linear(d, num_classes, rngs=rngs)
-
-  def __call__(self, x_BHWC: jax.Array, dropout_key=None) -> jax.Array:
-    x = avg_pool_2x2(nnx.relu(self.conv1(x_BHWC)))
-    x = avg_pool_2x2(nnx.relu(self.conv2(x)))
-    x = x.reshape(x.shape[0], -1)
-    x = _drop(self.dropout, nnx.relu(self.dense1(x)), dropout_key, 0)
-    return self.dense2(x)
-
-
 class ConvBN(nnx.Module):
   """3x3 convolution (no bias: the batch norm's shift replaces it), batch
   norm, ReLU."""
@@ -130,6 +157,7 @@ class ConvBN(nnx.Module):
     return nnx.relu(self.norm(self.conv(x_BHWC)))
 
 
+@register("bn_cnn", classifier="dense2", accepts=SIZED)
 class BNCNN(nnx.Module):
   """A batch-normalised VGG-style CNN: two 3x3 conv-BN-ReLU layers of 32,
   max-pool, two of 64, max-pool, dense 256 (BN, ReLU), dense out."""
@@ -184,6 +212,7 @@ class PreActBlock(nnx.Module):
     return h + shortcut
 
 
+@register("resnet", classifier="out", accepts=(*SIZED, "depth"))
 class ResNet(nnx.Module):
   """Pre-activation wide ResNet for 28x28 inputs (WRN-depth-k, Zagoruyko &
   Komodakis 2016): a 3x3 stem, three stages of (depth - 4) / 6 blocks of
@@ -219,6 +248,7 @@ class ResNet(nnx.Module):
     return self.out(x_BC)
 
 
+@register("mlp", classifier="out", accepts=SIZED, dense_only=True)
 class MLP(nnx.Module):
   """The simplest baseline: two hidden ReLU layers."""
 
@@ -238,31 +268,11 @@ class MLP(nnx.Module):
     return self.out(x)
 
 
-MODELS: dict[str, Callable[..., nnx.Module]] = {
-    "cnn": CNN, "mlp": MLP, "speedrun": Speedrun, "bn_cnn": BNCNN,
-    "resnet": ResNet}
-
-
-# Models without convolutions. XLA:CPU's matrix products already use every
-# core, so splitting their batches over virtual CPU devices only adds
-# all-reduces (measured, mlp at batch 128 on 2 cores: 40,277 images/s on one
-# device, 26,483 on two: benchmarks/results/cpu-cpu/harness-1dev-20261121T0520.json
-# and harness-1dev-20261121T0448.json); runtime.configure_cpu_devices keeps
-# them on one.
-DENSE_ONLY = ("mlp",)
-
-
-# Each model's classifier: the layer that maps features to classes. It is
-# what config.freeze=features trains, and what a fine-tuning run to another
-# number of classes initialises afresh (finetune.py).
-CLASSIFIERS = {"cnn": "dense2", "speedrun": "dense2", "bn_cnn": "dense2",
-               "resnet": "out", "mlp": "out"}
-
-
 def is_classifier(model: str, path: tuple) -> bool:
   """Whether the parameter at `path` (jax.tree_util keys) is `model`'s classifier's."""
   first = path[0]
-  return getattr(first, "key", getattr(first, "name", None)) == CLASSIFIERS[model]
+  classifier = registry.resolve("model", model).classifier
+  return getattr(first, "key", getattr(first, "name", None)) == classifier
 
 
 # Weight initialisations (config.init): each framework's defaults.
@@ -277,9 +287,7 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
   `init` the initialisation of its convolutions and dense layers: "flax"
   (the layers' own: LeCun normal weights, zero biases) or "torch" (see
   `torch_init`)."""
-  factory = MODELS[name]  # config.validate names the valid ones.
-  constructor = factory.__init__ if isinstance(factory, type) else factory
-  accepted = inspect.signature(constructor).parameters
+  entry = registry.resolve("model", name)
   kwargs = {}
   # Models of one size need not take these.
   for field, value, default in (("width", width, 1.0), ("depth", depth, None),
@@ -287,13 +295,13 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
                                 ("input_shape", tuple(input_shape), MNIST_SHAPE)):
     if value == default:
       continue
-    if field not in accepted:
+    if field not in entry.accepts:
       if field == "input_shape":
         raise UserError(f"model '{name}' takes only {MNIST_SHAPE} images, not "
-                        f"{tuple(input_shape)}; give it an input_shape argument")
+                        f"{tuple(input_shape)}; give it an input_shape argument and accept it in models.register")
       raise UserError(f"model '{name}' has no {field} to set; drop config.{field}")
     kwargs[field] = value
-  module = factory(num_classes, rngs=rngs, **kwargs)
+  module = entry.target(num_classes, rngs=rngs, **kwargs)
   if init == "torch":
     torch_init(module, rngs.params())
   return module

@@ -1,4 +1,8 @@
-"""Optimizers and learning-rate schedules from the config, through optax."""
+"""Optimizers and learning-rate schedules from the config, through optax.
+
+Each registers itself below (`register`, `register_schedule`): the name, the
+function that makes it, and what the rest of the code needs to know.
+"""
 
 from typing import Any, Callable
 
@@ -8,10 +12,29 @@ import ml_collections
 import optax
 import optax.contrib
 
+from mnist_jax import registry
 from mnist_jax.errors import UserError
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "muon")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+def register(name: str, *, hyperparameters: tuple[str, ...] = (),
+             switches: tuple[str, ...] = ()):
+  """Registers `make(config, lr, weight_decay, momentum) -> optax
+  GradientTransformation` as optimizer `name`.
+
+  `lr` is a schedule; `weight_decay` and `momentum` numbers, or arrays when a
+  sweep injects them (then taken as they are). `hyperparameters`: which of
+  those two it reads, so that a sweep of another is refused (members.py).
+  `switches`: the fields whose zero switches part of its state off (SGD's
+  momentum): a resume across that switch is refused (checkpoint.py).
+  """
+  return registry.register("optimizer", name, hyperparameters=tuple(hyperparameters),
+                           switches=tuple(switches))
+
+
+def register_schedule(name: str):
+  """Registers `make(config, steps_per_epoch, lr) -> optax.Schedule`, a
+  schedule proportional to its peak `lr`, as config.lr_schedule `name`."""
+  return registry.register("schedule", name)
 
 
 def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -26,27 +49,41 @@ def schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   here is proportional to it.
   """
   lr = config.learning_rate if learning_rate is None else learning_rate
+  return registry.resolve("schedule", config.lr_schedule).target(
+      config, steps_per_epoch, lr)
+
+
+@register_schedule("constant")
+def _constant(config, steps_per_epoch: int, lr) -> optax.Schedule:
+  del config, steps_per_epoch
+  return optax.constant_schedule(lr)
+
+
+@register_schedule("step")
+def _step(config, steps_per_epoch: int, lr) -> optax.Schedule:
+  return optax.piecewise_constant_schedule(
+      lr,
+      {round(epoch * steps_per_epoch): config.lr_step_factor
+       for epoch in _epochs(config.lr_step_epochs)})
+
+
+@register_schedule("cosine")
+def _cosine(config, steps_per_epoch: int, lr) -> optax.Schedule:
   total_steps = config.num_epochs * steps_per_epoch
   warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-  if config.lr_schedule == "constant":
-    return optax.constant_schedule(lr)
-  if config.lr_schedule == "step":
-    return optax.piecewise_constant_schedule(
-        lr,
-        {round(epoch * steps_per_epoch): config.lr_step_factor
-         for epoch in _epochs(config.lr_step_epochs)})
-  if config.lr_schedule == "onecycle":
-    return onecycle_schedule(max(total_steps, 1), lr, config.onecycle_pct_start,
-                             config.onecycle_div_factor,
-                             config.onecycle_final_div_factor)
-  if config.lr_schedule == "cosine" and not warmup_steps:
+  if not warmup_steps:
     return optax.cosine_decay_schedule(lr, total_steps)
-  if config.lr_schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=lr,
-        warmup_steps=warmup_steps,
-        decay_steps=max(total_steps, warmup_steps + 1))
-  raise KeyError(config.lr_schedule)  # config.validate names the valid ones.
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=lr,
+      warmup_steps=warmup_steps,
+      decay_steps=max(total_steps, warmup_steps + 1))
+
+
+@register_schedule("onecycle")
+def _onecycle(config, steps_per_epoch: int, lr) -> optax.Schedule:
+  return onecycle_schedule(max(config.num_epochs * steps_per_epoch, 1), lr,
+                           config.onecycle_pct_start, config.onecycle_div_factor,
+                           config.onecycle_final_div_factor)
 
 
 def onecycle_schedule(total_steps: int, peak: float, pct_start: float = 0.3,
@@ -89,33 +126,69 @@ def _epochs(text: str) -> list[float]:
                     f"by commas, e.g. '5,8'") from None
 
 
-def _optimizer(config: ml_collections.ConfigDict, lr, weight_decay,
-               momentum) -> optax.GradientTransformation:
-  """The config's optimizer. `weight_decay` and `momentum` are numbers, or
-  arrays when injected (then taken as they are)."""
-  wd = weight_decay
-  if config.optimizer in ("sgd", "momentum", "nesterov"):
-    nesterov = config.optimizer == "nesterov" or (config.optimizer == "sgd"
-                                                  and config.nesterov)
-    if not isinstance(momentum, jax.Array):
-      # "sgd" takes config.momentum as it is; the other two names switch
-      # momentum (default 0.9) on; 0 means none at all.
-      momentum = ((momentum or 0.9) if config.optimizer != "sgd" else momentum) or None
-    # Classic SGD weight decay: an L2 term added to the gradient.
-    return optax.chain(optax.add_decayed_weights(wd),
-                       optax.sgd(lr, momentum=momentum, nesterov=nesterov))
-  betas = dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
-  if config.optimizer == "adam":
-    return optax.adam(lr, **betas)
-  if config.optimizer == "adamw":
-    return optax.adamw(lr, weight_decay=wd, **betas)
-  if config.optimizer == "lion":
-    return optax.lion(lr, weight_decay=wd)
-  if config.optimizer == "muon":
-    # Newton-Schulz orthogonalised momentum for the dense (2D) weights; the
-    # others (convolution kernels, biases) take AdamW.
-    return optax.contrib.muon(lr, weight_decay=wd, adam_weight_decay=wd)
-  raise KeyError(config.optimizer)  # config.validate names the valid ones.
+def _sgd(lr, weight_decay, momentum, nesterov: bool) -> optax.GradientTransformation:
+  # Classic SGD weight decay: an L2 term added to the gradient.
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(lr, momentum=momentum, nesterov=nesterov))
+
+
+_SGD = dict(hyperparameters=("weight_decay", "momentum"))
+
+
+@register("sgd", **_SGD, switches=("momentum",))
+def _plain_sgd(config, lr, weight_decay, momentum):
+  # config.momentum as it is; 0 means none at all (no momentum state).
+  if not isinstance(momentum, jax.Array):
+    momentum = momentum or None
+  return _sgd(lr, weight_decay, momentum, config.nesterov)
+
+
+def _on(momentum):
+  """`momentum` and `nesterov` switch momentum on: 0 is taken as 0.9."""
+  return momentum if isinstance(momentum, jax.Array) else (momentum or 0.9)
+
+
+@register("momentum", **_SGD)
+def _momentum(config, lr, weight_decay, momentum):
+  del config
+  return _sgd(lr, weight_decay, _on(momentum), False)
+
+
+@register("nesterov", **_SGD)
+def _nesterov(config, lr, weight_decay, momentum):
+  del config
+  return _sgd(lr, weight_decay, _on(momentum), True)
+
+
+def _betas(config) -> dict[str, float]:
+  return dict(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+
+
+@register("adam")
+def _adam(config, lr, weight_decay, momentum):
+  del weight_decay, momentum
+  return optax.adam(lr, **_betas(config))
+
+
+@register("adamw", hyperparameters=("weight_decay",))
+def _adamw(config, lr, weight_decay, momentum):
+  del momentum
+  return optax.adamw(lr, weight_decay=weight_decay, **_betas(config))
+
+
+@register("lion", hyperparameters=("weight_decay",))
+def _lion(config, lr, weight_decay, momentum):
+  del config, momentum
+  return optax.lion(lr, weight_decay=weight_decay)
+
+
+@register("muon", hyperparameters=("weight_decay",))
+def _muon(config, lr, weight_decay, momentum):
+  # Newton-Schulz orthogonalised momentum for the dense (2D) weights; the
+  # others (convolution kernels, biases) take AdamW.
+  del config, momentum
+  return optax.contrib.muon(lr, weight_decay=weight_decay,
+                            adam_weight_decay=weight_decay)
 
 
 def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -139,8 +212,10 @@ def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
   clip = (optax.clip_by_global_norm(config.grad_clip_norm)
           if config.grad_clip_norm else optax.identity())
 
+  make = registry.resolve("optimizer", config.optimizer).target
+
   def _base(*args):
-    base = _optimizer(*args)
+    base = make(*args)
     if trainable is None:
       return base
     return optax.multi_transform({"train": base, "freeze": optax.set_to_zero()},

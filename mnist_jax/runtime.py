@@ -15,7 +15,7 @@ import ml_collections
 from absl import logging
 
 from mnist_jax import config as config_lib
-from mnist_jax import distributed, models, sharding
+from mnist_jax import distributed, registry, sharding
 from mnist_jax.errors import UserError
 
 
@@ -52,7 +52,7 @@ def auto_cpu_devices(batch_size: int, cores: int, dense_only: bool = False) -> i
   harness-1dev-20261121T0448 (scaling) and harness-1dev-20261121T0520). So: at least one device per core, and enough that each
   takes about 64 images, but never more than 4 per core; then the largest
   count at most that which divides the batch. Models without convolutions
-  (`dense_only`, models.DENSE_ONLY) stay on one device.
+  (`dense_only`, declared by models.register) stay on one device.
   """
   if dense_only:
     return 1
@@ -76,7 +76,7 @@ def configure_cpu_devices(config, multi_process: bool):
   cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
            else os.cpu_count() or 1)  # macOS has no affinity.
   count = config.cpu_devices or auto_cpu_devices(
-      config.batch_size, cores, dense_only=config.model in models.DENSE_ONLY)
+      config.batch_size, cores, dense_only=registry.resolve("model", config.model).dense_only)
   try:
     jax.config.update("jax_num_cpu_devices", count)
   except RuntimeError:  # The backend already runs; keep its devices.

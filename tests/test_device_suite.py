@@ -13,7 +13,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import run as harness  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import mnist_speedrun as speedrun_config  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mnist_jax import data, models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mnist_jax import data, registry  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SECTIONS = ["throughput", "time_to_accuracy", "members", "strategies", "memory"]
 
@@ -114,7 +114,7 @@ else:
                         capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
   parsed = harness.parse_args(json.loads(args_file.read_text()))
-  every_model = set(models.MODELS)
+  every_model = set(registry.names("model"))
   assert parsed.sections.split(",") == SECTIONS
   assert set(parsed.models.split(",")) == set(parsed.memory_models.split(",")) == every_model
   assert parsed.dtypes.split(",") == ["float32", "bfloat16"]

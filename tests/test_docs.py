@@ -207,13 +207,14 @@ def test_every_python_example_names_what_exists_and_calls_it_as_defined(page, co
         pytest.fail(f"{_rel(page)}: {ast.unparse(node)}: {e}")
 
 
-def test_the_model_of_extending_it_builds_and_maps_images_to_logits():
+def test_the_model_of_extending_it_builds_and_maps_images_to_logits(monkeypatch):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
+  from mnist_jax import models, registry  # pylint: disable=g-import-not-at-top
   (code,) = [b for lang, b in _FENCE.findall((DOCS / "extending.md").read_text())
              if lang == "python"]
-  registry = {}
+  monkeypatch.setitem(registry.entries("model"), "linear", None)  # Forgotten after.
   exec(compile(textwrap.dedent(code), "docs/extending.md", "exec"),  # pylint: disable=exec-used
-       {"nnx": nnx, "MODELS": registry})
-  model = registry["linear"](10, rngs=nnx.Rngs(0))
+       {"nnx": nnx, "models": models})
+  model = registry.resolve("model", "linear").target(10, rngs=nnx.Rngs(0))
   assert model(jnp.zeros((2, 28, 28, 1))).shape == (2, 10)

@@ -25,7 +25,7 @@ import pytest
 
 from configs import default
 from mnist_jax import config as config_lib
-from mnist_jax import feed, loop, models, steps
+from mnist_jax import feed, loop, registry, steps
 from mnist_jax import state as state_lib
 
 PLATFORMS = ("cuda", "tpu")
@@ -112,12 +112,12 @@ def _check(texts: dict[str, str], dtype: str):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("model_name", sorted(models.MODELS))
+@pytest.mark.parametrize("model_name", registry.names("model"))
 def test_epoch_scan_and_evaluation_lower_for_gpu_and_tpu(model_name, dtype):
   _check(_lowered(model_name, dtype), dtype)
 
 
-@pytest.mark.parametrize("model_name", sorted(models.MODELS))
+@pytest.mark.parametrize("model_name", registry.names("model"))
 def test_vmapped_members_lower_for_gpu_and_tpu(model_name):
   texts = _lowered(model_name, "bfloat16", num_seeds=2)
   _check(texts, "bfloat16")

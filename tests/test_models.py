@@ -5,7 +5,7 @@ import pytest
 import tolerances
 from flax import nnx
 
-from mnist_jax import models
+from mnist_jax import models, registry
 from mnist_jax.errors import UserError
 
 
@@ -17,13 +17,13 @@ def test_cnn_matches_the_flax_example_architecture():
   assert model(jnp.zeros((3, 28, 28, 1))).shape == (3, 10)
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", registry.names("model"))
 def test_models_take_the_number_of_classes(name):
   model = models.create(name, 7, nnx.Rngs(0))
   assert model(jnp.zeros((2, 28, 28, 1))).shape == (2, 7)
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", registry.names("model"))
 def test_width_scales_every_hidden_layer(name):
   count = lambda width: models.num_params(
       nnx.state(models.create(name, 10, nnx.Rngs(0), width=width), nnx.Param))
@@ -69,7 +69,8 @@ def test_a_model_added_as_the_readme_says_trains(synthetic_data, tmp_path, monke
     def __call__(self, x_BHWC):
       return self.out(x_BHWC.reshape(x_BHWC.shape[0], -1))
 
-  monkeypatch.setitem(models.MODELS, "linear", Linear)
+  monkeypatch.setitem(registry.entries("model"), "linear", None)  # Forgotten after.
+  models.register("linear", classifier="out")(Linear)
   result = training.train_and_evaluate(toy_config(synthetic_data, model="linear"),
                                     tmp_path / "run")
   assert result.summary["model"] == "linear"
@@ -134,7 +135,7 @@ def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(
       jax.tree.leaves(result.state.ema["rest"]), stats))
 
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", registry.names("model"))
 def test_dropout_masks_in_training_by_its_key_and_never_in_evaluation(name):
   x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
   make = lambda rate: models.create(name, 10, nnx.Rngs(0), width=0.25, dropout=rate)

@@ -19,7 +19,7 @@ from test_plots import assert_png
 import tolerances
 
 from mnist_jax import checkpoint as checkpoint_lib
-from mnist_jax import evaluate, export, models, predict, steps, training
+from mnist_jax import evaluate, export, models, predict, registry, steps, training
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 from mnist_jax.trained import load_trained
@@ -187,7 +187,7 @@ def test_the_plots_of_an_rgb_run_show_colour_images(rgb_run):
 
 
 @pytest.mark.parametrize("shape", [RGB_SHAPE, (32, 32, 1)], ids=["20x24x3", "32x32x1"])
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+@pytest.mark.parametrize("name", registry.names("model"))
 def test_every_model_builds_and_takes_a_training_step_for_other_shapes(name, shape):
   # Catches: a dense layer sized for 28x28 (7 * 7 * features), a first
   # convolution that takes one channel, or a pool that fails on odd sizes.
