@@ -3,45 +3,82 @@
 Each example draws its own random transformation from the step's key, so a
 batch split over devices is augmented exactly as on one device, and a
 resumed run repeats the augmentations of the run it continues.
+
+Each augmentation and test-time view registers itself below (`register`,
+`register_view`); config.augment and config.tta name them.
 """
 
 import jax
 import jax.numpy as jnp
 
+from mnist_jax import registry
 from mnist_jax.errors import UserError
 
-# Per-image transformations of the uint8 batch, then the batch-mixing ones
-# (applied to the normalised float batch, with their labels).
-AUGMENTATIONS = ("flip", "translate", "erase", "mixup", "cutmix")
-MIXES = ("mixup", "cutmix")
 # Datasets whose classes a mirror image changes (a mirrored 2 is no digit):
 # digits and characters. Clothing and medical images may be flipped.
 NO_FLIP_DATASETS = ("mnist", "kmnist", "mnist160")
 NO_FLIP_PREFIXES = ("emnist",)
 
 
+def register(name: str, *, mixes: bool = False, mirrors: bool = False):
+  """Registers an augmentation of training batches as config.augment `name`.
+
+  Per image (`mixes` False): `fn(key, uint8 images [B, H, W, C], *,
+  translate_pixels) -> images`, each example drawing its own from `key`.
+  The per-image ones apply in the order registered, each with its share of
+  jax.random.split(key, how many are registered), so adding one changes the
+  draws of the others. Mixing the batch (`mixes`): `fn(key, lam, float
+  images) -> (images, the weight of each image's own label)`, the partner of
+  example i being example B-1-i. `mirrors`: refused for datasets whose
+  classes a mirror image changes.
+  """
+  return registry.register("augmentation", name, mixes=mixes, mirrors=mirrors)
+
+
+def register_view(name: str, *, mirrors: bool = False):
+  """Registers `fn(images [B, H, W, C]) -> [views]`, test-time views whose
+  predictions are averaged with the batch's, as config.tta `name`."""
+  return registry.register("tta", name, mirrors=mirrors)
+
+
 def _parse(text: str, dataset: str, field: str, kind: str,
-           allowed: tuple[str, ...]) -> tuple[str, ...]:
+           label: str) -> tuple[str, ...]:
   names = tuple(name.strip() for name in text.split(",") if name.strip())
-  unknown = [name for name in names if name not in allowed]
-  if unknown:
-    raise UserError(f"config.{field}: unknown {kind} '{unknown[0]}'; "
-                    f"choose from {', '.join(allowed)}")
-  if "flip" in names and (dataset in NO_FLIP_DATASETS
+  for name in names:
+    try:
+      entry = registry.resolve(kind, name, label=label)
+    except UserError as e:
+      raise UserError(f"config.{field}: {e}") from None
+    if entry.mirrors and (dataset in NO_FLIP_DATASETS
                           or dataset.startswith(NO_FLIP_PREFIXES)):
-    raise UserError(f"config.{field}: 'flip' mirrors images, which changes "
-                    f"what {dataset}'s characters mean; drop it for {dataset}")
+      raise UserError(f"config.{field}: '{name}' mirrors images, which changes "
+                      f"what {dataset}'s characters mean; drop it for {dataset}")
   return names
 
 
 def parse(text: str, dataset: str) -> tuple[str, ...]:
   """`config.augment` ("flip,translate") as a tuple; refuses what cannot apply."""
-  return _parse(text, dataset, "augment", "augmentation", AUGMENTATIONS)
+  return _parse(text, dataset, "augment", "augmentation", "augmentation")
 
 
 def parse_tta(text: str, dataset: str) -> tuple[str, ...]:
   """`config.tta` ("flip,translate") as a tuple; refuses what cannot apply."""
-  return _parse(text, dataset, "tta", "test-time view", ("flip", "translate"))
+  return _parse(text, dataset, "tta", "tta", "test-time view")
+
+
+@register("flip", mirrors=True)
+def _flip(key, images_BHWC, **_):
+  return flip_horizontally(key, images_BHWC)
+
+
+@register("translate")
+def _translate(key, images_BHWC, *, translate_pixels: int, **_):
+  return translate(key, images_BHWC, translate_pixels)
+
+
+@register("erase")
+def _erase(key, images_BHWC, **_):
+  return erase(key, images_BHWC)
 
 
 def flip_horizontally(key: jax.Array, images_BHWC: jax.Array) -> jax.Array:
@@ -90,20 +127,24 @@ def erase(key: jax.Array, images_BHWC: jax.Array, probability: float = 0.5,
 
 def make(names: tuple[str, ...], translate_pixels: int):
   """f(key, uint8 images [B, H, W, C]) -> augmented images, or None for none."""
-  if not set(names) - set(MIXES):
+  per_image = [e for e in registry.entries("augmentation").values() if not e.mixes]
+  if not any(e.name in names for e in per_image):
     return None
 
   def augment(key, images_BHWC):
-    flip_key, translate_key, erase_key = jax.random.split(key, 3)
-    if "flip" in names:
-      images_BHWC = flip_horizontally(flip_key, images_BHWC)
-    if "translate" in names:
-      images_BHWC = translate(translate_key, images_BHWC, translate_pixels)
-    if "erase" in names:
-      images_BHWC = erase(erase_key, images_BHWC)
+    for entry, entry_key in zip(per_image, jax.random.split(key, len(per_image))):
+      if entry.name in names:
+        images_BHWC = entry.target(entry_key, images_BHWC,
+                                   translate_pixels=translate_pixels)
     return images_BHWC
 
   return augment
+
+
+@register("mixup", mixes=True)
+def _mixup(key, lam, x_BHWC):
+  del key
+  return mixup(lam, x_BHWC), lam
 
 
 def mixup(lam: jax.Array, x_BHWC: jax.Array) -> jax.Array:
@@ -111,6 +152,7 @@ def mixup(lam: jax.Array, x_BHWC: jax.Array) -> jax.Array:
   return lam * x_BHWC + (1 - lam) * x_BHWC[::-1]
 
 
+@register("cutmix", mixes=True)
 def cutmix(key: jax.Array, lam: jax.Array, x_BHWC: jax.Array):
   """Each image with a box of its partner's pasted in, the box's area about
   1 - `lam` of the image; returns (images, the kept fraction of area)."""
@@ -130,24 +172,28 @@ def make_mix(names: tuple[str, ...], alpha: float):
   """f(key, float images [B, H, W, C]) -> (images, lam), or None.
 
   The partner of example i is example B-1-i; the loss weighs each example's
-  own label by `lam` and its partner's by 1 - `lam`. With both mixup and
-  cutmix, each step takes one of them at random.
+  own label by `lam` and its partner's by 1 - `lam`. With several (mixup
+  and cutmix), each step takes one of them at random.
   """
-  kinds = [name for name in names if name in MIXES]
+  kinds = [e for e in registry.entries("augmentation").values()
+           if e.mixes and e.name in names]
   if not kinds:
     return None
 
   def mix(key, x_BHWC):
     lam_key, box_key, choice_key = jax.random.split(key, 3)
     lam = jax.random.beta(lam_key, alpha, alpha)
-    mixed_up = mixup(lam, x_BHWC) if "mixup" in kinds else None
-    cut, cut_lam = cutmix(box_key, lam, x_BHWC) if "cutmix" in kinds else (None, None)
-    if mixed_up is None:
-      return cut, cut_lam
-    if cut is None:
-      return mixed_up, lam
-    use_cut = jax.random.bernoulli(choice_key)
-    return jnp.where(use_cut, cut, mixed_up), jnp.where(use_cut, cut_lam, lam)
+    (x, weight), *others = [e.target(box_key, lam, x_BHWC) for e in kinds]
+    if not others:
+      return x, weight
+    if len(others) == 1:  # A fair coin between two, as ever.
+      pick = jax.random.bernoulli(choice_key).astype(jnp.int32)
+    else:
+      pick = jax.random.randint(choice_key, (), 0, len(kinds))
+    for k, (other, other_weight) in enumerate(others, 1):
+      x = jnp.where(pick == k, other, x)
+      weight = jnp.where(pick == k, other_weight, weight)
+    return x, weight
 
   return mix
 
@@ -156,11 +202,20 @@ def test_time_views(names: tuple[str, ...], images_BHWC: jax.Array) -> list[jax.
   """The views of a test batch whose predictions are averaged: the batch, and
   its mirror image (for "flip") and one-pixel shifts (for "translate")."""
   views = [images_BHWC]
-  if "flip" in names:
-    views.append(images_BHWC[:, :, ::-1])
-  if "translate" in names:
-    padded = jnp.pad(images_BHWC, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    h, w = images_BHWC.shape[1:3]
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-      views.append(padded[:, dy:dy + h, dx:dx + w])
+  for entry in registry.entries("tta").values():  # In the order registered.
+    if entry.name in names:
+      views.extend(entry.target(images_BHWC))
   return views
+
+
+@register_view("flip", mirrors=True)
+def _mirror(images_BHWC: jax.Array) -> list[jax.Array]:
+  return [images_BHWC[:, :, ::-1]]
+
+
+@register_view("translate")
+def _one_pixel_shifts(images_BHWC: jax.Array) -> list[jax.Array]:
+  padded = jnp.pad(images_BHWC, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  h, w = images_BHWC.shape[1:3]
+  return [padded[:, dy:dy + h, dx:dx + w]
+          for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2))]
