@@ -50,6 +50,10 @@ def test_tiny_run_checks_gradients_then_times_each_variant(tmp_path, script_env)
       assert check is None
     else:
       assert check["passed"] and check["max_abs_difference"] <= check["bound"]
+  # The same compiled step, dispatched otherwise: the same parameters.
+  assert rows["xla"]["params_max_abs_difference_from_xla"] == 0
+  assert rows["in_flight3"]["params_max_abs_difference_from_xla"] == 0
+  assert all(row["params_max_abs_difference_from_xla"] >= 0 for row in rows.values())
   assert rows["unroll2"]["steps_per_call"] == 2
   assert rows["in_flight3"]["max_calls_in_flight"] == 3
   assert rows["xla"]["wall_ratio_to_xla"] == 1.0
