@@ -11,9 +11,10 @@ repo, deleted at the end. Then, each in a fresh process:
     transpose, check), the two parts of the first load timed again alone,
     the arrays' bytes, and the process's RSS before and after each step with
     its peak during that step (getrusage, the mark reset before each step),
-    then `feed.place_data` on the mesh a training run makes (same device
-    count): the bytes on device (sum of its leaves' nbytes, and of every
-    device's shards) and `memory_stats()` where the backend reports it;
+    then the run assembled as a training run's (`assembly.assemble`: its
+    plan and initial state) and its data placed (`Run.placed`) on the mesh
+    a training run makes (same device count): the bytes on device (sum of
+    its leaves' nbytes, and of every device's shards) and `memory_stats()` where the backend reports it;
   - training: `training.train_and_evaluate` with `config.defaults()` (the cnn,
     batch 128), dataset emnist_byclass, 1 epoch, no plots, the compilation
     cache in the temporary folder (so compilation is a first run's): its
@@ -159,7 +160,7 @@ def stage_load(folder: Path) -> dict:
   """Load twice, time the parts, place on device; in its own process, so
   that its peak RSS is the loading's."""
   import jax
-  from mnist_jax import feed, loop, runtime
+  from mnist_jax import assembly, runtime
   config = run_config(folder)
   run = runtime.start(config)  # The device count a training run would use.
   machine = timing.machine_info()
@@ -192,12 +193,13 @@ def stage_load(folder: Path) -> dict:
           for k, v in arrays.items()}
   host_total = sum(v.nbytes for v in arrays.values())
 
-  plan = loop.Plan.make(dataset, run, config.batch_size, config.steps_per_call,
-                        config.eval_batch_size, config.steps_per_epoch)
+  # As a training run assembles it (its plan and initial state), unplaced.
+  assembled = assembly.assemble(config, dataset, run, place=False)
+  plan = assembled.plan
   before_place = memory()  # Its peak: the parts timed again.
   reset_peak()
   placed, place_s = timing.timed(lambda: jax.block_until_ready(
-      feed.place_data(dataset, run.mesh, plan.eval_batch_size)))
+      assembled.placed().device_data))
   after_place = memory()
   leaves = jax.tree.leaves(placed)
   shards = [s for leaf in leaves for s in leaf.addressable_shards]

@@ -38,9 +38,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from mnist_jax import data, feed, loop, progress, sharding, steps, timing
+from mnist_jax import assembly, data, feed, loop, progress, runtime, sharding
+from mnist_jax import steps, timing
 from mnist_jax import config as config_lib
-from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 
 STRATEGIES = ("host_loop", "device_step", "scan_chunk", "whole_window",
@@ -99,11 +99,11 @@ def measure(dataset: data.Dataset, model_name: str, batch: int, window: int,
   sharding.check_batch_size(batch, mesh, "--batch_size")
   _check_window(dataset, batch, window, chunk_steps, names)
   num_train = len(dataset.train_labels)
-  built = state_lib.build(config, dataset.num_classes, num_train // batch,
-                          image_shape=dataset.image_shape)
-  graphs, recipe, tx = built.graphs, built.recipe, built.tx
-  state0 = jax.device_put(built.state, sharding.replicated(mesh))
-  device_data = feed.place_data(dataset, mesh, config.eval_batch_size)
+  # As a training run wires it; the strategies then compile their own calls.
+  run = assembly.assemble(config, dataset,
+                          runtime.Runtime(mesh, jax.default_backend(), True))
+  graphs, recipe, tx = run.built.graphs, run.built.recipe, run.built.tx
+  state0, device_data = run.state, run.device_data
   max_in_flight = loop.max_calls_in_flight(jax.default_backend(), mesh.devices.size)
   fresh_state = lambda: jax.tree.map(jnp.copy, state0)
 

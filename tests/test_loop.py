@@ -4,29 +4,26 @@ import jax
 import numpy as np
 from conftest import small_dataset, toy_config
 
-from mnist_jax import feed, loop, runtime, sharding
-from mnist_jax import state as state_lib
+from mnist_jax import assembly, loop, runtime, sharding
 
 
-def _pieces(num_seeds=1):
-  config = toy_config("unused", batch_size=16, num_seeds=num_seeds)
+def _run(num_seeds=1) -> assembly.Run:
+  """A compiled run of 64 images, 4 calls of one step an epoch."""
+  config = toy_config("unused", batch_size=16, num_seeds=num_seeds,
+                      steps_per_call=1, eval_batch_size=8)
   dataset = small_dataset(64, 20, seed=1)
-  run = runtime.Runtime(sharding.make_mesh(jax.devices()[:1]), "cpu", True)
-  plan = loop.Plan.make(dataset, run, config.batch_size, steps_per_call=1,
-                        eval_batch_size=8)
-  built = state_lib.build(config, 10, plan.steps_per_epoch, "cpu")
-  data = feed.place_data(dataset, run.mesh, plan.eval_batch_size)
-  key = feed.data_keys(built.members)
-  compiled = loop.compile_steps(built.graphs, built.recipe, built.tx, run.mesh,
-                                plan, built.state, data, key)
-  return plan, built, data, key, compiled
+  run = assembly.assemble(config, dataset, runtime.Runtime(
+      sharding.make_mesh(jax.devices()[:1]), "cpu", True))
+  assert run.compiled is None  # Compiled only when asked.
+  return run.compile()
 
 
 def test_epochs_yields_each_finished_epoch_with_its_metrics():
-  plan, built, data, key, compiled = _pieces(num_seeds=2)
+  run = _run(num_seeds=2)
+  plan = run.plan
   assert plan.calls == (1, 1, 1, 1) and plan.eval_batch_size == 8
-  results = list(loop.epochs(compiled, plan, built.state, data, key, 2, 3,
-                             show_progress=False))
+  results = list(loop.epochs(run.compiled, plan, run.state, run.device_data,
+                             run.data_key, 2, 3, show_progress=False))
   assert [r.epoch for r in results] == [2, 3]
   for r in results:
     assert set(r.values) == {"train_loss", "train_accuracy", "test_loss",
@@ -37,15 +34,14 @@ def test_epochs_yields_each_finished_epoch_with_its_metrics():
 
 
 def test_a_stop_request_mid_epoch_hands_back_the_state_of_the_last_finished_one():
-  plan, built, data, key, compiled = _pieces()
-  calls = []
+  run = _run()
+  plan, calls = run.plan, []
 
   def should_stop():  # Asked before each call: stop before the third of epoch 2.
     calls.append(None)
     return len(calls) == plan.steps_per_epoch + 3
 
-  epochs = loop.epochs(compiled, plan, built.state, data, key, 1, 5,
-                       should_stop=should_stop, show_progress=False)
+  epochs = run.epochs(1, 5, should_stop=should_stop, show_progress=False)
   finished = next(epochs)
   assert isinstance(finished, loop.EpochResult) and finished.epoch == 1
   # Copied now: the next epoch consumes (donates) this state.
