@@ -22,7 +22,6 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from mnist_jax import config as config_lib
-from mnist_jax import registry
 from mnist_jax.errors import UserError
 
 # <workdir>/best_checkpoint: the best epoch's by validation accuracy, never
@@ -145,6 +144,7 @@ class Checkpoints:
         # The JSON record first: it says whether the state can fit at all.
         meta = self._meta(epoch)
         check_compatible(meta, config, num_classes, self.directory)
+        check_fits(like_state, self.directory / str(epoch), meta, config)
         state = self._manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract))).state
       except UserError:
@@ -270,17 +270,10 @@ def check_compatible(meta: dict[str, Any], config, num_classes: int,
   or that changes a field a resume may not (its seed, its validation split)."""
   # A field missing from an old checkpoint's config had its default's effect.
   saved = config_lib.with_defaults(meta["config"])
-  # The fields a resume may not change (fields.py), then the values that
-  # switch part of the state on or off.
+  # The fields a resume may not change (fields.py). Values that switch part
+  # of the state on or off (SGD's momentum, the moving average) show in the
+  # state's tree: check_fits.
   differences = config_lib.refused_changes(saved, config)
-  for field in registry.resolve("optimizer", config.optimizer).switches:
-    if (saved[field] == 0) != (config[field] == 0):
-      differences.append(f"{field}={saved[field]!r} there, {config[field]!r} "
-                         f"now ({field} on or off changes the optimizer state)")
-  if bool(saved.ema_decay) != bool(config.ema_decay):
-    differences.append(f"ema_decay={saved.ema_decay!r} there, "
-                       f"{config.ema_decay!r} now (a moving average on or off "
-                       f"changes the training state)")
   if meta["num_classes"] != num_classes:
     differences.append(f"{meta['num_classes']} classes there, {num_classes} now")
   if differences:
@@ -288,3 +281,55 @@ def check_compatible(meta: dict[str, Any], config, num_classes: int,
         f"cannot resume from the checkpoints in {directory}: they were made "
         f"with {'; '.join(differences)}; use another --workdir, or the "
         f"original values")
+
+
+def check_fits(like_state, folder: Path, meta: dict[str, Any], config):
+  """Refuses a checkpoint whose state's tree (structure, shapes, dtypes)
+  differs from `like_state`'s, the build of `config`: whatever changed it
+  (an optimizer's momentum switched off, a moving average on, a component's
+  new layout) is caught without a list of the fields that do. The message
+  names the differing leaves and the fields changed since the checkpoint."""
+  differences = misfits(like_state, folder)
+  if not differences:
+    return
+  before = config_lib.flat(config_lib.with_defaults(meta["config"]))
+  now = config_lib.flat(config)
+  changed = [f"{f}={before[f]!r} there, {now[f]!r} now"
+             for f in sorted(now) if before.get(f) != now[f]]
+  raise UserError(
+      f"cannot resume from the checkpoints in {folder.parent}: their state "
+      f"does not fit this config's ({'; '.join(differences)}); they were made "
+      f"with {'; '.join(changed) or 'the same config'}; use another --workdir, "
+      f"or the original values")
+
+
+def _leaf_key(key) -> str:
+  """A key of a tree path as orbax's metadata names it ("params", "0")."""
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def leaves(tree) -> dict[str, tuple[tuple[int, ...], str]]:
+  """'params.conv1.kernel.value' -> (shape, dtype) of each array of `tree`."""
+  # nnx keeps each variable's array under "value": left out of the name.
+  return {".".join(map(_leaf_key, path)).removesuffix(".value"):
+          (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def misfits(like_state, folder: Path, limit: int = 3) -> list[str]:
+  """Where the state `like_state` (arrays, or ShapeDtypeStructs of the build)
+  and the one saved in checkpoint `folder` (read from orbax's metadata: tree,
+  shapes, dtypes; no array is read) differ, at most `limit` of them, then
+  how many more: a missing leaf, an extra one, another shape or dtype."""
+  saved = ocp.StandardCheckpointHandler().metadata(folder / "state")
+  there, now = leaves(saved), leaves(like_state)
+  shown = lambda leaf: f"{leaf[1]}{list(leaf[0])}" if leaf else "none"
+  differences = [f"{path}: {shown(there.get(path))} there, {shown(now.get(path))} now"
+                 for path in sorted(there.keys() | now.keys())
+                 if there.get(path) != now.get(path)]
+  if len(differences) > limit:
+    differences[limit:] = [f"{len(differences) - limit} more"]
+  return differences

@@ -2,10 +2,11 @@
 
 The new run takes the source's parameters and batch statistics; its
 optimizer state, step and data order start fresh, in a workdir of its own.
-The architecture must match (model, width, depth, image shape); where the
-number of classes differs (MNIST -> KMNIST, EMNIST letters -> digits) the
-classifier (the `classifier` its models.register names) keeps its fresh initialisation. A run that
-has checkpoints of its own resumes from those instead (training.py).
+The architecture must match: the parameters' and batch statistics' trees
+(structure, shapes) of the two builds are compared; where the number of
+classes differs (MNIST -> KMNIST, EMNIST letters -> digits) the classifier
+(the layer its models.register names) keeps its fresh initialisation. A run
+that has checkpoints of its own resumes from those instead (training.py).
 """
 
 from pathlib import Path
@@ -14,13 +15,11 @@ import jax
 import numpy as np
 from absl import logging
 
+from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import members as members_lib
-from mnist_jax import models, trained
+from mnist_jax import models, registry, trained
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
-
-# Config fields that fix the shapes of the parameters.
-ARCHITECTURE = ("model", "width", "depth")
 
 
 def source(path: str) -> tuple[Path, int | None, str]:
@@ -49,14 +48,13 @@ def initialize(state: state_lib.TrainState, config, num_classes: int,
   (into every member of a several-member run), as host arrays: the caller
   places them (distributed.put_global)."""
   folder, epoch, what = source(config.init_from)
-  def check(saved_config, saved_shape):  # Before the saved model is built.
-    _check_architecture(saved_config, saved_shape, config, image_shape, folder)
-  saved = trained.restore(folder, epoch, mesh, check)
+  saved = trained.restore(folder, epoch, mesh)
   meta, restored = saved.meta, saved.state
   if saved.built.members.count > 1:
     logging.info("init_from: member 0 of %s's several", folder)
     restored = members_lib.select(restored, 0)
   head = meta["num_classes"] != num_classes
+  _check_architecture(state, restored, head, saved, config, image_shape, folder)
   logging.info("initialised from the checkpoint of epoch %d of %s (%s)%s",
                meta["epoch"], folder.parent, what,
                f"; its classifier is new: {meta['num_classes']} classes there, "
@@ -68,15 +66,38 @@ def initialize(state: state_lib.TrainState, config, num_classes: int,
   return state.replace(params=params, rest=rest, ema=ema)
 
 
-def _check_architecture(saved, saved_shape, config, image_shape, folder):
-  differences = [f"{f}={saved[f]!r} there, {config[f]!r} here"
-                 for f in ARCHITECTURE if saved[f] != config[f]]
-  if tuple(saved_shape) != tuple(image_shape):
-    differences.append(f"images {saved_shape} there, {tuple(image_shape)} here")
-  if differences:
-    raise UserError(f"config.init_from={folder.parent}: another architecture "
-                    f"({'; '.join(differences)}); start from a run of the same "
-                    f"model, or drop init_from")
+def _check_architecture(state, restored, head: bool, saved, config, image_shape,
+                        folder: Path):
+  """Refuses a source whose parameters or batch statistics do not fit the
+  new model's (their trees: structure and shapes, past a member axis; the
+  classifier left out where it is drawn afresh), naming the fields of the
+  models (their registered `accepts`) that differ, else the leaves."""
+  classifier = registry.resolve("model", config.model).classifier
+  def shapes(tree_state) -> dict[str, tuple[int, ...]]:
+    found = {}
+    for part in ("params", "rest"):
+      for path, (shape, _) in checkpoint_lib.leaves(getattr(tree_state, part)).items():
+        if not (head and path.split(".")[0] == classifier):
+          found[f"{part}.{path}"] = shape
+    return found
+  here, there = shapes(state), shapes(restored)
+  misfits = [f"{p}: {list(there.get(p, ()))} there, {list(here.get(p, ()))} here"
+             for p in sorted(here.keys() | there.keys())
+             if p not in here or p not in there
+             or here[p][len(here[p]) - len(there[p]):] != there[p]]
+  if not misfits:
+    return
+  fields = {"model"} | {f for name in (saved.config.model, config.model)
+                        for f in registry.resolve("model", name).accepts
+                        if f != "input_shape"}
+  differences = [f"{f}={saved.config[f]!r} there, {config[f]!r} here"
+                 for f in sorted(fields, key=lambda f: (f != "model", f))
+                 if saved.config[f] != config[f]]
+  if tuple(saved.image_shape) != tuple(image_shape):
+    differences.append(f"images {saved.image_shape} there, {tuple(image_shape)} here")
+  raise UserError(f"config.init_from={folder.parent}: another architecture "
+                  f"({'; '.join(differences or misfits[:3])}); start from a run "
+                  f"of the same model, or drop init_from")
 
 
 def _copied(target, source, model: str, fresh_head: bool):

@@ -16,19 +16,17 @@ from mnist_jax import registry
 from mnist_jax.errors import UserError
 
 
-def register(name: str, *, hyperparameters: tuple[str, ...] = (),
-             switches: tuple[str, ...] = ()):
+def register(name: str, *, hyperparameters: tuple[str, ...] = ()):
   """Registers `make(config, lr, weight_decay, momentum) -> optax
   GradientTransformation` as optimizer `name`.
 
   `lr` is a schedule; `weight_decay` and `momentum` numbers, or arrays when a
   sweep injects them (then taken as they are). `hyperparameters`: which of
   those two it reads, so that a sweep of another is refused (members.py).
-  `switches`: the fields whose zero switches part of its state off (SGD's
-  momentum): a resume across that switch is refused (checkpoint.py).
+  Whether a checkpoint's optimizer state fits (SGD's momentum switched off
+  drops its state) is read from the state's tree (checkpoint.check_fits).
   """
-  return registry.register("optimizer", name, hyperparameters=tuple(hyperparameters),
-                           switches=tuple(switches))
+  return registry.register("optimizer", name, hyperparameters=tuple(hyperparameters))
 
 
 def register_schedule(name: str):
@@ -135,7 +133,7 @@ def _sgd(lr, weight_decay, momentum, nesterov: bool) -> optax.GradientTransforma
 _SGD = dict(hyperparameters=("weight_decay", "momentum"))
 
 
-@register("sgd", **_SGD, switches=("momentum",))
+@register("sgd", **_SGD)
 def _plain_sgd(config, lr, weight_decay, momentum):
   # config.momentum as it is; 0 means none at all (no momentum state).
   if not isinstance(momentum, jax.Array):

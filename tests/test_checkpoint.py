@@ -190,6 +190,19 @@ def test_resume_with_a_config_that_changes_the_state_is_refused(
   assert (workdir / "metrics.jsonl").read_text() == before  # Untouched.
 
 
+def test_a_resume_whose_state_tree_differs_is_refused_naming_the_leaves(
+    synthetic_data, tmp_path):
+  # No list of fields says that SGD's momentum switched off drops its state:
+  # the trees differ (checkpoint.check_fits), and the changed field is named.
+  workdir = tmp_path / "run"
+  sgd = {"optimizer": "sgd", "momentum": 0.9, "learning_rate": 0.01}
+  training.train_and_evaluate(toy_config(synthetic_data, num_epochs=1, **sgd), workdir)
+  with pytest.raises(UserError, match=r"does not fit this config's \(opt_state\."
+                     r".* there, none now.*momentum=0\.9 there, 0\.0 now"):
+    training.train_and_evaluate(
+        toy_config(synthetic_data, num_epochs=2, **{**sgd, "momentum": 0.0}), workdir)
+
+
 def test_resume_with_other_classes_is_refused(synthetic_data, tmp_path):
   from conftest import synthetic_split, write_dataset
   workdir = tmp_path / "run"
