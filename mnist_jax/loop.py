@@ -37,7 +37,8 @@ def default_steps_per_call(backend: str, steps_per_epoch: int) -> int:
   benchmarks/results/cpu-cpu/harness-1dev-20261121T0448.json, strategies),
   so CPU dispatches each step from
   Python (async dispatch keeps the device busy). GPU and TPU run the epoch as
-  one scan so the host is never between steps.
+  one scan so the host is never between steps. On CPU, a config may ask for
+  a few steps a call: they are unrolled, not scanned (`compile_steps`).
   """
   return 1 if backend == "cpu" else steps_per_epoch
 
@@ -155,7 +156,9 @@ def compile_steps(graphs: Graphs, recipe: StepRecipe, tx, mesh, plan: Plan,
   """
   perm = feed.epoch_permutation(data_key, 0, plan.num_train, plan.steps_per_epoch,
                            plan.batch_size)
-  chunks = {n: Chunk(steps.make_train_chunk(graphs, recipe, tx, mesh, n).lower(
+  # CPU unrolls a call's steps (steps._repeat says why).
+  unroll = plan.backend == "cpu"
+  chunks = {n: Chunk(steps.make_train_chunk(graphs, recipe, tx, mesh, n, unroll).lower(
                 state, Totals.zeros(state.step.shape), device_data, perm).compile(), n)
             for n in set(plan.calls)}
   def evaluation(split):

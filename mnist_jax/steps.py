@@ -164,20 +164,28 @@ def eval_step(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BHWC
                           labels_B, mask_B)
 
 
-def _repeat(step_fn: Callable, num_steps: int, carry):
-  """`num_steps` calls of `step_fn(carry, i)`: a Python call when 1, else a scan.
+def _repeat(step_fn: Callable, num_steps: int, carry, unroll: bool = False):
+  """`num_steps` calls of `step_fn(carry, i)`: a `lax.scan`, or with `unroll`
+  (and always for one step) straight-line code, the calls written out.
 
-  A scan of one step still compiles to a loop, which XLA:CPU runs slowly for
-  convolution gradients (jax-ml/jax#12868), so one step stays straight-line.
+  XLA:CPU runs convolution gradients inside a loop, a scan of one step
+  included, about 11x slower (jax-ml/jax#12868), so CPU unrolls: there 4
+  unrolled steps a call took 0.81 to 0.86 of one step a call's time, with
+  the same parameters bit for bit (benchmarks/results/cpu-cpu/
+  step-variants-b128-2dev.json and -confirm.json). GPU and TPU scan, so that
+  a whole epoch compiles once.
   """
-  if num_steps == 1:
-    return step_fn(carry, jnp.int32(0))[0]
+  if num_steps == 1 or unroll:
+    for i in range(num_steps):
+      carry = step_fn(carry, jnp.int32(i))[0]
+    return carry
   return jax.lax.scan(step_fn, carry, jnp.arange(num_steps))[0]
 
 
 def make_train_chunk(graphs: Graphs, recipe: StepRecipe, tx, mesh,
-                     num_steps: int) -> Callable:
-  """Returns f(state, totals, data, perm) running the next `num_steps` steps.
+                     num_steps: int, unroll: bool = False) -> Callable:
+  """Returns f(state, totals, data, perm) running the next `num_steps` steps,
+  unrolled or as a scan (`_repeat`).
 
   `perm` is [S, B], or [M, S, B] with a data order per member. Step
   `totals.steps` of the epoch trains on images `perm[..., totals.steps, :]`.
@@ -199,7 +207,8 @@ def make_train_chunk(graphs: Graphs, recipe: StepRecipe, tx, mesh,
     return (state, totals.add(*sums), data, perm), None
 
   def chunk(state, totals, data, perm):
-    state, totals, _, _ = _repeat(one_step, num_steps, (state, totals, data, perm))
+    state, totals, _, _ = _repeat(one_step, num_steps, (state, totals, data, perm),
+                                  unroll)
     return state, totals
 
   return jax.jit(chunk, donate_argnums=0)

@@ -77,8 +77,14 @@ def test_same_seed_same_numbers_other_seed_other_numbers(synthetic_data, tmp_pat
   assert strip(metrics[0]) != strip(metrics[2])
 
 
-def test_scanned_steps_match_single_steps(synthetic_data, tmp_path):
-  # 256 / 32 = 8 steps: calls of 3, 3 and a remainder of 2.
+@pytest.mark.parametrize("unroll", [True, False], ids=["unrolled", "scanned"])
+def test_several_steps_a_call_match_single_steps(synthetic_data, tmp_path,
+                                                 monkeypatch, unroll):
+  # 256 / 32 = 8 steps: calls of 3, 3 and a remainder of 2. CPU unrolls a
+  # call's steps; GPU and TPU scan them, which is forced here on the CPU.
+  make_train_chunk = steps.make_train_chunk
+  monkeypatch.setattr(steps, "make_train_chunk",
+                      lambda *args: make_train_chunk(*args[:5], unroll=unroll))
   single = training.train_and_evaluate(
       toy_config(synthetic_data, model="cnn", steps_per_call=1), tmp_path / "a")
   scanned = training.train_and_evaluate(
