@@ -75,12 +75,9 @@ class Restored:
   meta: dict  # The checkpoint's JSON record (epoch, num_classes, class names...).
 
 
-def restore(folder: Path, epoch: int | None = None, mesh=None,
-            check=None) -> Restored:
+def restore(folder: Path, epoch: int | None = None, mesh=None) -> Restored:
   """Checkpoint `epoch` of `folder` (None: the newest that reads), placed
-  replicated over `mesh` (default: every device). `check(config,
-  image_shape)` sees the saved config before anything is built, so a
-  refusal costs no tracing."""
+  replicated over `mesh` (default: every device)."""
   checkpoints = checkpoint_lib.Checkpoints(folder, read_only=True)
   try:
     meta = checkpoints.latest_meta(epoch)
@@ -90,8 +87,6 @@ def restore(folder: Path, epoch: int | None = None, mesh=None,
     num_classes = meta["num_classes"]
     # Runs saved before images had other shapes were all MNIST's.
     image_shape = tuple(meta.get("image_shape", models.MNIST_SHAPE))
-    if check is not None:
-      check(config, image_shape)
     built = state_lib.build(config, num_classes, steps_per_epoch=1,
                             image_shape=image_shape)
     like = jax.device_put(built.state,
