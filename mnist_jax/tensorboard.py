@@ -13,12 +13,33 @@ import collections.abc
 import itertools
 import operator
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 HParamValue = float | int | str | bool
+
+
+def _import_tensorboardx():
+  """tensorboardX, imported without PyTorch.
+
+  Its writer imports PyTorch where it is installed (the benchmark extra, a
+  user's own), only to accept PyTorch tensors, which this module never
+  passes: 2.1 s of the first epoch's end on the shared 2-core AMD EPYC
+  (`python -c "import tensorboardX"` in .venv-extras). PyTorch is hidden
+  while it imports, unless the process already holds it.
+  """
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    return tensorboardX
+  sys.modules["torch"] = None  # `import torch` raises ImportError.
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules["torch"]
+  return tensorboardX
 
 # Tells apart the event files of writers opened in the same second by one
 # process (tensorboardX names them by the second and the host only).
@@ -75,9 +96,8 @@ class SummaryWriter:
   """
 
   def __init__(self, logdir: str | os.PathLike):
-    # Imported here: tensorboardX imports PyTorch where it is installed (the
-    # benchmark extra), seconds that only a run writing TensorBoard should pay.
-    import tensorboardX
+    # Imported here: only a run writing TensorBoard pays for it.
+    tensorboardX = _import_tensorboardx()
 
     self.logdir = Path(logdir)
     self._hparams_names = set()

@@ -134,3 +134,17 @@ def test_the_user_clock_benchmark_times_both_commands_from_spawn_to_exit(
   assert imports["by_package"]["jax"] > 0
   assert sum(imports["by_package"].values()) == pytest.approx(imports["total_seconds"])
   assert record["machine"]["git_commit"] and record["lscpu_model_name"]
+
+
+@pytest.mark.torch
+def test_tensorboard_writes_without_importing_pytorch(tmp_path):
+  # tensorboardX imports PyTorch where it is installed: about a second of a
+  # run's first epoch (tensorboard.py), for tensors a run never passes.
+  code = ("import sys; from mnist_jax import tensorboard; "
+          f"w = tensorboard.SummaryWriter({str(tmp_path)!r}); "
+          "w.scalars({'test/accuracy': 0.5}, step=1); w.close(); "
+          "print('torch' in sys.modules); import torch; print(torch.__name__)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+  assert out.stdout.split() == ["False", "torch"]  # Importable afterwards.
+  assert list(tmp_path.glob("events.out.tfevents.*"))
