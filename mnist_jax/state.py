@@ -50,6 +50,9 @@ class StepRecipe:
   # f(key, float images) -> (mixed images, lam): mixup / cutmix, or None.
   mix: Callable | None = None
   label_smoothing: float = 0.0  # Of the training loss only.
+  # The training loss, a registered name (steps.cross_entropy; evaluation
+  # always reports cross-entropy).
+  loss: str = "cross_entropy"
   tta: tuple[str, ...] = ()  # Test-time views: "flip", "translate".
   # Computation dtype; parameters, optimizer state and loss stay float32.
   dtype: Any = jnp.float32

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from mnist_jax import augment, models, sharding
+from mnist_jax import augment, models, registry, sharding
 from mnist_jax import members as members_lib
 from mnist_jax.feed import DeviceData
 from mnist_jax.state import Graphs, StepRecipe, TrainState
@@ -63,14 +63,22 @@ def in_dtype(tree, dtype):
       lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0):
-  """Summed cross-entropy and correct count over the (unmasked) batch."""
+@registry.register("loss", "cross_entropy")
+def cross_entropy(logits_BK, labels_B, label_smoothing: float = 0.0):
+  """Softmax cross-entropy of each example, [B]: against the integer labels,
+  or with `label_smoothing` against smoothed one-hot targets."""
   if label_smoothing:
     targets_BK = optax.smooth_labels(
         jax.nn.one_hot(labels_B, logits_BK.shape[-1]), label_smoothing)
-    losses_B = optax.softmax_cross_entropy(logits_BK, targets_BK)
-  else:
-    losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
+    return optax.softmax_cross_entropy(logits_BK, targets_BK)
+  return optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
+
+
+def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0,
+                     loss: Callable = cross_entropy):
+  """Summed `loss` (evaluation's: cross-entropy) and correct count over the
+  (unmasked) batch."""
+  losses_B = loss(logits_BK, labels_B, label_smoothing)
   correct_B = jnp.argmax(logits_BK, -1) == labels_B
   if mask_B is None:
     mask_B = jnp.ones_like(labels_B, dtype=bool)
@@ -88,6 +96,7 @@ def train_step(graphs: Graphs, recipe: StepRecipe, tx: optax.GradientTransformat
   x_BHWC, lam = models.normalize(images_BHWC, recipe.pixel_mean, recipe.pixel_std), None
   if recipe.mix:
     x_BHWC, lam = recipe.mix(jax.random.fold_in(step_key, 1), x_BHWC)
+  loss = registry.resolve("loss", recipe.loss).target  # At trace time.
 
   def loss_fn(params, rest):
     # Fresh variables (copy=True) made inside the gradient's trace: layers
@@ -98,10 +107,11 @@ def train_step(graphs: Graphs, recipe: StepRecipe, tx: optax.GradientTransformat
     dropout = {"dropout_key": jax.random.fold_in(step_key, 2)} if recipe.dropout else {}
     logits_BK = module(x_BHWC.astype(recipe.dtype), **dropout).astype(jnp.float32)
     loss_sum, correct, count = loss_and_metrics(
-        logits_BK, labels_B, label_smoothing=recipe.label_smoothing)
+        logits_BK, labels_B, label_smoothing=recipe.label_smoothing, loss=loss)
     if lam is not None:  # Mixed images: their partners' labels weigh 1 - lam.
       partner_sum, _, _ = loss_and_metrics(
-          logits_BK, labels_B[::-1], label_smoothing=recipe.label_smoothing)
+          logits_BK, labels_B[::-1], label_smoothing=recipe.label_smoothing,
+          loss=loss)
       loss_sum = lam * loss_sum + (1 - lam) * partner_sum
     _, _, new_rest = nnx.split(module, nnx.Param, ...)
     return loss_sum / count, (loss_sum, correct, count, new_rest)

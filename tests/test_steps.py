@@ -162,3 +162,31 @@ def test_the_evaluation_scan_counts_every_test_image_once_and_masks_the_padding(
   # 7 batches of 16 against one of 100: two programs (tolerances.mean_loss).
   assert float(totals.loss) == pytest.approx(float(loss_sum), abs=tolerances.mean_loss(
       float(loss_sum), 100, built.state.params, 10))
+
+
+def test_the_training_step_takes_its_loss_from_the_registry(synthetic_data):
+  # The loss is a registered component (registry kind "loss"): the step
+  # resolves the recipe's name. Catches a step that keeps a loss of its own:
+  # with a loss that is 0 everywhere the gradient is 0, and SGD (no momentum)
+  # leaves every parameter as it was, where cross-entropy moves them.
+  from mnist_jax import registry  # pylint: disable=g-import-not-at-top
+  assert registry.resolve("loss", "cross_entropy").target is steps.cross_entropy
+  registry.register("loss", "zero_for_test")(
+      lambda logits_BK, labels_B, label_smoothing: 0.0 * logits_BK.sum(-1))
+  config = toy_config(synthetic_data, model="mlp", optimizer="sgd", momentum=0.0)
+  built = state_lib.build(config, 10, 8)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 28, 28, 1)),
+                       jnp.uint8)
+  labels = jnp.arange(16, dtype=jnp.int32) % 10
+  def step(recipe):
+    new, _ = jax.jit(lambda s: steps.train_step(
+        built.graphs, recipe, built.tx, s, images, labels))(built.state)
+    return [np.asarray(x) for x in jax.tree.leaves(new.params)]
+  before = [np.asarray(x) for x in jax.tree.leaves(built.state.params)]
+  try:
+    zero = step(dataclasses.replace(built.recipe, loss="zero_for_test"))
+  finally:
+    registry.entries("loss").pop("zero_for_test")
+  moved = step(built.recipe)
+  assert all((a == b).all() for a, b in zip(zero, before))
+  assert any((a != b).any() for a, b in zip(moved, before))
