@@ -88,7 +88,7 @@ FIELDS: tuple[Field, ...] = (
     Field("dataset", "mnist", c.non_empty_text,
           "`mnist`, `fashion_mnist`, `kmnist`, `mnist160`, `emnist_<split>`, a "
           "MedMNIST name (`pathmnist`, ...), a folder under `data_dir`, or a "
-          "path to a folder or `.npz` (README, \"Data, offline\")", **_FIXED),
+          "path to a folder or `.npz` (docs/data.md, \"Datasets, offline\")", **_FIXED),
     Field("data_dir", None, c.optional(c.text),
           "folder holding `<dataset>/`; `None`: `$MNIST_JAX_DATA`, else "
           "`~/.cache/mnist_jax/datasets`", placeholder=str),
@@ -246,7 +246,7 @@ FIELDS: tuple[Field, ...] = (
     # Several models in one compiled program.
     Field("num_seeds", 1, c.positive_int,
           "train seeds `seed`, `seed + 1`, ... at once, in one compiled program "
-          "(README, \"Many models in one run\")", **_FIXED),
+          "(docs/comparisons.md, \"Many models in one run\")", **_FIXED),
     Field("sweep.learning_rate", "",
           c.comma_numbers(*_NUMBERS, positive_nouns="learning rates"),
           _SWEEP_DOC.format("learning_rate", ", the schedule's peak"),
@@ -268,10 +268,11 @@ FIELDS: tuple[Field, ...] = (
     # The machine: compiled calls, devices, caches, processes, checkpoints.
     Field("steps_per_call", 0, c.zero_or_positive_int("per-backend default"),
           "training steps per compiled call; `0`: 1 on CPU, the whole epoch on "
-          "GPU/TPU (measured per backend)"),
+          "GPU/TPU (measured per backend); CPU unrolls a call's steps, GPU/TPU "
+          "scan them"),
     Field("profile_steps", 0, c.zero_or_positive_int("off"),
           "> 0: a JAX profiler trace of this many training steps, from the end "
-          "of the first compiled call, in `<workdir>/profile/` (README, "
+          "of the first compiled call, in `<workdir>/profile/` (docs/gpus-and-tpus.md, "
           "\"Profiling\"); `0`: off, at no cost"),
     Field("cpu_devices", 0, c.zero_or_positive_int("automatic"),
           "CPU only: virtual devices each batch is split over; `0` picks one per "
@@ -293,7 +294,7 @@ FIELDS: tuple[Field, ...] = (
           "its folder; `None`: `$XDG_CACHE_HOME` (else `~/.cache`)"
           "`/mnist_jax/jax_compilation_cache`", placeholder=str),
     Field("distributed", False, c.boolean,
-          "several processes (hosts) through `jax.distributed` (README, "
+          "several processes (hosts) through `jax.distributed` (docs/gpus-and-tpus.md, "
           "\"Several hosts\"); also started when `coordinator_address` or "
           "`$JAX_COORDINATOR_ADDRESS` is set, or under SLURM with more than one "
           "task; with no coordinator, JAX finds it (TPU pod, SLURM)"),
