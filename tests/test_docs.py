@@ -12,13 +12,16 @@ docs/config.md against mnist_jax/fields.py in tests/test_console.py.
 """
 
 import ast
+import functools
 import importlib
+import json
 import inspect
 import re
+import subprocess
+import sys
 import textwrap
 
 import pytest
-from absl import flags
 from conftest import REPO
 
 from mnist_jax import __main__ as dispatcher
@@ -106,14 +109,29 @@ def test_every_config_field_named_exists(page):
   assert not unknown, f"{_rel(page)} names config fields that do not exist: {unknown}"
 
 
+_FLAGS_OF_COMMANDS = """
+import importlib, json, sys
+from mnist_jax import __main__ as dispatcher
+found = {}
+for command, module_name in dispatcher.COMMANDS.items():
+  module = importlib.import_module(module_name)
+  found[command] = sorted(h.name for h in vars(module).values()
+                          if isinstance(h, flags.FlagHolder))
+json.dump(found, sys.stdout)
+"""
+
+
+@functools.cache
 def _command_flags() -> dict[str, set[str]]:
-  """Each command's flags: those its module holds (what its --help lists)."""
-  found = {}
-  for command, module_name in dispatcher.COMMANDS.items():
-    module = importlib.import_module(module_name)
-    found[command] = _ABSL_FLAGS | {
-        h.name for h in vars(module).values() if isinstance(h, flags.FlagHolder)}
-  return found
+  """Each command's flags: those its module holds (what its --help lists).
+
+  Read in a child process: importing the commands here would register
+  main's required --config in this process's absl flags, and every later
+  test that parses a command's flags in-process would then fail on it."""
+  result = subprocess.run([sys.executable, "-c", _FLAGS_OF_COMMANDS], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=True)
+  return {command: _ABSL_FLAGS | set(names)
+          for command, names in json.loads(result.stdout).items()}
 
 
 def _commands(code: str):
