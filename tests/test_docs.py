@@ -111,6 +111,7 @@ def test_every_config_field_named_exists(page):
 
 _FLAGS_OF_COMMANDS = """
 import importlib, json, sys
+from absl import flags
 from mnist_jax import __main__ as dispatcher
 found = {}
 for command, module_name in dispatcher.COMMANDS.items():
