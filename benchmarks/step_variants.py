@@ -150,25 +150,10 @@ from mnist_jax.pooling import max_pool_2x2_first
 sys.path.insert(0, str(ROOT / "tests"))
 import tolerances  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-DIMS = ("NHWC", "HWIO", "NHWC")
-
-
-def conv_xla(x, k):
-  return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=DIMS)
-
-
-def patches(x_BHWC, kh: int, kw: int):
-  """[B, H-kh+1, W-kw+1, kh*kw*C]: each output pixel's receptive field, the
-  kernel's shifted slices concatenated on the channel axis (HWIO order)."""
-  _, h, w, _ = x_BHWC.shape
-  oh, ow = h - kh + 1, w - kw + 1
-  return jnp.concatenate([x_BHWC[:, i:i + oh, j:j + ow, :]
-                          for i in range(kh) for j in range(kw)], axis=-1)
-
-
-def conv_im2col(x, k):
-  kh, kw, ci, co = k.shape
-  return patches(x, kh, kw) @ k.reshape(kh * kw * ci, co)
+# The convolution and its patches + matmul form, as cpu_variants.py (the
+# isolated-step benchmark) measured them.
+from cpu_variants import conv_xla, patches  # pylint: disable=g-import-not-at-top,wrong-import-position
+from cpu_variants import conv_matmul as conv_im2col  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @jax.custom_vjp
