@@ -235,7 +235,7 @@ FIELDS: tuple[Field, ...] = (
           "`early_stopping_patience`"),
     Field("batch_size", 128, c.positive_int,
           "global batch, split over the devices; must divide by the device count"),
-    Field("steps_per_epoch", 0, c.zero_or_positive_int("off"),
+    Field("steps_per_epoch", 0, c.zero_or_positive_int("every full batch"),
           "batches per epoch: `0`, every full batch of the training split; `N`, "
           "the first `N` of each epoch's shuffle (the learning-rate schedule "
           "spans `num_epochs * N` steps)"),
