@@ -54,13 +54,13 @@ def choices(field: str) -> tuple[str, ...]:
 # The names each naming field may take, looked up in one place.
 _NAMES = {
     "model": "model", "init": "models:INITS",
-    "optimizer": "optimizer", "lr_schedule": "schedule",
+    "optimizer": "optimizer", "lr_schedule": "schedule", "loss": "loss",
     "member_loop": "members:MEMBER_LOOPS", "dtype": "config:DTYPES",
     "freeze": "config:FREEZE", "require_backend": "config:BACKEND_FIXES",
     "dataset_format": "data:FORMATS", "data_source": ("idx", "tfds"),
 }
 # The naming fields whose values are components (registry.py): their kinds.
-_COMPONENTS = ("model", "optimizer", "lr_schedule")
+_COMPONENTS = ("model", "optimizer", "lr_schedule", "loss")
 _UNKNOWN = "unknown {name} '{value}'; choose one of {choices}"
 
 
@@ -150,6 +150,12 @@ FIELDS: tuple[Field, ...] = (
           "`lion`, `muon`: decoupled", sweepable=True),
     Field("grad_clip_norm", 0.0, c.zero_or_positive("off"),
           "clip gradients to this global norm; `0`: off"),
+    Field("loss", "cross_entropy", _named("loss"),
+          "the training loss: `cross_entropy` (softmax cross-entropy against the "
+          "one-hot labels, smoothed by `label_smoothing`, mixed by `mixup` and "
+          "`cutmix`), or your own as `module:attribute` or `file.py:attribute` "
+          "(README, \"Your own model, optimizer, loss, augmentation\"); "
+          "evaluation reports cross-entropy"),
     Field("label_smoothing", 0.0, c.rate,
           "label smoothing of the training loss (the test loss is unsmoothed)"),
     Field("ema_decay", 0.0, c.rate,
@@ -255,6 +261,22 @@ FIELDS: tuple[Field, ...] = (
           _SWEEP_DOC.format("weight_decay", ""), resumable=False),
     Field("sweep.momentum", "", c.comma_numbers(*_NUMBERS),
           _SWEEP_DOC.format("momentum", ""), resumable=False),
+    Field("sweep_samples", 0, c.zero_or_positive_int("a grid"),
+          "> 0: random search, this many sweep points drawn from the "
+          "`loguniform(a, b)`, `uniform(a, b)` or `choice(x, y, ...)` values of "
+          "`sweep.<field>`, each trained with `num_seeds` seeds; `0`: the grid "
+          "of every combination of comma-separated values", **_FIXED),
+    Field("sweep_seed", 0, c.zero_or_positive_int("the first draw"),
+          "the draw of `sweep_samples` points; independent of `seed`",
+          resumable=False),
+    Field("sweep_halving_epochs", "", c.comma_numbers("epochs", "1,3"),
+          "successive halving: at the end of each of these epochs, "
+          "comma-separated, keep the best 1/`sweep_halving_eta` of the members "
+          "by validation accuracy and train on with them only (needs a "
+          "validation split); `''`: off", resumable=False),
+    Field("sweep_halving_eta", 3, c.positive_int,
+          "successive halving: each rung keeps 1/eta of the members (at least "
+          "2)", resumable=False),
     Field("member_loop", "auto",
           _named("member_loop", "config.{name}={value!r}: choose one of {choices}"),
           "how a run of several models runs their steps: `vmap` (batched into "
