@@ -116,9 +116,9 @@ def _check_together(config: ml_collections.ConfigDict):
                     f"..., classifier=<its last layer's attribute>)")
   names = augment.parse(config.augment, config.dataset)
   augment.parse_tta(config.tta, config.dataset)
-  for field, text in config.sweep.items():
-    if text:
-      members._check_sweepable(field, config)  # pylint: disable=protected-access
+  # Fields its optimizer cannot sweep, sweep_samples without a distribution
+  # and the reverse, grids mixed with draws: what drawing the points refuses.
+  members.sweep_points(config)
   if config.warmup_epochs and config.warmup_epochs >= config.num_epochs:
     raise UserError(f"config.warmup_epochs={config.warmup_epochs!r} must be less "
                     f"than num_epochs={config.num_epochs!r}: the schedule would "

@@ -78,10 +78,18 @@ def _known_format(name: str, value):
            "or '' to detect it")(name, value)
 
 
-_NUMBERS = ("numbers", "0.01,0.03,0.1")
 _SWEEP_DOC = ("values of `{0}`, comma-separated, to train at once, one model "
-              "per combination of the swept fields (times `num_seeds`){1}; "
+              "per combination of the swept fields (times `num_seeds`){1}; or, "
+              "with `sweep_samples`, a distribution to draw them from: "
+              "`loguniform(a, b)`, `uniform(a, b)` or `choice(x, y, ...)`; "
               "`''`: not swept")
+
+
+def _sweep(name: str, value):
+  # members.py's parser, the one that draws the points; imported when asked
+  # (it imports JAX).
+  importlib.import_module("mnist_jax.members").parse_sweep(name, value)
+
 
 FIELDS: tuple[Field, ...] = (
     # Data.
@@ -253,13 +261,12 @@ FIELDS: tuple[Field, ...] = (
     Field("num_seeds", 1, c.positive_int,
           "train seeds `seed`, `seed + 1`, ... at once, in one compiled program "
           "(docs/comparisons.md, \"Many models in one run\")", **_FIXED),
-    Field("sweep.learning_rate", "",
-          c.comma_numbers(*_NUMBERS, positive_nouns="learning rates"),
+    Field("sweep.learning_rate", "", _sweep,
           _SWEEP_DOC.format("learning_rate", ", the schedule's peak"),
           resumable=False),
-    Field("sweep.weight_decay", "", c.comma_numbers(*_NUMBERS),
+    Field("sweep.weight_decay", "", _sweep,
           _SWEEP_DOC.format("weight_decay", ""), resumable=False),
-    Field("sweep.momentum", "", c.comma_numbers(*_NUMBERS),
+    Field("sweep.momentum", "", _sweep,
           _SWEEP_DOC.format("momentum", ""), resumable=False),
     Field("sweep_samples", 0, c.zero_or_positive_int("a grid"),
           "> 0: random search, this many sweep points drawn from the "
