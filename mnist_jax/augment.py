@@ -5,7 +5,10 @@ batch split over devices is augmented exactly as on one device, and a
 resumed run repeats the augmentations of the run it continues.
 
 Each augmentation and test-time view registers itself below (`register`,
-`register_view`); config.augment and config.tta name them.
+`register_view`); config.augment and config.tta name them, or a user's own
+as `module:attr` / `file.py:attr` (plugins.py): `augment(key, float images
+[B, H, W, C]) -> images`, applied per batch after normalisation, in the
+order listed, and `view(float images) -> images`.
 """
 
 import jax
@@ -48,7 +51,7 @@ def _parse(text: str, dataset: str, field: str, kind: str,
     try:
       entry = registry.resolve(kind, name, label=label)
     except UserError as e:
-      raise UserError(f"config.{field}: {e}") from None
+      raise type(e)(f"config.{field}: {e}") from None
     if entry.mirrors and (dataset in NO_FLIP_DATASETS
                           or dataset.startswith(NO_FLIP_PREFIXES)):
       raise UserError(f"config.{field}: '{name}' mirrors images, which changes "
@@ -166,6 +169,30 @@ def cutmix(key: jax.Array, lam: jax.Array, x_BHWC: jax.Array):
   box_HW = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
   mixed = jnp.where(box_HW[None, :, :, None], x_BHWC[::-1], x_BHWC)
   return mixed, 1 - box_HW.mean()
+
+
+def _plugins(kind: str, names: tuple[str, ...]) -> list:
+  return [registry.resolve(kind, n).target for n in names if ":" in n]
+
+
+def make_floats(names: tuple[str, ...]):
+  """f(key, float images [B, H, W, C]) -> images: the user's own
+  augmentations among `names`, in their order, each with its own key; or
+  None for none."""
+  plugins = _plugins("augmentation", names)
+  if not plugins:
+    return None
+
+  def augment(key, x_BHWC):
+    for plugin, plugin_key in zip(plugins, jax.random.split(key, len(plugins))):
+      x_BHWC = plugin(plugin_key, x_BHWC)
+    return x_BHWC
+  return augment
+
+
+def float_views(names: tuple[str, ...], x_BHWC: jax.Array) -> list[jax.Array]:
+  """The views of the user's own test-time views among `names`, of float images."""
+  return [view(x_BHWC) for view in _plugins("tta", names)]
 
 
 def make_mix(names: tuple[str, ...], alpha: float):

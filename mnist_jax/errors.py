@@ -24,3 +24,12 @@ class Interrupted(Exception):
   def __init__(self, message: str, signum: int):
     super().__init__(message)
     self.signum = signum
+
+
+class SpecError(UserError):
+  """A component spec (config.model, optimizer, loss, augment, tta) that names
+  nothing usable, or a user's component that breaks its protocol: exit 2,
+  as a command line's usage error."""
+
+  def __init__(self, message: str):
+    super().__init__(message, exit_status=2)

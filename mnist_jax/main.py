@@ -16,7 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import mnist_jax
-from mnist_jax import cli, config_reference, training
+from mnist_jax import cli, config_reference, plugins, training
 from mnist_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,6 +38,7 @@ def main(argv):
     print(config_reference.describe(_CONFIG.value))
     return
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
+  plugins.add_search_dir(Path(config_file).parent)  # Its file.py:attr specs.
   workdir = _WORKDIR.value or str(Path("runs") / Path(config_file).stem)
   # The run started when this process imported the package.
   training.train_and_evaluate(_CONFIG.value, workdir, started_at=mnist_jax.IMPORT_TIME)

@@ -8,6 +8,7 @@ call an explicit `dropout_key`, needed in training mode when the rate is
 above 0; evaluation mode (`module.eval()`) drops nothing.
 """
 
+import inspect
 import math
 
 import jax
@@ -275,6 +276,20 @@ def is_classifier(model: str, path: tuple) -> bool:
   return getattr(first, "key", getattr(first, "name", None)) == classifier
 
 
+def takes_dropout_key(name: str, rate: float) -> bool:
+  """Whether model `name`'s call is given a `dropout_key` each step: a
+  built-in's when `rate` > 0 (the key costs an op); a user's model's when
+  its `__call__` has that parameter."""
+  entry = registry.resolve("model", name)
+  if registry.is_builtin(entry):
+    return bool(rate)
+  call = getattr(entry.target, "__call__", None) if isinstance(entry.target, type) else None
+  try:
+    return call is not None and "dropout_key" in inspect.signature(call).parameters
+  except (TypeError, ValueError):
+    return False
+
+
 # Weight initialisations (config.init): each framework's defaults.
 INITS = ("flax", "torch")
 
@@ -288,19 +303,25 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
   (the layers' own: LeCun normal weights, zero biases) or "torch" (see
   `torch_init`)."""
   entry = registry.resolve("model", name)
+  builtin = registry.is_builtin(entry)
   kwargs = {}
-  # Models of one size need not take these.
+  # Models of one size need not take these; a user's model is always told
+  # its input shape where it takes one (plugins.py's protocol).
   for field, value, default in (("width", width, 1.0), ("depth", depth, None),
                                 ("dropout", dropout, 0.0),
                                 ("input_shape", tuple(input_shape), MNIST_SHAPE)):
-    if value == default:
-      continue
     if field not in entry.accepts:
+      if value == default:
+        continue
+      how = ("accept it in models.register" if builtin else
+             "take it as a keyword argument of the factory")
       if field == "input_shape":
         raise UserError(f"model '{name}' takes only {MNIST_SHAPE} images, not "
-                        f"{tuple(input_shape)}; give it an input_shape argument and accept it in models.register")
-      raise UserError(f"model '{name}' has no {field} to set; drop config.{field}")
-    kwargs[field] = value
+                        f"{tuple(input_shape)}; give it an input_shape argument and {how}")
+      raise UserError(f"model '{name}' has no {field} to set; drop config.{field}"
+                      f"{'' if builtin else ' or ' + how}")
+    if value != default or (field == "input_shape" and not builtin):
+      kwargs[field] = value
   module = entry.target(num_classes, rngs=rngs, **kwargs)
   if init == "torch":
     torch_init(module, rngs.params())

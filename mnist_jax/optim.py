@@ -17,14 +17,17 @@ from mnist_jax.errors import UserError
 
 
 def register(name: str, *, hyperparameters: tuple[str, ...] = ()):
-  """Registers `make(config, lr, weight_decay, momentum) -> optax
-  GradientTransformation` as optimizer `name`.
+  """Registers `make(learning_rate, config, **hyperparameters) -> optax
+  GradientTransformation` as optimizer `name`: the protocol a user's own
+  optimizer (`module:attr`, plugins.py) follows too.
 
-  `lr` is a schedule; `weight_decay` and `momentum` numbers, or arrays when a
-  sweep injects them (then taken as they are). `hyperparameters`: which of
-  those two it reads, so that a sweep of another is refused (members.py).
-  Whether a checkpoint's optimizer state fits (SGD's momentum switched off
-  drops its state) is read from the state's tree (checkpoint.check_fits).
+  `learning_rate` is the run's schedule (a callable of the step), so
+  warm-up and decay come from the config. `hyperparameters`: which of
+  `weight_decay` and `momentum` it takes as keyword arguments, numbers, or
+  arrays when a sweep injects them (then taken as they are); a sweep of
+  another is refused (members.py). Whether a checkpoint's optimizer state
+  fits (SGD's momentum switched off drops its state) is read from the
+  state's tree (checkpoint.check_fits).
   """
   return registry.register("optimizer", name, hyperparameters=tuple(hyperparameters))
 
@@ -134,7 +137,7 @@ _SGD = dict(hyperparameters=("weight_decay", "momentum"))
 
 
 @register("sgd", **_SGD)
-def _plain_sgd(config, lr, weight_decay, momentum):
+def _plain_sgd(lr, config, *, weight_decay, momentum):
   # config.momentum as it is; 0 means none at all (no momentum state).
   if not isinstance(momentum, jax.Array):
     momentum = momentum or None
@@ -147,13 +150,13 @@ def _on(momentum):
 
 
 @register("momentum", **_SGD)
-def _momentum(config, lr, weight_decay, momentum):
+def _momentum(lr, config, *, weight_decay, momentum):
   del config
   return _sgd(lr, weight_decay, _on(momentum), False)
 
 
 @register("nesterov", **_SGD)
-def _nesterov(config, lr, weight_decay, momentum):
+def _nesterov(lr, config, *, weight_decay, momentum):
   del config
   return _sgd(lr, weight_decay, _on(momentum), True)
 
@@ -163,28 +166,26 @@ def _betas(config) -> dict[str, float]:
 
 
 @register("adam")
-def _adam(config, lr, weight_decay, momentum):
-  del weight_decay, momentum
+def _adam(lr, config):
   return optax.adam(lr, **_betas(config))
 
 
 @register("adamw", hyperparameters=("weight_decay",))
-def _adamw(config, lr, weight_decay, momentum):
-  del momentum
+def _adamw(lr, config, *, weight_decay):
   return optax.adamw(lr, weight_decay=weight_decay, **_betas(config))
 
 
 @register("lion", hyperparameters=("weight_decay",))
-def _lion(config, lr, weight_decay, momentum):
-  del config, momentum
+def _lion(lr, config, *, weight_decay):
+  del config
   return optax.lion(lr, weight_decay=weight_decay)
 
 
 @register("muon", hyperparameters=("weight_decay",))
-def _muon(config, lr, weight_decay, momentum):
+def _muon(lr, config, *, weight_decay):
   # Newton-Schulz orthogonalised momentum for the dense (2D) weights; the
   # others (convolution kernels, biases) take AdamW.
-  del config, momentum
+  del config
   return optax.contrib.muon(lr, weight_decay=weight_decay,
                             adam_weight_decay=weight_decay)
 
@@ -210,17 +211,18 @@ def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
   clip = (optax.clip_by_global_norm(config.grad_clip_norm)
           if config.grad_clip_norm else optax.identity())
 
-  make = registry.resolve("optimizer", config.optimizer).target
+  entry = registry.resolve("optimizer", config.optimizer, label="optimizer")
 
-  def _base(*args):
-    base = make(*args)
+  def _base(lr, weight_decay, momentum):
+    given = {"weight_decay": weight_decay, "momentum": momentum}
+    base = entry.target(lr, config, **{h: given[h] for h in entry.hyperparameters})
     if trainable is None:
       return base
     return optax.multi_transform({"train": base, "freeze": optax.set_to_zero()},
                                  trainable)
   config_schedule = schedule(config, steps_per_epoch)
   if not injected:
-    return optax.chain(clip, _base(config, config_schedule, config.weight_decay,
+    return optax.chain(clip, _base(config_schedule, config.weight_decay,
                                    config.momentum))
   unit_schedule = schedule(config, steps_per_epoch, learning_rate=1.0)
 
@@ -230,7 +232,7 @@ def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
     lr = (config_schedule if learning_rate is None
           else lambda count: learning_rate * unit_schedule(count))
     return optax.chain(clip, _base(
-        config, lr, config.weight_decay if weight_decay is None else weight_decay,
+        lr, config.weight_decay if weight_decay is None else weight_decay,
         config.momentum if momentum is None else momentum))
   return optax.inject_hyperparams(factory)(**{f: config[f] for f in injected})
 

@@ -7,9 +7,8 @@ model's classifier layer, an optimizer's hyperparameters. Adding a built-in
 is one decorator in one place; no table elsewhere names it.
 
 `resolve(kind, spec)` is the one lookup, for the config's checks and for the
-code that builds. A spec is a built-in's name today; a `module:attr` (or
-`file.py:attr`) spec is where user-supplied components will resolve next,
-through the same function (`_import`).
+code that builds. A spec is a built-in's name, or a user's own component as
+`module:attr` or `file.py:attr` (plugins.py), through the same function.
 
 Importing this imports none of the components: a kind's module registers
 its built-ins when first asked for them (`HOMES`).
@@ -19,7 +18,7 @@ import dataclasses
 import importlib
 from typing import Any
 
-from mnist_jax.errors import UserError
+from mnist_jax.errors import SpecError
 
 # kind -> the package module whose import registers its built-ins.
 HOMES = {"model": "models", "optimizer": "optim", "schedule": "optim",
@@ -82,12 +81,18 @@ def resolve(kind: str, spec, label: str | None = None) -> Entry:
     return known[spec]
   if isinstance(spec, str) and ":" in spec:
     return _import(kind, spec, label or kind)
-  raise UserError(f"unknown {label or kind} '{spec}'; choose one of "
-                  f"{', '.join(known)}")
+  raise SpecError(f"unknown {label or kind} '{spec}'; choose one of "
+                  f"{', '.join(known)}, or your own as module:attribute or "
+                  f"path/to/file.py:attribute")
 
 
 def _import(kind: str, spec: str, label: str) -> Entry:
-  """The seam for user-supplied components (`module:attr`, `file.py:attr`):
-  not resolved yet."""
-  raise UserError(f"{label}={spec!r}: a {kind} from a module:attribute spec is "
-                  f"not supported yet; choose one of {', '.join(entries(kind))}")
+  """A user's component (`module:attr`, `file.py:attr`: plugins.py), as an
+  Entry with the attributes a built-in of its kind declares."""
+  from mnist_jax import plugins  # pylint: disable=g-import-not-at-top
+  target, attributes = plugins.load(kind, spec, label)
+  return Entry(kind, spec, target, attributes)
+
+
+def is_builtin(entry: Entry) -> bool:
+  return entry.name in _ENTRIES[entry.kind]

@@ -17,7 +17,7 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
-from mnist_jax import augment, models, optim
+from mnist_jax import augment, models, optim, protocols
 from mnist_jax import config as config_lib
 from mnist_jax import members as members_lib
 
@@ -47,20 +47,26 @@ class Graphs:
 class StepRecipe:
   """What the steps do besides running the model (see `from_config`)."""
   augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+  # f(key, float images) -> images: the user's own augmentations (plugins),
+  # after normalisation, before mixing; or None.
+  augment_floats: Callable[[jax.Array, jax.Array], jax.Array] | None = None
   # f(key, float images) -> (mixed images, lam): mixup / cutmix, or None.
   mix: Callable | None = None
   label_smoothing: float = 0.0  # Of the training loss only.
-  # The training loss, a registered name (steps.cross_entropy; evaluation
-  # always reports cross-entropy).
+  # The training loss, a registered name or a user's spec (config.loss;
+  # evaluation always reports cross-entropy).
   loss: str = "cross_entropy"
-  tta: tuple[str, ...] = ()  # Test-time views: "flip", "translate".
+  # Test-time views: "flip", "translate", or a user's own (a spec).
+  tta: tuple[str, ...] = ()
   # Computation dtype; parameters, optimizer state and loss stay float32.
   dtype: Any = jnp.float32
   # Inputs are (pixel / 255 - pixel_mean) / pixel_std (models.normalize).
   pixel_mean: float = 0.0
   pixel_std: float = 1.0
   ema_decay: float = 0.0
-  dropout: float = 0.0  # The rate; > 0: the model's call takes a dropout_key.
+  # Whether the model's call is given a `dropout_key`: a built-in's when its
+  # rate is above 0, a user's model's when its call takes one.
+  dropout_key: bool = False
   # Members of the run (states stacked on a leading axis, steps mapped over
   # it when > 1), and seeds per sweep point: their ensembles are evaluated.
   members: int = 1
@@ -72,12 +78,15 @@ class StepRecipe:
                   members: members_lib.Members, backend: str) -> "StepRecipe":
     names = augment.parse(config.augment, config.dataset)
     return cls(augment=augment.make(names, config.translate_pixels),
+               augment_floats=augment.make_floats(names),
+               loss=config.loss,
                mix=augment.make_mix(names, config.mix_alpha),
                label_smoothing=config.label_smoothing,
                tta=augment.parse_tta(config.tta, config.dataset),
                dtype=config_lib.DTYPES[config.dtype],
                pixel_mean=config.pixel_mean, pixel_std=config.pixel_std,
-               ema_decay=config.ema_decay, dropout=config.dropout,
+               ema_decay=config.ema_decay,
+               dropout_key=models.takes_dropout_key(config.model, config.dropout),
                members=members.count, seeds_per_point=len(members.seeds),
                member_loop=members_lib.member_loop(config.member_loop, backend))
 
@@ -99,6 +108,9 @@ def build(config: ml_collections.ConfigDict, num_classes: int,
   """The members, model, step recipe, optimizer, schedule and initial state
   of `config` (validated, or filled by config.with_defaults), for images of
   `image_shape` (H, W, C)."""
+  # A user's own components, checked against their protocols before
+  # anything is traced for training.
+  protocols.check(config, num_classes, tuple(image_shape), steps_per_epoch)
   members = members_lib.Members.from_config(config)
   trainable = None
   if config.freeze == "features":  # A linear probe: only the classifier learns.

@@ -64,21 +64,32 @@ def in_dtype(tree, dtype):
 
 
 @registry.register("loss", "cross_entropy")
-def cross_entropy(logits_BK, labels_B, label_smoothing: float = 0.0):
-  """Softmax cross-entropy of each example, [B]: against the integer labels,
-  or with `label_smoothing` against smoothed one-hot targets."""
+def cross_entropy(logits_BK, labels_BK):
+  """Softmax cross-entropy of each example, [B], against one-hot (smoothed,
+  mixed) labels [B, K]: the loss protocol (config.loss) a user's own loss
+  follows too."""
+  return optax.softmax_cross_entropy(logits_BK, labels_BK)
+
+
+def training_labels(labels_B, num_classes: int, label_smoothing: float = 0.0,
+                    lam=None):
+  """The one-hot labels [B, K] a training loss takes: smoothed by
+  `label_smoothing`, and with mixed images (`lam`) each example's own label
+  weighing `lam`, its partner's (the batch reversed) 1 - `lam`. For
+  cross-entropy, linear in its labels, that is the weighted sum of the two
+  losses the mixup and cutmix papers write."""
+  labels_BK = jax.nn.one_hot(labels_B, num_classes)
   if label_smoothing:
-    targets_BK = optax.smooth_labels(
-        jax.nn.one_hot(labels_B, logits_BK.shape[-1]), label_smoothing)
-    return optax.softmax_cross_entropy(logits_BK, targets_BK)
-  return optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
+    labels_BK = optax.smooth_labels(labels_BK, label_smoothing)
+  if lam is not None:
+    labels_BK = lam * labels_BK + (1 - lam) * labels_BK[::-1]
+  return labels_BK
 
 
-def loss_and_metrics(logits_BK, labels_B, mask_B=None, label_smoothing=0.0,
-                     loss: Callable = cross_entropy):
-  """Summed `loss` (evaluation's: cross-entropy) and correct count over the
+def loss_and_metrics(logits_BK, labels_B, mask_B=None):
+  """Summed cross-entropy (evaluation's loss) and correct count over the
   (unmasked) batch."""
-  losses_B = loss(logits_BK, labels_B, label_smoothing)
+  losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
   correct_B = jnp.argmax(logits_BK, -1) == labels_B
   if mask_B is None:
     mask_B = jnp.ones_like(labels_B, dtype=bool)
@@ -94,6 +105,8 @@ def train_step(graphs: Graphs, recipe: StepRecipe, tx: optax.GradientTransformat
   if recipe.augment:
     images_BHWC = recipe.augment(step_key, images_BHWC)
   x_BHWC, lam = models.normalize(images_BHWC, recipe.pixel_mean, recipe.pixel_std), None
+  if recipe.augment_floats:  # A user's own augmentations, on float images.
+    x_BHWC = recipe.augment_floats(jax.random.fold_in(step_key, 3), x_BHWC)
   if recipe.mix:
     x_BHWC, lam = recipe.mix(jax.random.fold_in(step_key, 1), x_BHWC)
   loss = registry.resolve("loss", recipe.loss).target  # At trace time.
@@ -104,15 +117,14 @@ def train_step(graphs: Graphs, recipe: StepRecipe, tx: optax.GradientTransformat
     module = nnx.merge(graphs.train, in_dtype(params, recipe.dtype), rest,
                        copy=True)
     # Only models built with dropout take its key (a user's model may not).
-    dropout = {"dropout_key": jax.random.fold_in(step_key, 2)} if recipe.dropout else {}
+    dropout = ({"dropout_key": jax.random.fold_in(step_key, 2)}
+               if recipe.dropout_key else {})
     logits_BK = module(x_BHWC.astype(recipe.dtype), **dropout).astype(jnp.float32)
-    loss_sum, correct, count = loss_and_metrics(
-        logits_BK, labels_B, label_smoothing=recipe.label_smoothing, loss=loss)
-    if lam is not None:  # Mixed images: their partners' labels weigh 1 - lam.
-      partner_sum, _, _ = loss_and_metrics(
-          logits_BK, labels_B[::-1], label_smoothing=recipe.label_smoothing,
-          loss=loss)
-      loss_sum = lam * loss_sum + (1 - lam) * partner_sum
+    labels_BK = training_labels(labels_B, logits_BK.shape[-1],
+                                recipe.label_smoothing, lam)
+    loss_sum = jnp.sum(loss(logits_BK, labels_BK).astype(jnp.float32))
+    correct = jnp.sum(jnp.argmax(logits_BK, -1) == labels_B, dtype=jnp.int32)
+    count = jnp.int32(labels_B.shape[0])
     _, _, new_rest = nnx.split(module, nnx.Param, ...)
     return loss_sum / count, (loss_sum, correct, count, new_rest)
 
@@ -157,8 +169,11 @@ def eval_logits(graphs: Graphs, recipe: StepRecipe, state: TrainState, images_BH
   logits = lambda v: module(normalize(v).astype(recipe.dtype)).astype(jnp.float32)
   if not recipe.tta:
     return logits(images_BHWC)
-  views = augment.test_time_views(recipe.tta, images_BHWC)
-  return log_mean_probabilities(jnp.stack([logits(v) for v in views]), axis=0)
+  views = [logits(v) for v in augment.test_time_views(recipe.tta, images_BHWC)]
+  # A user's own views take the normalised images (plugins.py).
+  model = lambda x: module(x.astype(recipe.dtype)).astype(jnp.float32)
+  views += [model(v) for v in augment.float_views(recipe.tta, normalize(images_BHWC))]
+  return log_mean_probabilities(jnp.stack(views), axis=0)
 
 
 def log_mean_probabilities(logits, axis: int):

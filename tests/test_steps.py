@@ -172,7 +172,7 @@ def test_the_training_step_takes_its_loss_from_the_registry(synthetic_data):
   from mnist_jax import registry  # pylint: disable=g-import-not-at-top
   assert registry.resolve("loss", "cross_entropy").target is steps.cross_entropy
   registry.register("loss", "zero_for_test")(
-      lambda logits_BK, labels_B, label_smoothing: 0.0 * logits_BK.sum(-1))
+      lambda logits_BK, labels_BK: 0.0 * logits_BK.sum(-1))
   config = toy_config(synthetic_data, model="mlp", optimizer="sgd", momentum=0.0)
   built = state_lib.build(config, 10, 8)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 28, 28, 1)),

@@ -1,0 +1,235 @@
+"""A researcher's own components: `module.path:attribute` and `file.py:attribute`.
+
+Wherever a config names a built-in (`model`, `optimizer`, `loss`, each entry
+of `augment` and `tta`), it may name the user's own instead:
+
+  config.model = "my_models:Mixer"             # importlib, from sys.path
+  config.optimizer = "optimizers.py:cautious"  # a file: beside the working
+                                               # directory, else the config's
+
+`load(kind, spec)` imports it once per process and returns its target and
+the attributes a built-in's registry Entry has, read from the target with
+the defaults a built-in that declares nothing gets (`DECLARED`);
+registry.resolve makes the Entry, so one lookup serves both. `check` then
+calls each plugin once under `jax.eval_shape`, before anything compiles, so
+that a mistake is one line naming the spec and what was expected rather
+than a trace from inside `jit`.
+
+From Python, `mnist_jax.train(config, model=MyNet)` takes the objects
+themselves (`spec_of`): one defined in an importable module is recorded by
+its `module:attribute`; one defined in a notebook or script (`__main__`) or
+inside a function resolves in this process only, and a later command-line
+`evaluate` says so in one line.
+"""
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from mnist_jax.errors import SpecError
+
+# What an entry of each kind declares, and its default for a plugin that
+# declares nothing: the attributes of the built-ins' register calls.
+DECLARED = {
+    "model": {"classifier": None, "dense_only": False},
+    "optimizer": {"hyperparameters": ()},
+    "augmentation": {"mirrors": False},
+    "tta": {"mirrors": False},
+    "loss": {}, "schedule": {},
+}
+PROTOCOLS = {
+    "model": "a class or function: factory(num_classes, *, rngs, input_shape, "
+             "[width, depth, dropout]) -> nnx.Module",
+    "optimizer": "a function: make(learning_rate, config) -> "
+                 "optax.GradientTransformation",
+    "loss": "a function: loss(logits_BK, labels_BK) -> loss_B",
+    "augmentation": "a function: augment(key, images_BHWC) -> images_BHWC",
+    "tta": "a function: view(images_BHWC) -> images_BHWC",
+    "schedule": "a function: make(config, steps_per_epoch, lr) -> optax.Schedule",
+}
+# Config fields a model's factory may take besides num_classes, rngs and
+# input_shape (which every plugin model is given).
+MODEL_FIELDS = ("width", "depth", "dropout")
+
+# Folders a file spec is looked for in after the working directory: each
+# config file's (config.from_file, main) and each checkpoint's recorded one.
+_SEARCH_DIRS: list[Path] = []
+# spec -> Entry, so a file is executed once per process (its classes keep
+# one identity, and jit's caches hold).
+_LOADED: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
+# Objects handed to mnist_jax.train that no import can find again.
+_OBJECTS: dict[str, Any] = {}
+
+
+def add_search_dir(folder: str | Path):
+  folder = Path(folder).resolve()
+  if folder not in _SEARCH_DIRS:
+    _SEARCH_DIRS.append(folder)
+
+
+def is_spec(value) -> bool:
+  return isinstance(value, str) and ":" in value
+
+
+def file_path(spec: str) -> Path | None:
+  """The file a `file.py:attribute` spec names, as found (None: not a file spec)."""
+  where = spec.rpartition(":")[0]
+  if not where.endswith(".py"):
+    return None
+  for folder in (Path.cwd(), *_SEARCH_DIRS):
+    candidate = Path(where) if Path(where).is_absolute() else folder / where
+    if candidate.is_file():
+      return candidate.resolve()
+  return None
+
+
+def source_sha256(spec: str) -> str | None:
+  path = file_path(spec)
+  return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
+
+
+def load(kind: str, spec: str, label: str) -> tuple[Any, dict[str, Any]]:
+  """(target, declared attributes) of plugin `spec` of `kind`; `label` names
+  the config field in errors."""
+  key = (kind, spec)
+  if key not in _LOADED:
+    target = _OBJECTS.get(spec)
+    if target is None:
+      target = _attribute(_module(spec, label), spec, label)
+    if not callable(target):
+      raise SpecError(f"{label}={spec!r} is a {type(target).__name__}, not "
+                      f"callable; expected {PROTOCOLS[kind]}")
+    _LOADED[key] = target, _declared(kind, spec, target, label)
+  return _LOADED[key]
+
+
+def _module(spec: str, label: str):
+  where = spec.rpartition(":")[0]
+  if where.endswith(".py"):
+    path = file_path(spec)
+    if path is None:
+      looked = ", ".join(str(d) for d in (Path.cwd(), *_SEARCH_DIRS))
+      raise SpecError(f"{label}={spec!r}: no file {where} in {looked}; give a "
+                      f"path relative to the working directory or the config's folder")
+    name = f"mnist_jax_plugin_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    if name in sys.modules:
+      return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # Before running it: dataclasses look it up.
+    try:
+      module_spec.loader.exec_module(module)
+    except Exception as e:  # pylint: disable=broad-except
+      del sys.modules[name]
+      raise SpecError(f"{label}={spec!r}: importing {where} raised "
+                      f"{raised(e, path)}") from None
+    return module
+  if where == "__main__" and "__main__" in sys.modules:
+    return sys.modules["__main__"]
+  try:
+    return importlib.import_module(where)
+  except ModuleNotFoundError as e:
+    if e.name and where.startswith(e.name):
+      raise SpecError(f"{label}={spec!r}: no module named {e.name!r} on the path; "
+                      f"run from the folder that holds it, add it to PYTHONPATH, "
+                      f"or name a file: path/to/file.py:attribute") from None
+    raise SpecError(f"{label}={spec!r}: importing {where} raised {raised(e)}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    raise SpecError(f"{label}={spec!r}: importing {where} raised {raised(e)}") from None
+
+
+def _attribute(module, spec: str, label: str):
+  where, _, attribute = spec.rpartition(":")
+  target = module
+  for part in attribute.split("."):
+    if not part or not hasattr(target, part):
+      if where == "__main__":
+        raise SpecError(f"{label}={spec!r} was defined in a notebook or script "
+                        f"that is not running here; move it to a file and name it "
+                        f"as file.py:{attribute}")
+      public = sorted(n for n in vars(module) if not n.startswith("_"))[:12]
+      raise SpecError(f"{label}={spec!r}: {where} has no attribute {attribute!r}"
+                      f"{'; it has ' + ', '.join(public) if public else ''}")
+    target = getattr(target, part)
+  return target
+
+
+def _declared(kind: str, spec: str, target, label: str) -> dict[str, Any]:
+  attributes = {name: getattr(target, name, default)
+                for name, default in DECLARED[kind].items()}
+  if kind == "augmentation" and getattr(target, "mixes", False):
+    raise SpecError(f"{label}={spec!r} declares mixes: a plugin augmentation maps "
+                    f"a batch to a batch; mix images in it and keep the labels")
+  if kind == "model":
+    attributes["accepts"] = accepted_fields(target)
+  if kind == "optimizer":
+    attributes["hyperparameters"] = tuple(attributes["hyperparameters"])
+  return attributes
+
+
+def accepted_fields(factory) -> tuple[str, ...]:
+  """Which of MODEL_FIELDS (and input_shape) `factory` takes, by its signature."""
+  try:
+    parameters = inspect.signature(factory).parameters
+  except (TypeError, ValueError):
+    return ("input_shape",)
+  if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+    return (*MODEL_FIELDS, "input_shape")
+  return tuple(f for f in (*MODEL_FIELDS, "input_shape") if f in parameters)
+
+
+def spec_of(kind: str, target) -> str:
+  """A spec for the object `target` (mnist_jax.train's model=, optimizer=...):
+  its `module:qualname` where an import finds it again; else one this process
+  resolves (`_OBJECTS`)."""
+  if isinstance(target, str):
+    return target
+  module = getattr(target, "__module__", None) or "__main__"
+  qualname = getattr(target, "__qualname__", None) or getattr(target, "__name__", "object")
+  spec = f"{module}:{qualname}"
+  found = sys.modules.get(module)
+  for part in qualname.split("."):
+    found = getattr(found, part, None)
+  if found is not target:  # A local or rebound object: this process only.
+    spec = f"{module}:{qualname.replace('<locals>.', '')}@{id(target):x}"
+    _OBJECTS[spec] = target
+  _LOADED.pop((kind, spec), None)  # A notebook cell run again redefines it.
+  return spec
+
+
+def raised(error: Exception, path: Path | None = None) -> str:
+  """`Type: message (file.py, line N)`: the user's own words, and the line of
+  `path` (else the innermost frame outside mnist_jax, jax and flax) it
+  came from."""
+  frames = traceback.extract_tb(error.__traceback__)
+  mine = [f for f in frames if path is not None and Path(f.filename) == path]
+  if not mine:
+    mine = [f for f in frames if not any(
+        part in f.filename for part in ("/mnist_jax/", "/jax/", "/flax/", "/optax/",
+                                        "importlib"))]
+  where = f" ({Path(mine[-1].filename).name}, line {mine[-1].lineno})" if mine else ""
+  message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+  return f"{type(error).__name__}{': ' + message if message else ''}{where}"
+
+
+def used(config) -> dict[str, dict[str, str]]:
+  """{field: {"spec", and for a file "path" and "sha256"}} of every plugin
+  `config` names: what a checkpoint records, so that resume, evaluate,
+  predict and export import the same again."""
+  specs = {"model": config.model, "optimizer": config.optimizer,
+           "loss": config.loss, "lr_schedule": config.lr_schedule}
+  for field in ("augment", "tta"):
+    for i, name in enumerate(n.strip() for n in config[field].split(",")):
+      specs[f"{field}[{i}]"] = name
+  record = {}
+  for field, spec in specs.items():
+    if is_spec(spec):
+      path = file_path(spec)
+      record[field] = {"spec": spec, **({"path": str(path),
+                                         "sha256": source_sha256(spec)} if path else {})}
+  return record
