@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import flags
 
-from mnist_jax import checks, fields
+from mnist_jax import checks, fields, plugins
 from mnist_jax.errors import UserError
 
 
@@ -111,9 +111,11 @@ def _check_together(config: ml_collections.ConfigDict):
   from mnist_jax import augment, members, registry  # pylint: disable=g-import-not-at-top
   if (config.freeze != "none"
       and registry.resolve("model", config.model).classifier is None):
+    how = ("register it with models.register(..., classifier=<its last "
+           "layer's attribute>)" if ":" not in config.model else
+           "declare classifier = '<its last layer's attribute>' on the class")
     raise UserError(f"config.freeze={config.freeze}: model '{config.model}' "
-                    f"names no classifier; register it with models.register("
-                    f"..., classifier=<its last layer's attribute>)")
+                    f"names no classifier; {how}")
   names = augment.parse(config.augment, config.dataset)
   augment.parse_tta(config.tta, config.dataset)
   # Fields its optimizer cannot sweep, sweep_samples without a distribution
@@ -145,6 +147,7 @@ def from_file(path: str) -> ml_collections.ConfigDict:
   """`get_config()` of a config file, as `--config=path` would load it."""
   if not Path(path).is_file():
     raise UserError(f"config file {path} does not exist")
+  plugins.add_search_dir(Path(path).parent)  # Its file.py:attr specs.
   spec = importlib.util.spec_from_file_location(f"compared_{Path(path).stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
