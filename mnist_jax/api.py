@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from mnist_jax import config as config_lib
-from mnist_jax import inference, outputs, training
+from mnist_jax import inference, outputs, plugins, training
 from mnist_jax.errors import UserError
 from mnist_jax.trained import Trained, load_trained
 
@@ -73,7 +73,10 @@ def train(config: str | os.PathLike | ml_collections.ConfigDict,
           callbacks: Sequence[Callable[..., Any]] = (), **overrides) -> Result:
   """Trains `config` (a config file's path, or a ConfigDict) with
   `overrides` by field name (`num_epochs=3`, `sweep={"learning_rate":
-  "0.01,0.1"}` or `**{"sweep.learning_rate": "0.01,0.1"}`) in `workdir`
+  "0.01,0.1"}` or `**{"sweep.learning_rate": "0.01,0.1"}`; `model=MyNet`,
+  `optimizer=make_tx`, `loss=my_loss`, `augment=[my_noise, "translate"]`:
+  your own components as objects, recorded by their `module:attribute`
+  where an import finds them again, else usable in this process only) in `workdir`
   (default: runs/<config file's name>, or a new temporary folder). Each
   callback is called with each finished epoch's record, or, where it takes
   two arguments, with (record, state) (the epoch's TrainState; an object
@@ -86,10 +89,28 @@ def train(config: str | os.PathLike | ml_collections.ConfigDict,
     workdir = workdir or Path("runs") / Path(config).stem
     config = config_lib.from_file(str(config))
   for name, value in overrides.items():  # As --config.<name>=, unparsed.
-    config_lib.override(config, name, value)
+    config_lib.override(config, name, _as_specs(name, value))
   result = training.train_and_evaluate(config, workdir, callbacks=callbacks)
   return Result(result.summary, outputs.read_metrics(workdir), Path(workdir),
                 load(workdir))
+
+
+# The fields whose value may be an object (a class, a function) rather than
+# a name: the user's own component, and its kind.
+_OBJECT_FIELDS = {"model": "model", "optimizer": "optimizer", "loss": "loss",
+                  "augment": "augmentation", "tta": "tta"}
+
+
+def _as_specs(name: str, value):
+  """`value` of field `name` as the config holds it: an object of a component
+  field (model=MyNet; augment=[noise, "translate"]) as its spec
+  (plugins.spec_of: `module:attribute` where an import finds it again)."""
+  kind = _OBJECT_FIELDS.get(name)
+  if kind is None or isinstance(value, str):
+    return value
+  if name in ("augment", "tta") and isinstance(value, (list, tuple)):
+    return ",".join(plugins.spec_of(kind, v) for v in value)
+  return plugins.spec_of(kind, value)
 
 
 def load(workdir: str | os.PathLike, checkpoint: str = "",
