@@ -17,7 +17,8 @@ from absl import logging
 
 from mnist_jax import config as config_lib
 from mnist_jax import data as data_lib
-from mnist_jax import distributed, feed, loop, sharding
+from mnist_jax import distributed, feed, halving, loop, sharding
+from mnist_jax import members as members_lib
 from mnist_jax import runtime as runtime_lib
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
@@ -81,6 +82,8 @@ def assemble(config: ml_collections.ConfigDict,
   runtime.start(config)), its dataset (default: loaded as config says) with
   config.validation_size held out, its plan, built state and data key on the
   devices and, with `place`, its data placed. Not compiled."""
+  # Before anything loads: a halving the sweep cannot run is refused first.
+  halving.check(config, members_lib.Members.from_config(config))
   runtime = runtime or runtime_lib.start(config)
   if dataset is None:
     dataset = data_lib.load(config.dataset, config.data_dir, config.data_source,
@@ -94,6 +97,7 @@ def assemble(config: ml_collections.ConfigDict,
     raise UserError("config.early_stopping_patience needs a validation split to "
                     "watch: set config.validation_size (e.g. 5000), or drop the "
                     "patience")
+  halving.check_validation(config, dataset.val_images is not None)
   config_lib.validate_for_images(config, dataset.image_shape)
   plan = loop.Plan.make(dataset, runtime, config.batch_size, config.steps_per_call,
                         config.eval_batch_size, config.steps_per_epoch)

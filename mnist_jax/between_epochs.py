@@ -259,15 +259,18 @@ def _takes_state(callback: Callable) -> bool:
 
 def epoch_end_hooks(saver: Saver, stopper: EarlyStopping, best: Best | None,
                     files, history: list, stop, members: members_lib.Members,
-                    config, callbacks: Sequence = ()) -> list[Hook]:
+                    config, callbacks: Sequence = (), halving=None) -> list[Hook]:
   """The hooks of a run, in the order they run after each epoch. Why this
   order: divergence first, so that a diverged epoch is written but never
-  saved (the last good checkpoint stays); early stopping before the
+  saved (the last good checkpoint stays); successive halving's rung
+  (halving.py) next: it numbers the record's members and puts its decision
+  in the checkpoint's record before the saves; early stopping before the
   checkpoint, which saves the epoch it stops at; the checkpoints before the
   files, whose record holds the save's seconds; the console's line once the
   epoch is on disk; a signal then stops the run with everything written;
   the user's callbacks last, seeing the epoch saved and written."""
-  return [Divergence(saver, members, files), stopper,
+  return [Divergence(saver, members, files), *((halving,) if halving else ()),
+          stopper,
           Checkpoint(saver, config.checkpoint_every_epochs, config.num_epochs,
                      stopper),
           *((best,) if best else ()), Files(files, history),

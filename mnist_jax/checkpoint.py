@@ -134,17 +134,19 @@ class Checkpoints:
     """(state, meta) of the newest checkpoint that loads, or None if there is none.
 
     `like_state` gives the structure, shapes, dtypes and shardings to restore
-    into. A checkpoint made by an incompatible config is refused, not skipped,
-    and so are checkpoints none of which can be read.
+    into, or is f(its JSON record) -> that state (a halved run's members:
+    halving.py). A checkpoint made by an incompatible config is refused, not
+    skipped, and so are checkpoints none of which can be read.
     """
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
     errors = []
     for epoch in self._candidates(epoch):
       try:
         # The JSON record first: it says whether the state can fit at all.
         meta = self._meta(epoch)
         check_compatible(meta, config, num_classes, self.directory)
-        check_fits(like_state, self.directory / str(epoch), meta, config)
+        like = like_state(meta) if callable(like_state) else like_state
+        check_fits(like, self.directory / str(epoch), meta, config)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         state = self._manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract))).state
       except UserError:

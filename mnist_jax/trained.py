@@ -12,7 +12,7 @@ from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import config as config_lib
-from mnist_jax import models, sharding, steps
+from mnist_jax import halving, models, sharding, steps
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 from mnist_jax.members import select
@@ -89,8 +89,10 @@ def restore(folder: Path, epoch: int | None = None, mesh=None) -> Restored:
     image_shape = tuple(meta.get("image_shape", models.MNIST_SHAPE))
     built = state_lib.build(config, num_classes, steps_per_epoch=1,
                             image_shape=image_shape)
-    like = jax.device_put(built.state,
-                          sharding.replicated(mesh or sharding.make_mesh()))
+    mesh = mesh or sharding.make_mesh()
+    like = jax.device_put(built.state, sharding.replicated(mesh))
+    # A halved run's checkpoint holds only the members it kept.
+    built, like = halving.saved_members(built, like, meta, mesh)
     restored = checkpoints.restore_latest(like, config, num_classes, epoch)
     if restored is None:
       raise UserError(f"no readable checkpoint in {folder}")

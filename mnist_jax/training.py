@@ -24,6 +24,7 @@ from mnist_jax import assembly, between_epochs
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import config as config_lib
 from mnist_jax import distributed, finetune, loop, outputs, report
+from mnist_jax import halving as halving_lib
 from mnist_jax import members as members_lib
 from mnist_jax import sharding, signals, steps, timing, workdir_lock
 from mnist_jax import summary as summary_lib
@@ -74,41 +75,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 def _train(run: assembly.Run, workdir: Path, started_at: float,
            callbacks) -> TrainResult:
-  config, dataset, plan, built = run.config, run.dataset, run.plan, run.built
+  config, dataset, plan = run.config, run.dataset, run.plan
   checkpoints = checkpoint_lib.Checkpoints(workdir / "checkpoints",
                                            config.checkpoints_to_keep)
-  state, done_epochs, saved_num_epochs = _resume(checkpoints, run.state, config,
-                                                 dataset.num_classes)
+  meta = {"config": config.to_dict(), "num_classes": dataset.num_classes,
+          "class_names": list(dataset.class_names),
+          "image_shape": list(dataset.image_shape)}
+  halving = halving_lib.start(config, run.built.members, meta)
+  state, done_epochs, saved_num_epochs, saved = _resume(
+      checkpoints, run.state, config, dataset.num_classes,
+      halving.like(run.state, run.mesh) if halving else None)
   if config.init_from and not done_epochs:  # Its own checkpoints win.
     state = distributed.put_global(finetune.initialize(
         state, config, dataset.num_classes, dataset.image_shape, run.mesh),
         sharding.replicated(run.mesh))
-  run = run.with_state(state)
+  run = halving.resumed(run, state, saved) if halving else run.with_state(state)
+  state = run.state  # Halving's: of the members the run goes on with.
   files = outputs.RunFiles(workdir, enabled=run.runtime.main_process)
   history = files.resume(done_epochs)
-  outputs.log_start(config, dataset, run.mesh, plan, state, built.members)
+  outputs.log_start(config, dataset, run.mesh, plan, run.state, run.built.members)
   stopper = between_epochs.EarlyStopping(config.early_stopping_patience,
                            config.early_stopping_min_delta, history,
                            raised=config.num_epochs > saved_num_epochs)
   to_train = not stopper.stopped_at and done_epochs < config.num_epochs
   run, compile_seconds, seconds_to_first_step = _compile(to_train, run, started_at)
-  meta = {"config": config.to_dict(), "num_classes": dataset.num_classes,
-          "class_names": list(dataset.class_names),
-          "image_shape": list(dataset.image_shape)}
   saver = between_epochs.Saver(checkpoints, done_epochs, meta)
   best = between_epochs.Best(workdir, meta, history) if dataset.val_images is not None else None
   with signals.StopOnSignal() as stop, contextlib.closing(files), loop.Profile(
       files.profile_dir, config.profile_steps) as profile:
-    epochs = () if not to_train else run.epochs(
-        done_epochs + 1, config.num_epochs, should_stop=lambda: stop.requested,
-        show_progress=None if run.runtime.main_process else False, profile=profile)
-    hooks = between_epochs.epoch_end_hooks(saver, stopper, best, files, history,
-                                           stop, built.members, config, callbacks)
-    for result in epochs:
+    options = dict(should_stop=lambda: stop.requested, profile=profile,
+                   show_progress=None if run.runtime.main_process else False)
+    epochs = () if not to_train else (
+        halving.epochs_of(run, done_epochs + 1, config.num_epochs, **options)
+        if halving else ((run, r) for r in run.epochs(
+            done_epochs + 1, config.num_epochs, **options)))
+    for run, result in epochs:
       if isinstance(result, loop.StoppedMidEpoch):
         saver.stop_after_saving(stop.signum, result.state, result.last_epoch)
-      state = result.state
-      record = outputs.epoch_record(result, plan, built.members, built.schedule)
+      state, members = result.state, run.built.members
+      hooks = between_epochs.epoch_end_hooks(saver, stopper, best, files, history,
+                                             stop, members, config, callbacks, halving)
+      record = outputs.epoch_record(result, plan, members, run.built.schedule)
       if between_epochs.end_epoch(hooks, record, state, saver):
         break
     for manager in (checkpoints, *((best.checkpoints,) if best else ())):
@@ -118,12 +125,16 @@ def _train(run: assembly.Run, workdir: Path, started_at: float,
     if not history:
       raise UserError(f"{workdir} holds no metrics for its checkpoint of epoch "
                       f"{done_epochs}; use a new --workdir")
+    built = run.built  # Of the members trained last (halving.py).
     summary = summary_lib.run_summary(
-        config, dataset.name, plan, built.members, history,
+        config, dataset.name, plan, built.members,
+        halving.history_of_survivors(history) if halving else history,
         stopped_early_at_epoch=stopper.stopped_at,
         compile_seconds=compile_seconds,
         seconds_to_first_step=seconds_to_first_step,
         resumed_from_epoch=done_epochs)
+    if halving:
+      summary["halving"] = halving.summary()
     files.finish(summary, built.members)
   if run.runtime.main_process:
     _finish_on_console(config, workdir, dataset, plan, built, state, summary,
@@ -145,17 +156,18 @@ def _compile(to_train: bool, run: assembly.Run, started_at: float):
 
 
 def _resume(checkpoints: checkpoint_lib.Checkpoints, state, config,
-            num_classes: int):
-  """(state, epoch, its run's num_epochs) of the newest checkpoint, or the
-  given state, 0 and 0."""
-  restored = checkpoints.restore_latest(state, config, num_classes)
+            num_classes: int, like=None):
+  """(state, epoch, its run's num_epochs, its JSON record) of the newest
+  checkpoint, or the given state, 0, 0 and None. `like`: the state to
+  restore into as f(JSON record) (halving.py), else `state`."""
+  restored = checkpoints.restore_latest(like or state, config, num_classes)
   if not restored:
-    return state, 0, 0
+    return state, 0, 0, None
   state, meta = restored
   changed = config_lib.changed_fields(meta["config"], config)
   logging.info("resuming from the checkpoint of epoch %d in %s%s", meta["epoch"],
                checkpoints.directory, f"; changed fields: {changed}" if changed else "")
-  return state, meta["epoch"], meta["config"]["num_epochs"]
+  return state, meta["epoch"], meta["config"]["num_epochs"], meta
 
 
 def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
