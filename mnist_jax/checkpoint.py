@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from mnist_jax import config as config_lib
+from mnist_jax import plugins
 from mnist_jax.errors import UserError
 
 # <workdir>/best_checkpoint: the best epoch's by validation accuracy, never
@@ -72,6 +73,11 @@ class Checkpoints:
     """
     self.wait()
     meta = json.loads(json.dumps(meta))  # As it will read back.
+    # The user's components it ran, so that reading it back imports them
+    # again from anywhere; a run of built-ins only records none.
+    used = plugins.used(config_lib.with_defaults(meta["config"]))
+    if used:
+      meta["plugins"] = used
     meta["sha256"] = _digest(meta)
     self._saving = epoch
     try:
@@ -105,6 +111,7 @@ class Checkpoints:
     meta = self._manager.restore(epoch, args=ocp.args.Composite(
         meta=ocp.args.JsonRestore())).meta
     check_meta(meta, epoch)
+    plugins.recall(meta.get("plugins"))  # Before anything builds its model.
     return meta
 
   def _candidates(self, epoch: int | None) -> list[int]:
@@ -176,7 +183,8 @@ class Checkpoints:
     self._manager.close()
 
 
-# The keys of a checkpoint's JSON record, besides its sha256.
+# The keys of a checkpoint's JSON record, besides its sha256 (and those a
+# record with a sha256 may add: "image_shape", "plugins", ...).
 _KEYS = {"config", "num_classes", "class_names", "epoch"}
 
 
@@ -242,6 +250,28 @@ def check_meta(meta, epoch: int):
           and len(class_names) == meta["num_classes"]
           and all(isinstance(n, str) for n in class_names)):
     raise ValueError("the JSON record's config, epoch or classes are malformed")
+  used = meta.get("plugins", {})
+  if not (isinstance(used, dict) and all(
+      isinstance(e, dict) and isinstance(e.get("spec"), str)
+      and all(isinstance(v, str) for v in e.values()) for e in used.values())):
+    raise ValueError("the JSON record's plugins are malformed")
+
+
+def recall_plugins(directory: Path):
+  """Hands the plugins that the newest checkpoint of `directory` records to
+  plugins.recall, before a resume builds its model (from its JSON record's
+  file: no checkpoint is opened; one that cannot be read says nothing)."""
+  directory = Path(directory)
+  epochs = sorted((int(p.name) for p in directory.glob("*") if p.name.isdigit()),
+                  reverse=True) if directory.is_dir() else []
+  for epoch in epochs:
+    try:
+      meta = json.loads((directory / str(epoch) / "meta" / "metadata").read_text())
+      check_meta(meta, epoch)
+    except (OSError, ValueError, KeyError, TypeError):
+      continue  # restore_latest says why, or takes an older one.
+    plugins.recall(meta.get("plugins"))
+    return
 
 
 def _write_failure(error: Exception) -> str | None:

@@ -20,6 +20,11 @@ themselves (`spec_of`): one defined in an importable module is recorded by
 its `module:attribute`; one defined in a notebook or script (`__main__`) or
 inside a function resolves in this process only, and a later command-line
 `evaluate` says so in one line.
+
+A checkpoint records the plugins of its run (`used`: each spec, and for a
+file its absolute path and the sha256 of the source that ran); reading it
+back hands that record to `recall`, so that resume, evaluate, predict and
+export find the file from any working directory, and warn where it changed.
 """
 
 import hashlib
@@ -30,6 +35,8 @@ import sys
 import traceback
 from pathlib import Path
 from typing import Any
+
+from absl import logging
 
 from mnist_jax.errors import SpecError
 
@@ -64,6 +71,12 @@ _SEARCH_DIRS: list[Path] = []
 _LOADED: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
 # Objects handed to mnist_jax.train that no import can find again.
 _OBJECTS: dict[str, Any] = {}
+# Each file executed: the sha256 of the source that ran (the file may change
+# while a run trains; its checkpoints record what ran).
+_EXECUTED: dict[Path, str] = {}
+# spec -> its entry in a checkpoint's record (`recall`): where the file was.
+_RECORDED: dict[str, dict[str, str]] = {}
+_WARNED: set[tuple[str, str]] = set()  # (path, sha256) said to have changed.
 
 
 def add_search_dir(folder: str | Path):
@@ -85,12 +98,33 @@ def file_path(spec: str) -> Path | None:
     candidate = Path(where) if Path(where).is_absolute() else folder / where
     if candidate.is_file():
       return candidate.resolve()
-  return None
+  # Not found from here: where a checkpoint of the run says it was.
+  recorded = Path(_RECORDED.get(spec, {}).get("path", ""))
+  return recorded if recorded.is_absolute() and recorded.is_file() else None
 
 
 def source_sha256(spec: str) -> str | None:
+  """The sha256 of the file `spec` names: of its source as executed in this
+  process where it was, else as it is now (None: not a file spec, or not found)."""
   path = file_path(spec)
-  return hashlib.sha256(path.read_bytes()).hexdigest() if path else None
+  if path is None:
+    return None
+  return _EXECUTED.get(path) or hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def recall(record: dict[str, dict[str, str]] | None):
+  """Takes a checkpoint's record of its plugins (`used`): each file is then
+  looked for where it was too, and one whose source changed since is
+  logged as a warning (once per change), not refused."""
+  for field, entry in (record or {}).items():
+    spec = entry["spec"]
+    _RECORDED[spec] = entry
+    saved = entry.get("sha256")
+    now = source_sha256(spec) if saved else None
+    if now and now != saved and (str(file_path(spec)), now) not in _WARNED:
+      _WARNED.add((str(file_path(spec)), now))
+      logging.warning("%s=%r: %s has changed since the checkpoint was saved; "
+                      "using the file as it is now", field, spec, file_path(spec))
 
 
 def load(kind: str, spec: str, label: str) -> tuple[Any, dict[str, Any]]:
@@ -99,6 +133,8 @@ def load(kind: str, spec: str, label: str) -> tuple[Any, dict[str, Any]]:
   key = (kind, spec)
   if key not in _LOADED:
     target = _OBJECTS.get(spec)
+    if target is None and "@" in spec.rpartition(":")[2]:
+      raise SpecError(_only_there(spec, label))
     if target is None:
       target = _attribute(_module(spec, label), spec, label)
     if not callable(target):
@@ -114,6 +150,11 @@ def _module(spec: str, label: str):
     path = file_path(spec)
     if path is None:
       looked = ", ".join(str(d) for d in (Path.cwd(), *_SEARCH_DIRS))
+      recorded = _RECORDED.get(spec, {}).get("path")
+      if recorded:
+        raise SpecError(f"{label}={spec!r}: its file was {recorded}, which no "
+                        f"longer exists, and there is no {where} in {looked}; put "
+                        f"it back, or run from the folder that holds {where}")
       raise SpecError(f"{label}={spec!r}: no file {where} in {looked}; give a "
                       f"path relative to the working directory or the config's folder")
     name = f"mnist_jax_plugin_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
@@ -122,6 +163,7 @@ def _module(spec: str, label: str):
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # Before running it: dataclasses look it up.
+    _EXECUTED[path] = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
       module_spec.loader.exec_module(module)
     except Exception as e:  # pylint: disable=broad-except
@@ -149,14 +191,22 @@ def _attribute(module, spec: str, label: str):
   for part in attribute.split("."):
     if not part or not hasattr(target, part):
       if where == "__main__":
-        raise SpecError(f"{label}={spec!r} was defined in a notebook or script "
-                        f"that is not running here; move it to a file and name it "
-                        f"as file.py:{attribute}")
+        raise SpecError(_only_there(spec, label))
       public = sorted(n for n in vars(module) if not n.startswith("_"))[:12]
       raise SpecError(f"{label}={spec!r}: {where} has no attribute {attribute!r}"
                       f"{'; it has ' + ', '.join(public) if public else ''}")
     target = getattr(target, part)
   return target
+
+
+def _only_there(spec: str, label: str) -> str:
+  """The one line for an object of a notebook, a script or a function's
+  body (spec_of's `__main__:Name`, `module:Name@id`) read in another process."""
+  name = spec.rpartition(":")[2].partition("@")[0].rpartition(".")[2]
+  return (f"{label}={spec!r} was defined in a notebook, script or function of "
+          f"the process that trained it, and exists only there; load it in that "
+          f"notebook (mnist_jax.load), or move {name} to a file and train with "
+          f"{label.partition('[')[0]}='file.py:{name}'")
 
 
 def _declared(kind: str, spec: str, target, label: str) -> dict[str, Any]:

@@ -57,6 +57,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   the run after saving that epoch.
   """
   started_at = time.perf_counter() if started_at is None else started_at
+  # A resume finds its plugins' files where its checkpoints say they were.
+  checkpoint_lib.recall_plugins(Path(workdir) / "checkpoints")
   config_lib.validate(config)
   run = assembly.assemble(config, place=False)
   # Only once the config and data are known good: a refused run leaves
