@@ -250,12 +250,17 @@ class Halving:
              **({"ensembles": [e for e in r["ensembles"] if e["point"] in points]}
                 if "ensembles" in r else {})} for r in history]
 
-  def summary(self) -> dict[str, Any]:
+  def add_to(self, summary: dict[str, Any]):
     """summary.json's "halving": the rungs, each point kept or dropped with
-    its validation accuracy against the cut-off, and the survivors."""
-    return {"epochs": list(self.epochs), "eta": self.eta, "rungs": self.rungs,
-            "surviving_points": list(self.points),
-            "surviving_members": self.member_ids(self.points)}
+    its validation accuracy against the cut-off, and the survivors; and the
+    survivors' original numbers on their "members" and "points" entries."""
+    summary["halving"] = {"epochs": list(self.epochs), "eta": self.eta,
+                          "rungs": self.rungs, "surviving_points": list(self.points),
+                          "surviving_members": self.member_ids(self.points)}
+    for entry, member in zip(summary.get("members", ()), self.member_ids(self.points)):
+      entry.update(member=member, point=member // self.num_seeds)
+    for entry, point in zip(summary.get("points", ()), self.points):
+      entry["point"] = point
 
 
 def _log_rung(rung: dict[str, Any]):

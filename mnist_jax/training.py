@@ -136,7 +136,7 @@ def _train(run: assembly.Run, workdir: Path, started_at: float,
         seconds_to_first_step=seconds_to_first_step,
         resumed_from_epoch=done_epochs)
     if halving:
-      summary["halving"] = halving.summary()
+      halving.add_to(summary)
     files.finish(summary, built.members)
   if run.runtime.main_process:
     _finish_on_console(config, workdir, dataset, plan, built, state, summary,

@@ -87,8 +87,9 @@ def test_a_rung_keeps_the_best_points_and_trains_on_with_their_members_only(tmp_
     np.testing.assert_allclose(got, want[np.asarray(survivors)], rtol=1e-5, atol=1e-6)
 
   # The summary's members are the survivors', the checkpoint loads them.
-  assert [m["learning_rate"] for m in halved.summary["members"]] == [
-      m["learning_rate"] for m in second["members"]]
+  assert [(m["member"], m["learning_rate"]) for m in halved.summary["members"]] == [
+      (m["member"], m["learning_rate"]) for m in second["members"]]
+  assert [p["point"] for p in halved.summary["points"]] == kept
   trained = load_trained(tmp_path / "halved", member=3, checkpoint="last")
   assert trained.config.learning_rate == second["members"][3]["learning_rate"]
   np.testing.assert_array_equal(_leaves(trained.state.params)[0],
