@@ -290,6 +290,16 @@ def takes_dropout_key(name: str, rate: float) -> bool:
     return False
 
 
+def _factory_fields(factory) -> tuple[str, ...]:
+  """Which of width, depth, dropout and input_shape a user's model factory
+  takes, by its signature: a class's `__init__`'s (an nnx.Module class's
+  own signature is its metaclass's `(*args, **kwargs)`, which would pass it
+  every field), else the function's."""
+  from mnist_jax import plugins  # pylint: disable=g-import-not-at-top
+  init = getattr(factory, "__init__", None) if isinstance(factory, type) else None
+  return plugins.accepted_fields(init if init is not None else factory)
+
+
 # Weight initialisations (config.init): each framework's defaults.
 INITS = ("flax", "torch")
 
@@ -304,13 +314,14 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
   `torch_init`)."""
   entry = registry.resolve("model", name)
   builtin = registry.is_builtin(entry)
+  accepts = entry.accepts if builtin else _factory_fields(entry.target)
   kwargs = {}
   # Models of one size need not take these; a user's model is always told
   # its input shape where it takes one (plugins.py's protocol).
   for field, value, default in (("width", width, 1.0), ("depth", depth, None),
                                 ("dropout", dropout, 0.0),
                                 ("input_shape", tuple(input_shape), MNIST_SHAPE)):
-    if field not in entry.accepts:
+    if field not in accepts:
       if value == default:
         continue
       how = ("accept it in models.register" if builtin else
