@@ -15,6 +15,8 @@ The protocols (README, "Your own model, optimizer, loss and augmentation"):
   loss          loss(logits_BK, labels_BK) -> loss_B (one-hot labels)
   augmentation  augment(key, images_BHWC) -> images_BHWC (float32)
   tta view      view(images_BHWC) -> images_BHWC (float32)
+  lr_schedule   make(config, steps_per_epoch, lr) -> optax.Schedule (step ->
+                float learning rate)
 """
 
 import jax
@@ -35,6 +37,8 @@ def check(config: ml_collections.ConfigDict, num_classes: int,
   params = None
   if plugins.is_spec(config.model):
     params = _model(config, num_classes, image_shape)
+  if plugins.is_spec(config.lr_schedule):  # Before the optimizer, which takes it.
+    _schedule(config, steps_per_epoch)
   if plugins.is_spec(config.optimizer):
     if params is None:
       params = _params(config, num_classes, image_shape)
@@ -84,17 +88,17 @@ def _model(config, num_classes: int, image_shape) -> nnx.State:
   def build_and_call(key):
     module = _stage("model", spec, "when built", _build, config, num_classes,
                     image_shape, key)
-    if not isinstance(module, nnx.Module):
-      return type(module).__name__, None
+    if not isinstance(module, nnx.Module):  # Raised here: eval_shape returns arrays only.
+      what = ("an array" if isinstance(module, jax.Array)
+              else f"a {type(module).__name__}")
+      raise SpecError(f"model={spec!r} returned {what}, not an nnx.Module; "
+                      f"expected {plugins.PROTOCOLS['model']}")
     module.eval()
     logits = _stage("model", spec, f"when called on {images}", module,
                     jnp.zeros((_BATCH, *image_shape), jnp.float32))
     return nnx.state(module, nnx.Param), logits
 
   params, logits = _calling("model", spec, build_and_call, jax.random.key(0))
-  if isinstance(params, str):
-    raise SpecError(f"model={spec!r} returned a {params}, not an nnx.Module; "
-                    f"expected {plugins.PROTOCOLS['model']}")
   shape = getattr(logits, "shape", None)
   if shape != (_BATCH, num_classes) or not jnp.issubdtype(logits.dtype, jnp.floating):
     got = str(list(shape)) if shape is not None else type(logits).__name__
@@ -131,6 +135,23 @@ def _optimizer(config, params, steps_per_epoch: int):
     raise SpecError(f"optimizer={spec!r}: its update does not match the "
                     f"parameters' tree and shapes; an optax transformation's "
                     f"update(grads, state, params) returns one update per parameter")
+
+
+def _schedule(config, steps_per_epoch: int):
+  spec = config.lr_schedule
+  entry = registry.resolve("schedule", spec, label="lr_schedule")
+  schedule = _stage("lr_schedule", spec, "when made", entry.target, config,
+                    steps_per_epoch, config.learning_rate)
+  if not callable(schedule):
+    raise SpecError(f"lr_schedule={spec!r} returned a {type(schedule).__name__}, "
+                    f"not a schedule (a function of the step); expected "
+                    f"{plugins.PROTOCOLS['schedule']}")
+  rate = _calling("lr_schedule", spec, schedule, jax.ShapeDtypeStruct((), jnp.int32))
+  if getattr(rate, "shape", None) != () or not jnp.issubdtype(rate.dtype, jnp.floating):
+    got = (f"{rate.dtype}{list(rate.shape)}" if hasattr(rate, "shape")
+           else type(rate).__name__)
+    raise SpecError(f"lr_schedule={spec!r}: its schedule maps a step to {got}; "
+                    f"expected one float learning rate")
 
 
 def _loss(spec: str, num_classes: int):
