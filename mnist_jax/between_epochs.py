@@ -74,10 +74,12 @@ class Saver:
           f"stopped, keeping the checkpoint of epoch {self.saved_epoch or 'none'}; "
           f"lower config.learning_rate")
     for k in np.flatnonzero(diverged):
-      if k not in self._diverged:
-        self._diverged.add(k)
+      # By its original number in a halved run, whose positions change.
+      member = record["members"][k].get("member", k) if "members" in record else k
+      if member not in self._diverged:
+        self._diverged.add(member)
         logging.warning("member %d (%s) diverged in epoch %d: its training "
-                        "loss is not finite; the others go on", k,
+                        "loss is not finite; the others go on", member,
                         members.describe(k), record["epoch"])
 
 
@@ -261,15 +263,16 @@ def epoch_end_hooks(saver: Saver, stopper: EarlyStopping, best: Best | None,
                     files, history: list, stop, members: members_lib.Members,
                     config, callbacks: Sequence = (), halving=None) -> list[Hook]:
   """The hooks of a run, in the order they run after each epoch. Why this
-  order: divergence first, so that a diverged epoch is written but never
-  saved (the last good checkpoint stays); successive halving's rung
-  (halving.py) next: it numbers the record's members and puts its decision
-  in the checkpoint's record before the saves; early stopping before the
+  order: successive halving's (halving.py) first: it gives the record's
+  members their original numbers, for the hooks after it, and puts its
+  rung's decision in the checkpoint's record before the saves; divergence
+  next, so that a diverged epoch is written but never saved (the last good
+  checkpoint stays); early stopping before the
   checkpoint, which saves the epoch it stops at; the checkpoints before the
   files, whose record holds the save's seconds; the console's line once the
   epoch is on disk; a signal then stops the run with everything written;
   the user's callbacks last, seeing the epoch saved and written."""
-  return [Divergence(saver, members, files), *((halving,) if halving else ()),
+  return [*((halving,) if halving else ()), Divergence(saver, members, files),
           stopper,
           Checkpoint(saver, config.checkpoint_every_epochs, config.num_epochs,
                      stopper),

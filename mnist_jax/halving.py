@@ -115,6 +115,20 @@ def saved_members(built, like_state, meta: dict[str, Any], mesh):
                             for s in range(num_seeds)], mesh))
 
 
+def position(meta: dict[str, Any], member: int | None, num_seeds: int) -> int | None:
+  """Where member `member` (its original number; None: the first left) is in
+  the state of a checkpoint with record `meta`; `member` itself for a run
+  without halving."""
+  if member is None or "halving" not in meta:
+    return member
+  ids = [p * num_seeds + s for p in meta["halving"]["points"] for s in range(num_seeds)]
+  if member not in ids:
+    raise UserError(f"--member={member}: the checkpoint of epoch {meta['epoch']} "
+                    f"holds members {ids} of the halved sweep (the others were "
+                    f"dropped at a rung; see summary.json's halving); pick one of those")
+  return ids.index(member)
+
+
 def _mean(values) -> float | None:
   mean = float(np.mean(values))
   return mean if math.isfinite(mean) else None  # A diverged member's loss.

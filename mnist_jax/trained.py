@@ -105,7 +105,8 @@ def restore(folder: Path, epoch: int | None = None, mesh=None) -> Restored:
 def load_trained(workdir: str | Path, member: int | None = None,
                  checkpoint: str = "") -> Trained:
   """A checkpoint of `workdir` (`which_checkpoint`); of a run of several
-  members, member `member` (default 0), with its own seed and
+  members, member `member` (default 0; of a halved sweep, its number before
+  the rungs, default the first left), with its own seed and
   hyperparameters in `config`."""
   folder, epoch, what = which_checkpoint(Path(workdir), checkpoint)
   restored = restore(folder, epoch)
@@ -113,6 +114,8 @@ def load_trained(workdir: str | Path, member: int | None = None,
   built, image_shape = restored.built, restored.image_shape
   logging.info("the checkpoint of epoch %d (%s)", meta["epoch"], what)
   members, recipe = built.members, built.recipe
+  # A halved run's members go by their original numbers: as positions here.
+  member = halving.position(meta, member, len(members.seeds))
   if members.count == 1 and member not in (None, 0):
     raise UserError(f"--member={member}: this run trained one model; drop --member")
   if members.count > 1:

@@ -90,10 +90,15 @@ def test_a_rung_keeps_the_best_points_and_trains_on_with_their_members_only(tmp_
   assert [(m["member"], m["learning_rate"]) for m in halved.summary["members"]] == [
       (m["member"], m["learning_rate"]) for m in second["members"]]
   assert [p["point"] for p in halved.summary["points"]] == kept
-  trained = load_trained(tmp_path / "halved", member=3, checkpoint="last")
+  # By its original number (evaluate, predict and export's --member).
+  trained = load_trained(tmp_path / "halved", member=survivors[3], checkpoint="last")
   assert trained.config.learning_rate == second["members"][3]["learning_rate"]
   np.testing.assert_array_equal(_leaves(trained.state.params)[0],
                                 _leaves(halved.state.params)[0][3])
+  dropped = min(set(range(8)) - set(survivors))
+  with pytest.raises(UserError, match=f"--member={dropped}: .* holds members "
+                     f"{re_escape(str(survivors))}"):
+    load_trained(tmp_path / "halved", member=dropped, checkpoint="last")
 
 
 def _command(workdir):
