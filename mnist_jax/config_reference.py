@@ -12,7 +12,7 @@ from pathlib import Path
 import ml_collections
 
 from mnist_jax import config as config_lib
-from mnist_jax import fields
+from mnist_jax import fields, plugins
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 
@@ -61,6 +61,13 @@ def describe(config: ml_collections.ConfigDict) -> str:
   # The table's order (grouped by topic), then fields it does not know.
   names = ([f.name for f in fields.FIELDS if f.name in values]
            + [n for n in values if n not in fields.BY_NAME])
+  # The user's own components, by field: where each is found from here.
+  own = {}
+  for key, entry in plugins.used(config).items():
+    where = (entry.get("path") or "not found from here" if
+             plugins.file_path(entry["spec"]) or ".py:" in entry["spec"]
+             else "a module on the Python path")
+    own.setdefault(key.partition("[")[0], []).append(f"{entry['spec']}: {where}")
   lines = []
   for name in names:
     value = values[name]
@@ -71,6 +78,7 @@ def describe(config: ml_collections.ConfigDict) -> str:
     else:
       note = f"default {defaults[name]!r}"
     lines.append(f"{name} = {value!r}  ({note})")
+    lines.extend(f"    your own {found}" for found in own.get(name, ()))
     if name in fields.BY_NAME:
       text = meaning(fields.BY_NAME[name]).replace("`", "")
       lines.append(textwrap.fill(text, width=79,

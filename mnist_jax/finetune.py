@@ -54,6 +54,8 @@ def initialize(state: state_lib.TrainState, config, num_classes: int,
     logging.info("init_from: member 0 of %s's several", folder)
     restored = members_lib.select(restored, 0)
   head = meta["num_classes"] != num_classes
+  if head:
+    _check_head(config.model, state.params, meta["num_classes"], num_classes, folder)
   _check_architecture(state, restored, head, saved, config, image_shape, folder)
   logging.info("initialised from the checkpoint of epoch %d of %s (%s)%s",
                meta["epoch"], folder.parent, what,
@@ -64,6 +66,24 @@ def initialize(state: state_lib.TrainState, config, num_classes: int,
   ema = (None if state.ema is None else
          {"count": state.ema["count"], "params": params, "rest": rest})
   return state.replace(params=params, rest=rest, ema=ema)
+
+
+def _check_head(model: str, params, there: int, here: int, folder: Path):
+  """Refuses other classes where the layer drawn afresh for them is unknown:
+  the model declares no classifier, or one that is none of its layers."""
+  entry = registry.resolve("model", model)
+  layers = sorted({path.split(".")[0] for path in checkpoint_lib.leaves(params)})
+  if entry.classifier in layers:
+    return
+  why = ("names no classifier" if entry.classifier is None else
+         f"declares classifier={entry.classifier!r}, which is none of its "
+         f"layers ({', '.join(layers)})")
+  how = ("register it with models.register(..., classifier=<its last layer's "
+         "attribute>)" if registry.is_builtin(entry) else
+         "declare classifier = '<its last layer's attribute>' on the class")
+  raise UserError(f"config.init_from={folder.parent}: {there} classes there, "
+                  f"{here} here, so its classifier starts afresh, but model "
+                  f"'{model}' {why}; {how}")
 
 
 def _check_architecture(state, restored, head: bool, saved, config, image_shape,

@@ -66,9 +66,9 @@ MODEL_FIELDS = ("width", "depth", "dropout")
 # Folders a file spec is looked for in after the working directory: each
 # config file's (config.from_file, main) and each checkpoint's recorded one.
 _SEARCH_DIRS: list[Path] = []
-# spec -> Entry, so a file is executed once per process (its classes keep
-# one identity, and jit's caches hold).
-_LOADED: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
+# (kind, spec, its file) -> Entry, so a file is executed once per process
+# (its classes keep one identity, and jit's caches hold).
+_LOADED: dict[tuple[str, str, Path | None], tuple[Any, dict[str, Any]]] = {}
 # Objects handed to mnist_jax.train that no import can find again.
 _OBJECTS: dict[str, Any] = {}
 # Each file executed: the sha256 of the source that ran (the file may change
@@ -130,7 +130,8 @@ def recall(record: dict[str, dict[str, str]] | None):
 def load(kind: str, spec: str, label: str) -> tuple[Any, dict[str, Any]]:
   """(target, declared attributes) of plugin `spec` of `kind`; `label` names
   the config field in errors."""
-  key = (kind, spec)
+  # A file spec by the file it finds now: the working directory may change.
+  key = (kind, spec, file_path(spec))
   if key not in _LOADED:
     target = _OBJECTS.get(spec)
     if target is None and "@" in spec.rpartition(":")[2]:
@@ -248,7 +249,7 @@ def spec_of(kind: str, target) -> str:
   if found is not target:  # A local or rebound object: this process only.
     spec = f"{module}:{qualname.replace('<locals>.', '')}@{id(target):x}"
     _OBJECTS[spec] = target
-  _LOADED.pop((kind, spec), None)  # A notebook cell run again redefines it.
+  _LOADED.pop((kind, spec, None), None)  # A notebook cell run again redefines it.
   return spec
 
 
