@@ -206,7 +206,6 @@ class Halving:
             "dropped": [r["point"] for r in ranked if not r["kept"]],
             "cutoff_validation_accuracy": order[num_kept - 1]["validation_accuracy"],
             "points": ranked}
-    _log_rung(rung)
     return rung
 
   def cut(self, run, state):
@@ -216,6 +215,7 @@ class Halving:
                  for p in self.survivors for s in range(self.num_seeds)]
     data_key = take(run.data_key, positions, run.mesh)
     state = take(state, positions, run.mesh)
+    _log_rung(self.rungs[-1])  # After its epoch's line; on resume too.
     self.points = self.survivors
     self._save()
     return dataclasses.replace(run, built=self._built(run.built), state=state,

@@ -3,6 +3,7 @@ points by validation accuracy, the run trains on with their members only,
 and a killed run resumes with the same survivors to the same numbers."""
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -47,9 +48,12 @@ def _ranked(record, num_seeds):
       np.mean([m["validation_loss"] for m in by_point[p]]), p))
 
 
-def test_a_rung_keeps_the_best_points_and_trains_on_with_their_members_only(tmp_path):
+def test_a_rung_keeps_the_best_points_and_trains_on_with_their_members_only(
+    tmp_path, caplog):
+  caplog.set_level(logging.INFO)
   config = _config(2, "1", num_seeds=2)
   halved = training.train_and_evaluate(config, tmp_path / "halved")
+  log = caplog.text
   config.sweep_halving_epochs = ""  # The same members, never cut.
   full = training.train_and_evaluate(config, tmp_path / "full")
 
@@ -68,6 +72,12 @@ def test_a_rung_keeps_the_best_points_and_trains_on_with_their_members_only(tmp_
     assert (point["validation_accuracy"] >= rung["cutoff_validation_accuracy"]
             if point["kept"] else
             point["validation_accuracy"] <= rung["cutoff_validation_accuracy"])
+    # The log says the same, after the rung epoch's line.
+    line = (f"point {point['point']} (learning_rate={point['learning_rate']:g}; "
+            f"seeds [0, 1], members {point['members']}): validation accuracy "
+            f"{100 * point['validation_accuracy']:.2f}%")
+    assert line in log and log.index(line) > log.index("epoch 1/2")
+    assert ("dropped" in log[log.index(line):].splitlines()[0]) != point["kept"]
   assert [len(r["ensembles"]) for r in (first, second)] == [4, 2]
 
   # The state went on with the survivors' own rows: parameters, optimizer
