@@ -93,6 +93,7 @@ def _model(config, num_classes: int, image_shape) -> nnx.State:
               else f"a {type(module).__name__}")
       raise SpecError(f"model={spec!r} returned {what}, not an nnx.Module; "
                       f"expected {plugins.PROTOCOLS['model']}")
+    _check_classifier(spec, module)
     module.eval()
     logits = _stage("model", spec, f"when called on {images}", module,
                     jnp.zeros((_BATCH, *image_shape), jnp.float32))
@@ -105,6 +106,22 @@ def _model(config, num_classes: int, image_shape) -> nnx.State:
     raise SpecError(f"model={spec!r} maps {images} to {got}; expected "
                     f"float logits [B, num_classes] = [{_BATCH}, {num_classes}]")
   return params
+
+
+def _check_classifier(spec: str, module: nnx.Module):
+  """A declared `classifier` must name a layer with parameters: freeze=features
+  trains it alone, and a misspelt one would freeze the whole model."""
+  classifier = registry.resolve("model", spec).classifier
+  if classifier is None:
+    return
+  layer = getattr(module, classifier, None)
+  if not (isinstance(layer, nnx.Module)
+          and jax.tree.leaves(nnx.state(layer, nnx.Param))):
+    layers = sorted(name for name, value in vars(module).items()
+                    if isinstance(value, nnx.Module))
+    raise SpecError(f"model={spec!r} declares classifier={classifier!r}, which "
+                    f"is no layer of it with parameters; name its last layer, one "
+                    f"of {', '.join(layers)}")
 
 
 def _params(config, num_classes: int, image_shape) -> nnx.State:
