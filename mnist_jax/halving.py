@@ -275,6 +275,13 @@ class Halving:
       entry.update(member=member, point=member // self.num_seeds)
     for entry, point in zip(summary.get("points", ()), self.points):
       entry["point"] = point
+    # The choices' "index" is a position among the survivors (what the
+    # final state and members hold); their original numbers beside it.
+    if "index" in summary.get("chosen_point", {}):
+      summary["chosen_point"]["point"] = self.points[summary["chosen_point"]["index"]]
+    if "index" in summary.get("chosen_member", {}):
+      summary["chosen_member"]["member"] = self.member_ids(self.points)[
+          summary["chosen_member"]["index"]]
 
 
 def _log_rung(rung: dict[str, Any]):
@@ -296,4 +303,13 @@ def _log_rung(rung: dict[str, Any]):
 
 def start(config, members: members_lib.Members, meta: dict[str, Any]) -> Halving | None:
   """The run's Halving, or None where config.sweep_halving_epochs is ''."""
-  return Halving(config, members, meta) if config.sweep_halving_epochs.strip() else None
+  if not config.sweep_halving_epochs.strip():
+    return None
+  halving = Halving(config, members, meta)
+  counts = [len(members.points)]
+  for _ in halving.epochs:
+    counts.append(math.ceil(counts[-1] / halving.eta))
+  logging.info("successive halving after epochs %s (eta %d): %s sweep points",
+               ", ".join(map(str, halving.epochs)), halving.eta,
+               " -> ".join(map(str, counts)))
+  return halving

@@ -100,6 +100,9 @@ def test_a_rung_keeps_the_best_points_and_trains_on_with_their_members_only(
   assert [(m["member"], m["learning_rate"]) for m in halved.summary["members"]] == [
       (m["member"], m["learning_rate"]) for m in second["members"]]
   assert [p["point"] for p in halved.summary["points"]] == kept
+  chosen = halved.summary.get("chosen_member")  # Where summary.py chooses one.
+  if chosen:
+    assert chosen["member"] == survivors[chosen["index"]]
   # By its original number (evaluate, predict and export's --member).
   trained = load_trained(tmp_path / "halved", member=survivors[3], checkpoint="last")
   assert trained.config.learning_rate == second["members"][3]["learning_rate"]
