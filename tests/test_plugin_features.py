@@ -128,40 +128,49 @@ SINGLES = {1: (1, 0.0), 2: (0, 0.01)}  # member: (seed, weight_decay)
 
 @pytest.fixture(scope="module")
 def single_runs(plugin_dir, tmp_path_factory):
+  """{member: (its single run, that run's initial state)}."""
   root = tmp_path_factory.mktemp("singles")
-  return {member: training.train_and_evaluate(
-              _config(plugin_dir, seed=seed, weight_decay=wd, **MEMBERS),
-              root / f"single{member}")
-          for member, (seed, wd) in SINGLES.items()}
+  runs = {}
+  for member, (seed, wd) in SINGLES.items():
+    config = _config(plugin_dir, seed=seed, weight_decay=wd, **MEMBERS)
+    runs[member] = (training.train_and_evaluate(config, root / f"single{member}"),
+                    state_lib.build(config, 10, 2).state)
+  return runs
 
 
-@pytest.mark.parametrize("loop, steps_per_call", [("unroll", 1), ("vmap", 2)])
+@pytest.mark.parametrize("loop, steps_per_call, sweep", [
+    ("unroll", 1, ""),        # CPU's path: seeds 0 and 1.
+    ("vmap", 2, "0,0.01"),    # GPU and TPU's: 2 seeds x 2 points, in a scan.
+])
 def test_members_of_plugins_match_the_single_runs(plugin_dir, single_runs, tmp_path,
-                                                  loop, steps_per_call):
+                                                  loop, steps_per_call, sweep):
   config = _config(plugin_dir, num_seeds=2, member_loop=loop,
-                   steps_per_call=steps_per_call, **MEMBERS)
+                   steps_per_call=steps_per_call, weight_decay=0.0, **MEMBERS)
   # The plugin optimizer's declared hyperparameter is sweepable.
-  config.sweep.weight_decay = "0,0.01"
+  config.sweep.weight_decay = sweep
   result = training.train_and_evaluate(config, tmp_path / "members")
-  assert jax.tree.leaves(result.state.params)[0].shape[0] == 4
+  count = 4 if sweep else 2
+  assert jax.tree.leaves(result.state.params)[0].shape[0] == count
   assert result.recipe.member_loop == loop and result.recipe.dropout_key
   assert result.summary["steps_per_call"] == steps_per_call
-  # Each member's own weight decay, in its optimizer state.
-  assert list(result.state.opt_state.hyperparams["weight_decay"]) == (
-      tolerances.stored32([0, 0, 0.01, 0.01]))
+  if sweep:  # Each member's own weight decay, in its optimizer state.
+    assert list(result.state.opt_state.hyperparams["weight_decay"]) == (
+        tolerances.stored32([0, 0, 0.01, 0.01]))
   described = members.Members.from_config(config)
   for member, (seed, wd) in SINGLES.items():
-    assert described.describe(member) == {"seed": seed, "weight_decay": wd}
+    if member >= count:
+      continue
+    assert described.describe(member) == {"seed": seed, **(
+        {"weight_decay": wd} if sweep else {})}
     mine = members.select(result.state, member)
-    start = state_lib.build(_config(plugin_dir, seed=seed, weight_decay=wd, **MEMBERS),
-                            10, 2).state
+    single, start = single_runs[member]
     # A kernel's gradient and batch norm's statistics: 32 images x 7 x 7
     # positions of the stride-4 convolution.
     n_terms = tolerances.sums_of(start.params, batch=32, positions=7 * 7)
-    _assert_close(mine.params, single_runs[member].state.params, start.params, n_terms)
-    _assert_close(mine.rest, single_runs[member].state.rest, start.rest, n_terms)
+    _assert_close(mine.params, single.state.params, start.params, n_terms)
+    _assert_close(mine.rest, single.state.rest, start.rest, n_terms)
     assert (result.summary["members"][member]["final_test_accuracy"]
-            == single_runs[member].summary["final_test_accuracy"])
+            == single.summary["final_test_accuracy"])
 
 
 KILL_EPOCHS = 6
@@ -267,25 +276,38 @@ def test_bfloat16_validation_and_early_stopping_with_plugins(plugin_dir, tmp_pat
 
 def test_objects_and_the_loss_protocol(plugin_dir, tmp_path):
   """mnist_jax.train with objects; the loss is the plugin's, given one-hot
-  labels smoothed by label_smoothing and mixed by mixup."""
+  labels smoothed by label_smoothing and mixed by mixup; the augmentation's
+  images are the model's; the view sees the test images."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location("user_objects", plugin_dir / "plugin.py")
   user = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(user)  # A module no import finds: this process only.
-  seen = []
+  seen = {"labels": [], "logits": [], "views": []}
+
+  def record(name, value):
+    jax.debug.callback(lambda v: seen[name].append(np.asarray(v)), value)
 
   def zero_loss(logits_BK, labels_BK):
-    jax.debug.callback(lambda labels: seen.append(np.asarray(labels)), labels_BK)
+    record("labels", labels_BK)
+    record("logits", logits_BK)
     return 0.0 * jnp.sum(logits_BK * labels_BK, -1)
 
   def plain_sgd(learning_rate, config):
     import optax  # pylint: disable=g-import-not-at-top
     return optax.sgd(learning_rate)
 
-  config = _config(plugin_dir, num_epochs=1, label_smoothing=0.1, mix_alpha=1.0)
+  def blank(key, x_BHWC):
+    return jnp.zeros_like(x_BHWC)
+
+  def view(x_BHWC):
+    record("views", x_BHWC)
+    return x_BHWC[:, :, ::-1, :]
+
+  config = _config(plugin_dir, num_epochs=1, label_smoothing=0.1, mix_alpha=1.0,
+                   dropout=0.0)
   result = mnist_jax.train(config, tmp_path / "run", model=user.Net,
                            optimizer=plain_sgd, loss=zero_loss,
-                           augment=["mixup", user.jitter])
+                           augment=["mixup", blank], tta=[view])
   trained = result.model.trained
   assert trained.config.model.startswith("user_objects:Net@")
   # A loss of 0 has no gradient: SGD leaves the weights as they started
@@ -299,7 +321,7 @@ def test_objects_and_the_loss_protocol(plugin_dir, tmp_path):
 
   # 5 steps of 16 one-hot rows, smoothed (0.1 / 10 at least, 1 - 0.1 + 0.01
   # at most) and mixed (most rows two classes, each by its weight).
-  labels = np.concatenate(seen)
+  labels = np.concatenate(seen["labels"])
   assert labels.shape == (5 * 16, 10)
   # Each row a sum of 10 float32 terms of at most 1.
   assert np.abs(labels.sum(-1) - 1).max() <= tolerances.float32_sum(10, 1.0)
@@ -308,6 +330,15 @@ def test_objects_and_the_loss_protocol(plugin_dir, tmp_path):
   assert labels.max() <= 1 - 0.1 + floor + tolerances.float32_relative(4)
   above = (labels > floor * (1 + tolerances.float32_relative(4))).sum(-1)
   assert (above >= 1).all() and (above == 2).mean() > 0.5  # Mixed pairs.
+  # The model saw the augmentation's blank images: one logit row for all
+  # (tolerances.logits: the same sums in another row).
+  for logits_BK in seen["logits"]:
+    tolerances.assert_within(logits_BK, logits_BK[:1],
+                             tolerances.logits(logits_BK, start.params), "blank rows")
+  # The view took the normalised test images (not blanked), every one.
+  views = np.concatenate(seen["views"])
+  assert views.dtype == np.float32 and views.shape[1:] == (28, 28, 1)
+  assert len(views) >= 80 and np.abs(views).max(axis=(1, 2, 3)).min() > 0
 
 
 COMPARE_CONFIG = '''
