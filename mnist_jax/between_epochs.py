@@ -21,6 +21,7 @@ from absl import logging
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import members as members_lib
 from mnist_jax import outputs
+from mnist_jax import summary as summary_lib
 from mnist_jax.errors import Interrupted, UserError
 
 
@@ -91,17 +92,22 @@ class Best:
     self.checkpoints = checkpoint_lib.Checkpoints(workdir / checkpoint_lib.BEST_FOLDER,
                                                    keep=1)
     self.meta = meta
-    self.accuracy = max((r["validation_accuracy"] for r in history), default=-math.inf)
+    # summary.selected's rank: validation accuracy, ties by the lower loss.
+    self.rank = max((_rank(r) for r in history), default=(-math.inf, -math.inf))
 
   def update(self, record: dict[str, Any], state):
-    if record["validation_accuracy"] > self.accuracy:  # The first of equals.
-      self.accuracy = record["validation_accuracy"]
+    if _rank(record) > self.rank:  # The first of equal ranks.
+      self.rank = _rank(record)
       self.checkpoints.save(record["epoch"], state, {**self.meta,
                                                      "epoch": record["epoch"]})
 
   def on_epoch_end(self, record: dict[str, Any], state) -> bool:
     self.update(record, state)
     return False
+
+
+def _rank(record: dict[str, Any]) -> tuple[float, float]:
+  return summary_lib.rank(record["validation_accuracy"], record["validation_loss"])
 
 
 class EarlyStopping:

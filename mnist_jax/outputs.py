@@ -25,7 +25,9 @@ from absl import logging
 from mnist_jax import config as config_lib
 from mnist_jax import fileio
 from mnist_jax import members as members_lib
-from mnist_jax import models, tensorboard
+from mnist_jax import models
+from mnist_jax import summary as summary_lib
+from mnist_jax import tensorboard
 from mnist_jax.errors import UserError
 
 
@@ -78,8 +80,8 @@ class RunFiles:
            if "validation_accuracy" in record else {})}, step=record["epoch"])
 
   def finish(self, summary: dict[str, Any], members: members_lib.Members):
-    """summary.json, and the hyperparameters of each member with its final
-    and best test accuracy for TensorBoard's HParams tab."""
+    """summary.json, and the hyperparameters of each member with its
+    accuracies (validation first) for TensorBoard's HParams tab."""
     if not self.enabled:
       return
     fileio.write_json_atomic(self.workdir / "summary.json", summary)
@@ -87,7 +89,9 @@ class RunFiles:
     self._writer().hparams([
         (f"member_{k}" if members.count > 1 else "hparams",
          {**summary["config"], **members.describe(k)},
-         {"final_test_accuracy": m["final_test_accuracy"],
+         {**({"best_validation_accuracy": m["best_validation_accuracy"]}
+             if "best_validation_accuracy" in m else {}),
+          "final_test_accuracy": m["final_test_accuracy"],
           "best_test_accuracy": m["best_test_accuracy"],
           "test_accuracy_at_best_epoch": m["test_accuracy_at_best_epoch"]})
         for k, m in enumerate(per_member)])
@@ -186,7 +190,7 @@ def log_start(config, dataset, mesh, plan, state, members: members_lib.Members):
   """The run's first lines: devices, config, data, model, members, epoch plan."""
   logging.info("backend %s, %d device(s): %s; mesh %s", plan.backend,
                plan.num_devices, jax.devices()[0].device_kind, dict(mesh.shape))
-  logging.info("config: %s", config_lib.differences(config) or "the defaults")
+  logging.info("config: %s", _trained_differences(config, members) or "the defaults")
   logging.info("%s: %d train / %d test images, %d classes; model %s with %s "
                "parameters", dataset.name, plan.num_train,
                len(dataset.test_labels), dataset.num_classes, config.model,
@@ -209,6 +213,22 @@ def log_start(config, dataset, mesh, plan, state, members: members_lib.Members):
                f"subset each epoch) is dropped" if dropped else "")
 
 
+def _trained_differences(config, members: members_lib.Members) -> str:
+  """config_lib.differences of the config the members trained with: a
+  field a sweep set at one value for all of them has that value; one set at
+  several says so."""
+  trained, several = config.copy_and_resolve_references(), []
+  with trained.unlocked():
+    for field, values in summary_lib.swept_values(members).items():
+      if len(values) == 1:
+        trained[field] = values[0]
+      else:
+        several.append(field)
+  own = [d for d in config_lib.differences(trained).split(", ")
+         if d and d.split("=")[0] not in several]
+  return ", ".join(own + [f"{field}: {summary_lib.SWEPT}" for field in several])
+
+
 def epoch_values(members: members_lib.Members, values: dict[str, Any],
                  ensembles: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
   """An epoch's metrics for its record: each of `values` (floats, or [M]
@@ -229,15 +249,27 @@ def epoch_values(members: members_lib.Members, values: dict[str, Any],
   return record
 
 
-def epoch_record(result, plan, members: members_lib.Members,
-                 schedule) -> dict[str, Any]:
+def epoch_record(result, plan, members: members_lib.Members, schedule,
+                 chance: summary_lib.Chance | None = None,
+                 config=None) -> dict[str, Any]:
   """metrics.jsonl's record of a finished epoch (a loop.EpochResult, of a
-  loop.Plan; `schedule` gives its last step's learning rate)."""
+  loop.Plan; `schedule`, config.learning_rate's, gives its last step's
+  learning rate). With `chance`, each member's "status" (Chance.status).
+  With `config`, a learning rate every member trained with in a sweep of
+  one value is the record's, on the same schedule."""
   images_per_sec = plan.images_per_epoch / result.epoch_seconds
+  values = epoch_values(members, result.values, result.ensembles)
+  if chance is not None:
+    for member in values.get("members", []):
+      member["status"] = chance.status(member)
+  learning_rate = float(schedule(result.epoch * plan.steps_per_epoch - 1))
+  shared = summary_lib.swept_values(members).get("learning_rate", [])
+  if config is not None and len(shared) == 1:  # Schedules scale with their peak.
+    learning_rate *= shared[0] / config.learning_rate
   return {
       "epoch": result.epoch,
-      **epoch_values(members, result.values, result.ensembles),
-      "learning_rate": float(schedule(result.epoch * plan.steps_per_epoch - 1)),
+      **values,
+      "learning_rate": learning_rate,
       "images_per_sec": images_per_sec,
       **({"images_per_sec_all_members": members.count * images_per_sec}
          if members.count > 1 else {}),
@@ -246,19 +278,33 @@ def epoch_record(result, plan, members: members_lib.Members,
   }
 
 
+def _accuracy(record: dict[str, Any], split: str) -> str:
+  """`split`'s accuracy in an epoch's line: with members, their range and mean."""
+  mean = f"{100 * record[f'{split}_accuracy']:.2f}%"
+  if "members" not in record:
+    return f"acc {mean}"
+  accuracies = [100 * m[f"{split}_accuracy"] for m in record["members"]]
+  return f"acc {min(accuracies):.2f}..{max(accuracies):.2f}% (mean {mean})"
+
+
 def log_epoch(record: dict[str, Any], num_epochs: int, num_members: int):
-  accuracy = f"acc {100 * record['test_accuracy']:.2f}%"
+  """An epoch's line: validation (where there is a split) before test; with
+  members, the range and mean of their accuracies, and which members the
+  means include that diverged or are at chance (summary.Chance)."""
+  splits = "  ".join(
+      f"{split} loss {record[f'{split}_loss']:.4f} {_accuracy(record, split)}"
+      for split in ("validation", "test") if f"{split}_accuracy" in record)
+  members = ""
   if num_members > 1:
-    accuracies = [100 * m["test_accuracy"] for m in record["members"]]
-    accuracy = (f"acc {min(accuracies):.2f}..{max(accuracies):.2f}% over "
-                f"{num_members} members (mean {100 * record['test_accuracy']:.2f}%)")
-  if "validation_accuracy" in record:
-    accuracy += f"  validation acc {100 * record['validation_accuracy']:.2f}%"
+    members = "  " + summary_lib.collapsed_note(
+        [m.get("status", "ok") for m in record["members"]],
+        [m.get("member", k) for k, m in enumerate(record["members"])]
+    ).replace("mean", "means", 1)
   logging.info(
-      "epoch %d/%d  train loss %.4f acc %.2f%%  test loss %.4f %s  "
-      "%s img/s  %.1f s%s%s", record["epoch"], num_epochs, record["train_loss"],
-      100 * record["train_accuracy"], record["test_loss"], accuracy,
-      f"{record['images_per_sec']:,.0f}", record["epoch_seconds"],
+      "epoch %d/%d  train loss %.4f acc %.2f%%  %s  %s img/s  %.1f s%s%s%s",
+      record["epoch"], num_epochs, record["train_loss"],
+      100 * record["train_accuracy"], splits,
+      f"{record['images_per_sec']:,.0f}", record["epoch_seconds"], members,
       f"  (EMA: test acc {100 * record['ema_test_accuracy']:.2f}%)"
       if "ema_test_accuracy" in record else "",
       "  ensembles: " + ", ".join(f"{100 * e['test_accuracy']:.2f}%"
@@ -266,27 +312,59 @@ def log_epoch(record: dict[str, Any], num_epochs: int, num_members: int):
       if "ensembles" in record else "")
 
 
-def log_members(summary: dict[str, Any]):
-  """One line per sweep point: its seeds' reported test accuracies (mean,
-  std, 95% interval of the mean, p against the first point), ensembled."""
-  on_validation = summary["members"][0]["selected_on"] == "validation"
+def _values(values: dict[str, Any]) -> str:
+  return ", ".join(f"{k}={v:g}" for k, v in values.items()) or "all members"
+
+
+def log_members(summary: dict[str, Any], members: members_lib.Members):
+  """One line per sweep point: its seeds' accuracies at their best epochs,
+  validation's first (mean, std, range; for test, the 95% interval of the
+  mean and p against the first point), ensembled; then the point and member
+  validation chose, and a warning for each member that diverged or stayed
+  at chance (included in the means)."""
+  on = summary["chosen_point"]["selected_on"]
   for point in summary["points"]:
-    values = {k: v for k, v in point.items()
-              if k not in ("seeds", "final_test_accuracy", "test_accuracy_at_best_epoch",
-                           "final_ensemble_test_accuracy", "p_vs_first_point")}
-    accuracy = point["test_accuracy_at_best_epoch" if on_validation
-                     else "final_test_accuracy"]
-    ci95, p_value = accuracy["ci95"], point.get("p_vs_first_point")
+    test = point["test_accuracy_at_best_epoch" if on == "validation"
+                 else "final_test_accuracy"]
+    ci95, p_value = test["ci95"], point.get("p_vs_first_point")
+    validation = point.get("validation_accuracy_at_best_epoch")
     logging.info(
-        "%s: %s test accuracy %.2f%% mean over seeds %s (std %.2f, %.2f..%.2f%%%s)"
-        "%s%s", ", ".join(f"{k}={v:g}" for k, v in values.items()) or "all members",
-        "best-epoch (on validation)" if on_validation else "final",
-        100 * accuracy["mean"], point["seeds"], 100 * accuracy["std"],
-        100 * accuracy["min"], 100 * accuracy["max"],
+        "%s: %stest accuracy %.2f%% mean over seeds %s (std %.2f, %.2f..%.2f%%%s)"
+        "%s%s%s", _values(members.points[point["index"]]),
+        f"validation accuracy {100 * validation['mean']:.2f}% (std "
+        f"{100 * validation['std']:.2f}, {100 * validation['min']:.2f}.."
+        f"{100 * validation['max']:.2f}%) at the best epochs, "
+        if validation else "final ", 100 * test["mean"], point["seeds"],
+        100 * test["std"], 100 * test["min"], 100 * test["max"],
         f"; 95% CI of the mean {100 * ci95[0]:.2f}..{100 * ci95[1]:.2f}%" if ci95 else "",
         f"; p = {p_value:.3g} against the first point (Welch)" if p_value is not None else "",
         f"; their ensemble {100 * point['final_ensemble_test_accuracy']:.2f}%"
-        if "final_ensemble_test_accuracy" in point else "")
-  if not on_validation:
+        if "final_ensemble_test_accuracy" in point else "",
+        f"; {len(point['collapsed_seeds'])} collapsed" if "collapsed_seeds" in point else "")
+  chosen = summary["chosen_point"]
+  if len(summary["points"]) > 1:
+    logging.info("%s chose %s (point %d): %s", on, _values(chosen["values"]),
+                 chosen["index"], chosen["rule"])
+  k = summary["chosen_member"]["index"]
+  member = summary["members"][k]
+  accuracy = member["best_validation_accuracy" if on == "validation"
+                    else "test_accuracy_at_best_epoch"]
+  logging.info("%s chose member %d (%s): %s accuracy %.2f%% at epoch %d%s; %s",
+               on, k, _values(members.describe(k)), on, 100 * accuracy,
+               member["best_epoch"],
+               f", test accuracy {100 * member['test_accuracy_at_best_epoch']:.2f}% "
+               f"there" if on == "validation" else "",
+               summary["chosen_member"]["rule"])
+  for collapsed in summary["collapsed_members"]:
+    logging.warning(
+        "member %d (%s) %s: final %s accuracy %.2f%% (chance: at most %.2f%% "
+        "on %d images), train loss %.4g; it is included in the means above",
+        collapsed["member"], _values(members.describe(collapsed["member"])),
+        "diverged" if collapsed["status"] == "diverged" else "stayed at chance",
+        summary["chance"]["split"],
+        100 * collapsed[f"final_{summary['chance']['split']}_accuracy"],
+        100 * summary["chance"]["at_most"], summary["chance"]["num_images"],
+        collapsed["final_train_loss"])
+  if on == "test":
     logging.info("the epochs above were chosen on the test set (no validation "
                  "split): set config.validation_size for a fair comparison")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import ml_collections
-import numpy as np
 from absl import logging
 
 from mnist_jax import assembly, between_epochs
@@ -117,7 +116,8 @@ def _train(run: assembly.Run, workdir: Path, started_at: float,
       state, members = result.state, run.built.members
       hooks = between_epochs.epoch_end_hooks(saver, stopper, best, files, history,
                                              stop, members, config, callbacks, halving)
-      record = outputs.epoch_record(result, plan, members, run.built.schedule)
+      record = outputs.epoch_record(result, plan, members, run.built.schedule,
+                                    summary_lib.Chance.of(dataset), config)
       if between_epochs.end_epoch(hooks, record, state, saver):
         break
     for manager in (checkpoints, *((best.checkpoints,) if best else ())):
@@ -129,7 +129,7 @@ def _train(run: assembly.Run, workdir: Path, started_at: float,
                       f"{done_epochs}; use a new --workdir")
     built = run.built  # Of the members trained last (halving.py).
     summary = summary_lib.run_summary(
-        config, dataset.name, plan, built.members,
+        config, dataset, plan, built.members,
         halving.history_of_survivors(history) if halving else history,
         stopped_early_at_epoch=stopper.stopped_at,
         compile_seconds=compile_seconds,
@@ -177,9 +177,8 @@ def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
   """The plots (config.plots), the members' table and the final line."""
   members = built.members
   if config.plots:
-    # Of the member with the best final accuracy, with several.
-    best = (int(np.argmax([m["test_accuracy"] for m in history[-1]["members"]]))
-            if members.count > 1 else None)
+    # Of the member validation chose (test, without a split), with several.
+    best = summary["chosen_member"]["index"] if members.count > 1 else None
     written = report.write_plots(
         workdir, functools.partial(
             steps.make_logits_fn(built.graphs, built.recipe),
@@ -189,11 +188,18 @@ def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
         + ("" if best is None else f", member {best} {members.describe(best)}"))
     logging.info("plots: %s", ", ".join(str(p) for p in written))
   if members.count > 1:
-    outputs.log_members(summary)
+    outputs.log_members(summary, members)
+  elif summary["status"] != "ok":
+    split = summary["chance"]["split"]
+    logging.warning("this run %s: final %s accuracy %.2f%% (chance: at most "
+                    "%.2f%%)", summary["status"].replace("_", " "), split,
+                    100 * history[-1][f"{split}_accuracy"],
+                    100 * summary["chance"]["at_most"])
   if summary["selected_on"] == "validation":
-    chosen = (f"test accuracy {100 * summary['test_accuracy_at_best_epoch']:.2f}% at "
-              f"epoch {summary['best_epoch']}, the best by validation accuracy "
-              f"({100 * summary['best_validation_accuracy']:.2f}%); final")
+    chosen = (f"validation accuracy {100 * summary['best_validation_accuracy']:.2f}% "
+              f"at epoch {summary['best_epoch']} (the best: "
+              f"{summary['selection_rule']}), test accuracy "
+              f"{100 * summary['test_accuracy_at_best_epoch']:.2f}% there; final")
   else:
     chosen = "final"
   logging.info("%s test accuracy %.2f%% (best %.2f%%%s)%s, %.1f s training, "
@@ -201,5 +207,5 @@ def _finish_on_console(config, workdir: Path, dataset, plan: loop.Plan,
                100 * summary["best_test_accuracy"],
                ", chosen on the test set: no validation split"
                if summary["selected_on"] == "test" else "",
-               f", mean of {members.count} members" if members.count > 1 else "",
+               f", {summary['means_over_members']}" if members.count > 1 else "",
                summary["train_seconds"], workdir / "summary.json")

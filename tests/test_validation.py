@@ -65,7 +65,8 @@ def test_selection_is_on_validation_and_the_best_checkpoint_is_kept(synthetic_da
   history = outputs.read_metrics(workdir)
   assert all(0 <= r["validation_accuracy"] <= 1 for r in history)
   summary = result.summary
-  best = max(history, key=lambda r: r["validation_accuracy"])
+  # Ties in validation accuracy go to the lower validation loss.
+  best = max(history, key=lambda r: (r["validation_accuracy"], -r["validation_loss"]))
   assert summary["selected_on"] == "validation"
   assert summary["best_epoch"] == best["epoch"]
   assert summary["best_validation_accuracy"] == best["validation_accuracy"]
