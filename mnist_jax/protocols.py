@@ -25,7 +25,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from mnist_jax import models, optim, plugins, registry
+from mnist_jax import members, models, optim, plugins, registry
 from mnist_jax.errors import SpecError, UserError
 
 _BATCH = 2  # Images each check feeds: any batch size must work.
@@ -132,6 +132,16 @@ def _params(config, num_classes: int, image_shape) -> nnx.State:
 def _optimizer(config, params, steps_per_epoch: int):
   spec = config.optimizer
   entry = registry.resolve("optimizer", spec, label="optimizer")
+  # Those a sweep may inject (members.SWEEPABLE); the learning rate is the
+  # first argument, whatever it declares.
+  declarable = tuple(f for f in members.SWEEPABLE if f != "learning_rate")
+  unknown = [h for h in entry.hyperparameters if h not in declarable]
+  if unknown:
+    raise SpecError(f"optimizer={spec!r} declares hyperparameters "
+                    f"{', '.join(map(repr, unknown))}; it may declare "
+                    f"{' and '.join(declarable)} (given as keywords, sweepable), "
+                    f"and read any other setting from its config argument or a "
+                    f"default of its own")
   schedule = optim.schedule(config, steps_per_epoch)
   hyper = {h: config[h] for h in entry.hyperparameters}
   try:
