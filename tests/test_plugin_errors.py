@@ -61,6 +61,11 @@ def not_tx(learning_rate, config):
   return optax.sgd
 
 
+def beta_tx(learning_rate, config, beta1):
+  return optax.adam(learning_rate, b1=beta1)
+beta_tx.hyperparameters = ("beta1",)  # No config field: nothing to give it.
+
+
 def mean_loss(logits_BK, labels_BK):
   return -jnp.mean(labels_BK * logits_BK)
 
@@ -107,6 +112,9 @@ CASES = {
     "optimizer_not_a_transformation": ({"optimizer": "bad.py:not_tx"}, [
         "optimizer='bad.py:not_tx' returned a function, not an "
         "optax.GradientTransformation; expected a function: make(learning_rate, config)"]),
+    "optimizer_declares_an_unknown_hyperparameter": ({"optimizer": "bad.py:beta_tx"}, [
+        "optimizer='bad.py:beta_tx' declares hyperparameters 'beta1'; it may declare "
+        "weight_decay and momentum (given as keywords, sweepable)"]),
     "loss_not_per_example": ({"loss": "bad.py:mean_loss"}, [
         "loss='bad.py:mean_loss' maps logits and labels [13, 10] to []; "
         "expected one loss per example, [13]"]),
