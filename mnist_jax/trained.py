@@ -12,7 +12,7 @@ from absl import logging
 
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import config as config_lib
-from mnist_jax import halving, models, sharding, steps
+from mnist_jax import models, sharding, steps, survivors
 from mnist_jax import state as state_lib
 from mnist_jax.errors import UserError
 from mnist_jax.members import select
@@ -92,7 +92,7 @@ def restore(folder: Path, epoch: int | None = None, mesh=None) -> Restored:
     mesh = mesh or sharding.make_mesh()
     like = jax.device_put(built.state, sharding.replicated(mesh))
     # A halved run's checkpoint holds only the members it kept.
-    built, like = halving.saved_members(built, like, meta, mesh)
+    built, like = survivors.saved_members(built, like, meta, mesh)
     restored = checkpoints.restore_latest(like, config, num_classes, epoch)
     if restored is None:
       raise UserError(f"no readable checkpoint in {folder}")
@@ -115,7 +115,7 @@ def load_trained(workdir: str | Path, member: int | None = None,
   logging.info("the checkpoint of epoch %d (%s)", meta["epoch"], what)
   members, recipe = built.members, built.recipe
   # A halved run's members go by their original numbers: as positions here.
-  member = halving.position(meta, member, len(members.seeds))
+  member = survivors.position(meta, member, len(members.seeds))
   if members.count == 1 and member not in (None, 0):
     raise UserError(f"--member={member}: this run trained one model; drop --member")
   if members.count > 1:
