@@ -18,7 +18,6 @@ import jax
 import pytest
 from conftest import REPO, run_module
 
-from mnist_jax import config as config_lib
 from mnist_jax import state as state_lib
 
 # The user's file of components, each broken in its own way.
@@ -228,8 +227,9 @@ def test_a_field_the_model_does_not_take_is_the_configs_mistake(outcomes, user_f
   _assert_one_line(*outcomes["no_dropout"], NO_DROPOUT[1], exit_status=1)
   # Without the dropout the same class builds: a class's own __init__ says
   # what it takes (it takes no input_shape: it is given none).
-  config = config_lib.from_file(str(_write_case(
-      user_folder, "no_shape", {"model": f"{user_folder}/bad.py:NoShape"})))
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.model = f"{user_folder}/bad.py:NoShape"
   state = state_lib.build(config, 10, 5).state
   assert (28 * 28, 10) in [x.shape for x in jax.tree.leaves(state.params)]
 

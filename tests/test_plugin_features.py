@@ -19,7 +19,6 @@ from conftest import REPO, checkpoint_params, run_module
 from test_members import _assert_close, _leaves
 
 import mnist_jax
-from mnist_jax import config as config_lib
 from mnist_jax import members, registry, training
 from mnist_jax import state as state_lib
 
@@ -105,10 +104,13 @@ def plugin_dir(tmp_path_factory):
 
 
 def _config(plugin_dir, batch_size=16, num_epochs=1, **overrides):
-  path = plugin_dir / f"config_b{batch_size}_e{num_epochs}.py"
-  path.write_text(CONFIG.format(where=f"{plugin_dir}/", batch_size=batch_size,
-                                num_epochs=num_epochs))
-  config = config_lib.from_file(str(path))
+  """CONFIG's, its specs absolute. Not through config.from_file, which would
+  add plugin_dir to the process's folders for file specs (plugins.py), where
+  other tests' `plugin.py:...` would find this one."""
+  namespace = {}
+  exec(CONFIG.format(where=f"{plugin_dir}/", batch_size=batch_size,  # pylint: disable=exec-used
+                     num_epochs=num_epochs), namespace)
+  config = namespace["get_config"]()
   for key, value in overrides.items():
     config[key] = value
   return config
