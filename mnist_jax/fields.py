@@ -278,12 +278,13 @@ FIELDS: tuple[Field, ...] = (
           resumable=False),
     Field("sweep_halving_epochs", "", c.comma_numbers("epochs", "1,3"),
           "successive halving: at the end of each of these epochs, "
-          "comma-separated, keep the best 1/`sweep_halving_eta` of the members "
-          "by validation accuracy and train on with them only (needs a "
-          "validation split); `''`: off", resumable=False),
+          "comma-separated, keep the best ceil(1/`sweep_halving_eta`) of the "
+          "sweep points, with all their seeds, by their seeds' mean validation "
+          "accuracy (ties: validation loss), and train on with them only (needs "
+          "a validation split); `''`: off", resumable=False),
     Field("sweep_halving_eta", 3, c.positive_int,
-          "successive halving: each rung keeps 1/eta of the members (at least "
-          "2)", resumable=False),
+          "successive halving: each rung keeps ceil(points / eta) of the sweep "
+          "points; at least 2", resumable=False),
     Field("member_loop", "auto",
           _named("member_loop", "config.{name}={value!r}: choose one of {choices}"),
           "how a run of several models runs their steps: `vmap` (batched into "
