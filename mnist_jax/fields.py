@@ -278,8 +278,8 @@ FIELDS: tuple[Field, ...] = (
           resumable=False),
     Field("sweep_halving_epochs", "", c.comma_numbers("epochs", "1,3"),
           "successive halving: at the end of each of these epochs, "
-          "comma-separated, keep the best ceil(1/`sweep_halving_eta`) of the "
-          "sweep points, with all their seeds, by their seeds' mean validation "
+          "comma-separated, keep the best 1/`sweep_halving_eta` (rounded up) of "
+          "the sweep points, with all their seeds, by their seeds' mean validation "
           "accuracy (ties: validation loss), and train on with them only (needs "
           "a validation split); `''`: off", resumable=False),
     Field("sweep_halving_eta", 3, c.positive_int,
