@@ -234,6 +234,8 @@ class Halving:
     if "index" in summary.get("chosen_member", {}):
       summary["chosen_member"]["member"] = self.member_ids(self.points)[
           summary["chosen_member"]["index"]]
+    for entry in summary.get("collapsed_members", ()):  # Numbered by position.
+      entry["member"] = self.member_ids(self.points)[entry["member"]]
 
 
 def _log_rung(rung: dict[str, Any]):

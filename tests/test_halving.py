@@ -252,3 +252,20 @@ def test_rungs_keep_ceil_points_over_eta():
   assert rung.rungs[0]["kept"] == [1, 3, 6, 8]
   assert rung.rungs[0]["cutoff_validation_accuracy"] == 0.7
   assert [m["member"] for m in record["members"]] == list(range(10))
+
+
+def test_the_summary_numbers_every_member_as_the_full_sweep_does():
+  # After a rung the summary's per-member entries come by position among the
+  # survivors; each gets its original number back, collapsed members too.
+  # Catches a summary that names a flagged survivor by its position (member
+  # 1 of those left) where the run's logs and metrics say member 3.
+  from mnist_jax import halving, members  # pylint: disable=g-import-not-at-top
+  config = _config(3, "1")
+  cut = halving.Halving(config, members.Members.from_config(config), {})
+  cut.points = [1, 3]  # Points 0 and 2 dropped; one seed a point.
+  summary = {"members": [{}, {}], "points": [{}, {}],
+             "chosen_member": {"index": 0}, "collapsed_members": [{"member": 1}]}
+  cut.add_to(summary)
+  assert [m["member"] for m in summary["members"]] == [1, 3]
+  assert summary["chosen_member"]["member"] == 1
+  assert summary["collapsed_members"] == [{"member": 3}]
