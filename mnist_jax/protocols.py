@@ -69,8 +69,16 @@ def _stage(label: str, spec: str, doing: str, fn, *args):
   except UserError:
     raise
   except Exception as e:  # pylint: disable=broad-except
+    # nnx.Dropout(rate, rngs=rngs), NNX's own idiom, asks for a stream the
+    # model's rngs do not hold (a checkpoint keeps no random streams).
+    fix = ("; a model's rngs hold a 'params' stream only: for dropout, make "
+           "nnx.Dropout(rate) without rngs and take dropout_key=None in __call__ "
+           "(a fresh key each training step): self.drop(x, rngs=nnx.Rngs("
+           "dropout=dropout_key)) when dropout_key is not None"
+           if label == "model" and isinstance(e, KeyError) and "RngStream" in str(e)
+           else "")
     raise SpecError(f"{label}={spec!r} raised "
-                    f"{plugins.raised(e, plugins.file_path(spec))} {doing}") from None
+                    f"{plugins.raised(e, plugins.file_path(spec))} {doing}{fix}") from None
 
 
 def _build(config, num_classes: int, image_shape, key):
