@@ -56,6 +56,17 @@ class NoShape(nnx.Module):
     return self.out(x.reshape(x.shape[0], -1))
 
 
+class NnxDropout(nnx.Module):
+  """NNX's own idiom: its rngs hold no dropout stream here."""
+
+  def __init__(self, num_classes, *, rngs, input_shape=(28, 28, 1)):
+    self.out = nnx.Linear(28 * 28, num_classes, rngs=rngs)
+    self.drop = nnx.Dropout(0.5, rngs=rngs)  # DROPOUT
+
+  def __call__(self, x):
+    return self.out(self.drop(x.reshape(x.shape[0], -1)))
+
+
 def not_tx(learning_rate, config):
   return optax.sgd
 
@@ -123,6 +134,11 @@ CASES = {
     "factory_raises": ({"model": "bad.py:Raises"}, [
         "model='bad.py:Raises' raised ValueError: my net wants 3 channels "
         f"(bad.py, line {_line('RAISES')}) when built"]),
+    "dropout_from_the_factorys_rngs": ({"model": "bad.py:NnxDropout"}, [
+        "model='bad.py:NnxDropout' raised KeyError: ",
+        f"(bad.py, line {_line('DROPOUT')}) when built; a model's rngs hold a 'params' "
+        "stream only: for dropout, make nnx.Dropout(rate) without rngs and take "
+        "dropout_key=None in __call__"]),
     "loss_raises": ({"loss": "bad.py:loss_raises"}, [
         "loss='bad.py:loss_raises' raised RuntimeError: my loss is unfinished "
         f"(bad.py, line {_line('LOSS')})"]),

@@ -40,15 +40,14 @@ class Net(nnx.Module):
     self.conv = nnx.Conv(c, 4, (3, 3), strides=(4, 4), rngs=rngs)
     self.norm = nnx.BatchNorm(4, rngs=rngs)
     self.out = nnx.Linear(4 * -(-h // 4) * -(-w // 4), num_classes, rngs=rngs)
-    self.rate = dropout
+    self.drop = nnx.Dropout(dropout)  # Its mask drawn from the step's key.
 
   def __call__(self, x_BHWC, dropout_key=None):
     CALLED_WITH.append(jnp.dtype(x_BHWC.dtype).name)
     x = nnx.relu(self.norm(self.conv(x_BHWC)))
     x = x.reshape(x.shape[0], -1)
-    if dropout_key is not None and self.rate:
-      keep = jax.random.bernoulli(dropout_key, 1 - self.rate, x.shape)
-      x = jnp.where(keep, x / (1 - self.rate), 0).astype(x.dtype)
+    if dropout_key is not None:
+      x = self.drop(x, rngs=nnx.Rngs(dropout=dropout_key))
     return self.out(x)
 
 
