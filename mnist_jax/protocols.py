@@ -199,6 +199,10 @@ def _loss(spec: str, num_classes: int):
     raise SpecError(f"loss={spec!r} maps logits and labels [{batch}, {num_classes}] "
                     f"to {list(shape) if shape is not None else type(out).__name__}; "
                     f"expected one loss per example, [{batch}]")
+  if not jnp.issubdtype(out.dtype, jnp.floating):  # No gradient: nothing learns.
+    raise SpecError(f"loss={spec!r} gives {out.dtype} losses, which have no "
+                    f"gradient; expected float losses, e.g. from "
+                    f"optax.softmax_cross_entropy(logits_BK, labels_BK)")
 
 
 def _image_map(field: str, kind: str, spec: str, image_shape):
