@@ -80,6 +80,10 @@ def mean_loss(logits_BK, labels_BK):
   return -jnp.mean(labels_BK * logits_BK)
 
 
+def error_count(logits_BK, labels_BK):
+  return jnp.argmax(logits_BK, -1) != jnp.argmax(labels_BK, -1)
+
+
 def loss_raises(logits_BK, labels_BK):
   raise RuntimeError("my loss is unfinished")  # LOSS
 
@@ -128,6 +132,9 @@ CASES = {
     "loss_not_per_example": ({"loss": "bad.py:mean_loss"}, [
         "loss='bad.py:mean_loss' maps logits and labels [13, 10] to []; "
         "expected one loss per example, [13]"]),
+    "loss_without_gradient": ({"loss": "bad.py:error_count"}, [
+        "loss='bad.py:error_count' gives bool losses, which have no gradient; "
+        "expected float losses"]),
     "augmentation_changes_shape": ({"augment": "translate, bad.py:crop"}, [
         "'bad.py:crop' maps float images [2, 28, 28, 1] to [2, 24, 24, 1]; "
         "expected float images of the same shape"]),
