@@ -192,13 +192,19 @@ def _learning_metrics(workdir):
 def test_plugins_on_four_devices_match_one_and_resume_bitwise_after_sigkill(
     plugin_dir, tmp_path):
   # A config file beside plugin.py naming it relatively; the commands run
-  # in the repository, so plugin.py is found in the config's folder.
+  # in the repository, so plugin.py is found in the config's folder. The
+  # model is named as a module on the path (module:attribute).
   folder = tmp_path / "cfg"
   folder.mkdir()
   (folder / "plugin.py").write_text(PLUGIN)
+  (tmp_path / "packages").mkdir()
+  (tmp_path / "packages" / "user_models.py").write_text(PLUGIN)
   config_path = folder / "plugin_run.py"
-  config_path.write_text(CONFIG.format(where="", batch_size=16, num_epochs=KILL_EPOCHS))
-  env = {**os.environ, "PYTHONPATH": str(REPO),
+  config_path.write_text(CONFIG.format(
+      where="", batch_size=16, num_epochs=KILL_EPOCHS).replace(
+          '"plugin.py:Net"', '"user_models:Net"'))
+  assert '"user_models:Net"' in config_path.read_text()
+  env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path / 'packages'}",
          "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
   reference = subprocess.run(_train_command(config_path, tmp_path / "reference"),
                              env=env, cwd=REPO, capture_output=True, text=True,
