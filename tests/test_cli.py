@@ -20,15 +20,16 @@ def test_trains_with_the_default_workdir(tmp_path):
   assert "epoch 2/2" in result.stderr
 
 
-@pytest.mark.parametrize("flag, message", [
-    ("--config.dataset=nope", "error: unknown dataset 'nope'"),
-    ("--config.batch_size=0", "error: config.batch_size must be a positive integer"),
-    ("--config.optimizer=rmsprop", "error: unknown optimizer 'rmsprop'"),
+@pytest.mark.parametrize("flag, message, status", [
+    ("--config.dataset=nope", "error: unknown dataset 'nope'", 1),
+    ("--config.batch_size=0", "error: config.batch_size must be a positive integer", 1),
+    # A component spec that names nothing: errors.SpecError, a usage error.
+    ("--config.optimizer=rmsprop", "error: unknown optimizer 'rmsprop'", 2),
 ])
-def test_user_mistakes_print_one_line_and_exit_non_zero(tmp_path, flag, message):
+def test_user_mistakes_print_one_line_and_exit_non_zero(tmp_path, flag, message, status):
   result = run_module("mnist_jax.main", f"--config={REPO}/configs/mnist160.py",
                       f"--workdir={tmp_path / 'run'}", flag)
-  assert result.returncode == 1
+  assert result.returncode == status
   assert "Traceback" not in result.stderr
   error_lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]
   assert len(error_lines) == 1 and error_lines[0].startswith(message)
