@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-CALLED_WITH = []  # The dtypes Net was traced with.
+CALLED_WITH = []  # (dtype, given a dropout key) of each trace of Net.
 
 
 class Net(nnx.Module):
@@ -43,7 +43,7 @@ class Net(nnx.Module):
     self.drop = nnx.Dropout(dropout)  # Its mask drawn from the step's key.
 
   def __call__(self, x_BHWC, dropout_key=None):
-    CALLED_WITH.append(jnp.dtype(x_BHWC.dtype).name)
+    CALLED_WITH.append((jnp.dtype(x_BHWC.dtype).name, dropout_key is not None))
     x = nnx.relu(self.norm(self.conv(x_BHWC)))
     x = x.reshape(x.shape[0], -1)
     if dropout_key is not None:
@@ -262,7 +262,9 @@ def test_bfloat16_validation_and_early_stopping_with_plugins(plugin_dir, tmp_pat
   called_with = _plugin_module(plugin_dir).CALLED_WITH
   called_with.clear()
   result = training.train_and_evaluate(config, tmp_path / "run")
-  assert "bfloat16" in called_with  # The plugin model computes in bfloat16.
+  # The plugin model computes in bfloat16: training with a dropout key,
+  # evaluation without.
+  assert {("bfloat16", True), ("bfloat16", False)} <= set(called_with)
   assert result.summary["stopped_early_at_epoch"] == 3
   history = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text(
   ).splitlines()]
