@@ -230,6 +230,10 @@ def _check_sweepable(field: str, config: ml_collections.ConfigDict):
     return
   takers = [e.name for e in registry.entries("optimizer").values()
             if field in e.hyperparameters]
+  if ":" in optimizer:  # A user's: it receives what it declares.
+    raise UserError(f"config.sweep.{field}: optimizer '{optimizer}' does not "
+                    f"declare {field}; set hyperparameters = ({field!r},) on it "
+                    f"and take {field}= as a keyword argument")
   if field == "weight_decay":
     raise UserError(f"config.sweep.weight_decay: optimizer '{optimizer}' has no "
                     f"weight decay; use adamw (decoupled) or sgd")

@@ -290,16 +290,6 @@ def takes_dropout_key(name: str, rate: float) -> bool:
     return False
 
 
-def _factory_fields(factory) -> tuple[str, ...]:
-  """Which of width, depth, dropout and input_shape a user's model factory
-  takes, by its signature: a class's `__init__`'s (an nnx.Module class's
-  own signature is its metaclass's `(*args, **kwargs)`, which would pass it
-  every field), else the function's."""
-  from mnist_jax import plugins  # pylint: disable=g-import-not-at-top
-  init = getattr(factory, "__init__", None) if isinstance(factory, type) else None
-  return plugins.accepted_fields(init if init is not None else factory)
-
-
 # Weight initialisations (config.init): each framework's defaults.
 INITS = ("flax", "torch")
 
@@ -314,7 +304,7 @@ def create(name: str, num_classes: int, rngs: nnx.Rngs, width: float = 1.0,
   `torch_init`)."""
   entry = registry.resolve("model", name)
   builtin = registry.is_builtin(entry)
-  accepts = entry.accepts if builtin else _factory_fields(entry.target)
+  accepts = entry.accepts  # A user's: its factory's signature (plugins.py).
   kwargs = {}
   # Models of one size need not take these; a user's model is always told
   # its input shape where it takes one (plugins.py's protocol).

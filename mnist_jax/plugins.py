@@ -139,14 +139,18 @@ def load(kind: str, spec: str, label: str) -> tuple[Any, dict[str, Any]]:
     if target is None:
       target = _attribute(_module(spec, label), spec, label)
     if not callable(target):
-      raise SpecError(f"{label}={spec!r} is a {type(target).__name__}, not "
-                      f"callable; expected {PROTOCOLS[kind]}")
+      what = type(target).__name__
+      raise SpecError(f"{label}={spec!r} is {'an' if what[0] in 'aeiou' else 'a'} "
+                      f"{what}, not callable; expected {PROTOCOLS[kind]}")
     _LOADED[key] = target, _declared(kind, spec, target, label)
   return _LOADED[key]
 
 
 def _module(spec: str, label: str):
-  where = spec.rpartition(":")[0]
+  where, _, attribute = spec.rpartition(":")
+  if not where.strip() or not attribute.strip():
+    raise SpecError(f"{label}={spec!r}: a spec is module.path:attribute or "
+                    f"path/to/file.py:attribute, both parts named")
   if where.endswith(".py"):
     path = file_path(spec)
     if path is None:
@@ -193,7 +197,9 @@ def _attribute(module, spec: str, label: str):
     if not part or not hasattr(target, part):
       if where == "__main__":
         raise SpecError(_only_there(spec, label))
-      public = sorted(n for n in vars(module) if not n.startswith("_"))[:12]
+      # What it defines that could be meant: callables, not the modules it imports.
+      public = sorted(n for n, v in vars(module).items() if not n.startswith("_")
+                      and callable(v) and getattr(v, "__module__", None) == module.__name__)[:12]
       raise SpecError(f"{label}={spec!r}: {where} has no attribute {attribute!r}"
                       f"{'; it has ' + ', '.join(public) if public else ''}")
     target = getattr(target, part)
@@ -224,7 +230,12 @@ def _declared(kind: str, spec: str, target, label: str) -> dict[str, Any]:
 
 
 def accepted_fields(factory) -> tuple[str, ...]:
-  """Which of MODEL_FIELDS (and input_shape) `factory` takes, by its signature."""
+  """Which of MODEL_FIELDS (and input_shape) `factory` takes, by its
+  signature: a class's `__init__`'s (an nnx.Module class's own signature is
+  its metaclass's `(*args, **kwargs)`, which would say it takes every
+  field), else the function's."""
+  if isinstance(factory, type):
+    factory = factory.__init__
   try:
     parameters = inspect.signature(factory).parameters
   except (TypeError, ValueError):

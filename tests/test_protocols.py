@@ -47,3 +47,24 @@ def test_a_declared_classifier_must_be_a_layer_with_parameters(tmp_path, name, e
     protocols.check(config, 10, (28, 28, 1))
   assert "one of hidden, out" in str(raised.value)
   assert raised.value.exit_status == 2
+
+
+def test_a_spec_missing_either_part_says_the_two_forms():
+  from mnist_jax import registry  # pylint: disable=g-import-not-at-top
+  for spec in (":Net", "parts.py:"):
+    with pytest.raises(SpecError, match="module.path:attribute or path/to/file.py"):
+      registry.resolve("model", spec, label="model")
+
+
+def test_sweeping_what_a_users_optimizer_does_not_declare_says_how_to_declare_it(
+    tmp_path):
+  from mnist_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  (tmp_path / "opt.py").write_text(
+      "import optax\ndef make(learning_rate, config):\n"
+      "  return optax.sgd(learning_rate)\n")
+  config = config_lib.defaults()
+  config.optimizer = f"{tmp_path / 'opt.py'}:make"
+  config.sweep.weight_decay = "0,0.001"
+  with pytest.raises(UserError, match=r"does not declare weight_decay; set "
+                     r"hyperparameters = \('weight_decay',\)"):
+    config_lib.validate(config)
