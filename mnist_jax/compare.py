@@ -1,29 +1,45 @@
 """Compares configs over seeds: `python -m mnist_jax.compare A.py B.py --seeds=3`.
 
-Trains every config with seeds 0..K-1 (one run each, in
-`<workdir>/<config>/seed<k>`, so an interrupted comparison resumes where it
-stopped) and writes, in the workdir:
+Trains every config with seeds 0..K-1 and writes, in the workdir, files
+named by the configs compared (`comparison-A-vs-B.{md,json,png}`, so that
+another comparison in the same workdir keeps its own):
 
-  comparison.md    a table, per config: the test accuracy each run reports
-                   (at its best validation epoch where it had a validation
-                   split, else after the last epoch) as mean, sample std,
-                   95% interval of the mean (Student t), Welch's p-value
-                   against the first config (the baseline), min and max over
-                   seeds, and training time. The baseline comes first, then
-                   the others by mean validation accuracy, or by mean test
-                   accuracy when any run had no validation split, which the
-                   table then says in so many words.
-  comparison.json  the same numbers and every run's per-epoch test accuracy
-  comparison.png   test accuracy per epoch and against training time, mean
-                   and min-max band per config
+  .md    a table, per config: the test accuracy each seed reports
+         (at its best validation epoch where it had a validation split,
+         else after the last epoch) as mean, sample std, 95% interval of the
+         mean (Student t), Welch's p-value against the first config (the
+         baseline), min and max over seeds, and training time per seed. The
+         baseline comes first, then the others by mean validation accuracy,
+         or by mean test accuracy when any seed had no validation split,
+         which the table then says in so many words.
+  .json  the same numbers and every seed's per-epoch test accuracy
+  .png   test accuracy per epoch and against training time, mean and
+         min-max band per config
+
+How the seeds train (`train_seeds`, one call per config; `--seeds_as`): as
+the K members of one run (config.num_seeds=K: one compiled program;
+members.py), in `<workdir>/<config>/seeds0-<K-1>`, or as K runs one after
+another, in `<workdir>/<config>/seed<k>`. Each member computes what the run
+of its seed alone does, so both report the same accuracies. `auto` (the
+default): members on GPU and TPU, where their steps are vmapped; a run per
+seed on CPU, where the members' steps, unrolled in one program, trained
+slower than as many runs (benchmarks/compare_members.py). Never members
+with early stopping (members stop together, on their mean). A config that
+sweeps is refused: compare compares configs, not sweep points. A config's
+own num_seeds gives way to --seeds. Either way an interrupted comparison
+resumes where it stopped, and a finished run (summary.json of the same
+config) is read, not trained.
 
 `--override=field=value` (repeatable) sets a field in every config, e.g.
 `--override=num_epochs=2` for a quick look.
 """
 
+import hashlib
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
+import jax
 from absl import flags, logging
 
 import mnist_jax
@@ -36,16 +52,51 @@ _WORKDIR = cli.workdir_flag()
 DEFAULT_WORKDIR = "runs/compare"
 _OVERRIDE = flags.DEFINE_multi_string(
     "override", [], "field=value set in every config, e.g. num_epochs=2.")
+SEEDS_AS = ("auto", "members", "separate")
+_SEEDS_AS = flags.DEFINE_enum(
+    "seeds_as", "auto", SEEDS_AS, "How a config's seeds train: members (of one "
+    "compiled run), separate (a run per seed, one after another), or auto: "
+    "members on GPU and TPU, separate on CPU (measured faster there).")
 
 
 def compare(config_paths: list[str], seeds: int, workdir: str | Path,
-            overrides: list[str] = ()) -> dict[str, Any]:
+            overrides: list[str] = (), seeds_as: str = "auto") -> dict[str, Any]:
+  """Trains each config with seeds 0..seeds-1 (`train_seeds`) and writes
+  `<workdir>/<comparison_stem>.{md,json,png}`; returns the .json's record."""
   if seeds < 1:
     raise UserError(f"--seeds must be at least 1, got {seeds}")
+  configs = load_configs(config_paths, overrides)
+  workdir = Path(workdir)
+  results = {}
+  # The process's first run started at its import (mnist_jax.main's too).
+  started_at = mnist_jax.IMPORT_TIME
+  for name, config in configs.items():
+    runs = train_seeds(name, config, range(seeds), workdir / name, seeds_as,
+                       started_at)
+    started_at = None  # The next ones start at their own call.
+    results[name] = {
+        "dataset": config.dataset, "model": config.model,
+        "optimizer": config.optimizer, "num_epochs": config.num_epochs,
+        "trained_as": runs[0]["trained_as"], "runs": runs}
+  record = comparison_record(results, seeds, list(overrides))
+  if record["ranked_on"] == "test":
+    logging.warning("%s", TEST_SET_SENTENCE)
+  if seeds < MIN_SEEDS:
+    logging.warning("%s", seeds_warning(seeds))
+  stem = workdir / comparison_stem(list(configs))
+  fileio.write_json_atomic(stem.with_suffix(".json"), record)
+  fileio.write_atomic(stem.with_suffix(".md"), markdown_table(record))
+  from mnist_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib: ~1 s)
+  plots.comparison(results, stem.with_suffix(".png"))
+  return record
+
+
+def load_configs(config_paths: Sequence[str],
+                 overrides: Sequence[str] = ()) -> dict[str, Any]:
+  """{file stem: config} of each path, `overrides` applied and validated:
+  every config is loaded before any trains, so a typo fails in a second."""
   if not config_paths:
     raise UserError("name one or more config files to compare")
-  workdir = Path(workdir)
-  # Load every config before training any: a typo fails in a second.
   configs = {}
   for path in config_paths:
     name = Path(path).stem
@@ -54,34 +105,124 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
     config = config_lib.from_file(path)
     config_lib.apply_overrides(config, list(overrides))
     config_lib.validate(config)
+    if _sweeps(config):
+      raise UserError(
+          f"{path} sweeps ({', '.join(_sweeps(config))}): compare compares "
+          f"configs, not sweep points; write a config per point, or train the "
+          f"sweep with mnist-jax train (its summary compares the points)")
     configs[name] = config
+  return configs
 
-  results = {}
-  # The process's first run started at its import (mnist_jax.main's too).
-  started_at = mnist_jax.IMPORT_TIME
-  for name, config in configs.items():
-    runs = []
-    for seed in range(seeds):
-      config.seed = seed
-      logging.info("comparing: %s, seed %d of %d", name, seed + 1, seeds)
-      summary = training.train_and_evaluate(config, workdir / name / f"seed{seed}",
-                                         started_at).summary
-      started_at = None  # The next ones start at their own call.
-      runs.append(run_entry(seed, summary, outputs.read_metrics(workdir / name / f"seed{seed}")))
-    results[name] = {
-        "dataset": config.dataset, "model": config.model,
-        "optimizer": config.optimizer, "num_epochs": config.num_epochs,
-        "runs": runs}
-  record = comparison_record(results, seeds, list(overrides))
-  if record["ranked_on"] == "test":
-    logging.warning("%s", TEST_SET_SENTENCE)
-  if seeds < MIN_SEEDS:
-    logging.warning("%s", seeds_warning(seeds))
-  fileio.write_json_atomic(workdir / "comparison.json", record)
-  fileio.write_atomic(workdir / "comparison.md", markdown_table(record))
-  from mnist_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib: ~1 s)
-  plots.comparison(results, workdir / "comparison.png")
-  return record
+
+def _sweeps(config) -> list[str]:
+  """The sweep fields `config` sets (sweep.<field>, sweep_samples, ...)."""
+  swept = [f"sweep.{k}" for k, v in config.sweep.items() if v != ""]
+  return swept + [f for f, off in (("sweep_samples", 0), ("sweep_halving_epochs", ""))
+                  if config.get(f, off) != off]
+
+
+def comparison_stem(names: Sequence[str]) -> str:
+  """The comparison's file name without suffix: `comparison-A-vs-B`; a
+  shortened one, with a hash of all the names, past 100 characters."""
+  stem = "comparison-" + "-vs-".join(names)
+  if len(stem) <= 100:
+    return stem
+  digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:10]
+  return f"{stem[:85]}-{digest}"
+
+
+def trained_as(config, seeds_as: str = "auto", backend: str | None = None) -> str:
+  """"members" (one run of num_seeds members) or "separate" (a run per
+  seed), as `seeds_as` asks; "auto": members on GPU and TPU, where their
+  steps are vmapped, separate on CPU, where unrolled members trained slower
+  than as many runs (docs/comparisons.md). Never members with early
+  stopping: they would stop together, on their mean; a seed alone stops on
+  its own."""
+  if seeds_as not in SEEDS_AS:
+    raise UserError(f"--seeds_as={seeds_as!r}: choose one of {', '.join(SEEDS_AS)}")
+  if seeds_as == "auto":
+    seeds_as = "separate" if (backend or jax.default_backend()) == "cpu" else "members"
+  return "separate" if config.early_stopping_patience else seeds_as
+
+
+def train_seeds(name: str, config, seeds: Sequence[int], folder: Path,
+                seeds_as: str = "auto", started_at: float | None = None,
+                callbacks: Sequence[Callable] = ()) -> list[dict[str, Any]]:
+  """Trains `config` with each of `seeds` under `folder` and returns each
+  seed's `run_entry`, in order: as the members of one run where
+  `trained_as(config, seeds_as)` says so and the seeds are consecutive, else
+  a run per seed.
+  A finished run of the same config is read, an interrupted one resumed.
+  `started_at`: as training.train_and_evaluate's, for the first run;
+  `callbacks` go to every run (a member run's records hold every member)."""
+  seeds = list(seeds)
+  how = trained_as(config, seeds_as)
+  consecutive = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+  if how == "members" and consecutive:
+    workdir = folder / (f"seed{seeds[0]}" if len(seeds) == 1
+                        else f"seeds{seeds[0]}-{seeds[-1]}")
+    config = _with_seeds(config, seeds[0], len(seeds))
+    if len(seeds) == 1:
+      logging.info("comparing: %s, seed%d, in %s", name, seeds[0], workdir)
+    else:
+      logging.info("comparing: %s, seeds %s as the %d members of one run, in %s",
+                   name, f"{seeds[0]}..{seeds[-1]}", len(seeds), workdir)
+    summary, history = _run(config, workdir, started_at, callbacks)
+    return member_entries(summary, history, "members")
+  if config.num_seeds != 1:
+    logging.info("%s: a run per seed, each with num_seeds=1 (the config's %d "
+                 "gives way to the seeds compared)", name, config.num_seeds)
+  entries = []
+  for i, seed in enumerate(seeds):
+    workdir = folder / f"seed{seed}"
+    logging.info("comparing: %s, seed%d (run %d of %d, one per seed), in %s",
+                 name, seed, i + 1, len(seeds), workdir)
+    summary, history = _run(_with_seeds(config, seed, 1), workdir, started_at,
+                            callbacks)
+    started_at = None
+    entries.append(run_entry(seed, summary, history) | {"trained_as": "separate"})
+  return entries
+
+
+def _with_seeds(config, seed: int, num_seeds: int):
+  config = config.copy_and_resolve_references()
+  config.seed, config.num_seeds = seed, num_seeds
+  return config
+
+
+def _run(config, workdir: Path, started_at, callbacks):
+  """(summary.json, metrics.jsonl's records) of the run of `config` in
+  `workdir`: read where that run finished, else trained (or resumed)."""
+  try:
+    summary = json.loads((workdir / "summary.json").read_text())
+  except (OSError, ValueError):
+    summary = None
+  if (isinstance(summary, dict) and summary.get("config")
+      == json.loads(json.dumps(config.to_dict(), default=str))):
+    logging.info("%s finished already: read, not trained", workdir)
+  else:
+    summary = training.train_and_evaluate(config, workdir, started_at,
+                                          callbacks).summary
+  return summary, outputs.read_metrics(workdir)
+
+
+def member_entries(summary: dict[str, Any], history: list[dict[str, Any]],
+                   how: str) -> list[dict[str, Any]]:
+  """A `run_entry` per member of a run (one for a run of one): each
+  member's accuracies from summary.json's `members` and metrics.jsonl's,
+  and its share of the run's time (the run's over the members)."""
+  if "members" not in summary:
+    return [run_entry(summary["config"]["seed"], summary, history)
+            | {"trained_as": how}]
+  count = len(summary["members"])
+  entries = []
+  for k, member in enumerate(summary["members"]):
+    own = [{**r["members"][k], "epoch_seconds": r["epoch_seconds"] / count}
+           for r in history]
+    entries.append(run_entry(member["seed"], {
+        **member, "train_seconds": summary["train_seconds"] / count}, own)
+        | {"trained_as": how, "run_train_seconds": summary["train_seconds"]})
+  return entries
 
 
 def reported_accuracy(summary: dict[str, Any]) -> tuple[float, str]:
@@ -205,16 +346,23 @@ def markdown_table(record: dict[str, Any]) -> str:
             "truth equally accurate; below 0.05 the gap is unlikely to be seed "
             "luck, above it the seeds cannot tell them apart. Both count only "
             "seed-to-seed variation on this one test set."]
+  members = [name for name in record["ranking"]
+             if record["configs"][name].get("trained_as") == "members"
+             and len(record["configs"][name]["runs"]) > 1]
+  if members:
+    lines += ["", f"{', '.join(members)}: the seeds trained as the members of "
+              "one run; training s is that run's time over its members."]
   if n < MIN_SEEDS:
     lines += ["", f"**{seeds_warning(n)}**"]
   return "\n".join(lines) + "\n"
 
 
 def main(argv):
-  workdir = _WORKDIR.value or DEFAULT_WORKDIR
-  compare(argv[1:], _SEEDS.value, workdir, _OVERRIDE.value)
-  print((Path(workdir) / "comparison.md").read_text(), end="")
-  logging.info("wrote %s/comparison.{md,json,png}", workdir)
+  workdir = Path(_WORKDIR.value or DEFAULT_WORKDIR)
+  compare(argv[1:], _SEEDS.value, workdir, _OVERRIDE.value, _SEEDS_AS.value)
+  stem = workdir / comparison_stem([Path(p).stem for p in argv[1:]])
+  print(stem.with_suffix(".md").read_text(), end="")
+  logging.info("wrote %s.{md,json,png}", stem)
 
 
 if __name__ == "__main__":

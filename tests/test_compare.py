@@ -1,11 +1,13 @@
 import json
+import shutil
+from pathlib import Path
 
 import pytest
-from conftest import run_module
+from conftest import REPO, run_module, run_script
 from PIL import Image
 import tolerances
 
-from mnist_jax import compare, stats
+from mnist_jax import compare, stats, training
 from mnist_jax.errors import UserError
 
 CONFIG = """
@@ -40,15 +42,20 @@ def test_compares_configs_over_seeds(synthetic_data, tmp_path):
   result = run_module("mnist_jax", "compare", *paths, "--seeds=2",
                       "--override=num_epochs=2", f"--workdir={tmp_path / 'cmp'}")
   assert result.returncode == 0, result.stderr
-  record = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+  record = json.loads((tmp_path / "cmp" / "comparison-adam-vs-sgd.json").read_text())
   assert list(record["configs"]) == ["adam", "sgd"]
   finals, on_validation = {}, True
   for name in ("adam", "sgd"):
     runs = record["configs"][name]["runs"]
     assert [r["seed"] for r in runs] == [0, 1]
     assert all(len(r["test_accuracy"]) == 2 for r in runs)  # The override applied.
+    # On CPU (--seeds_as=auto), a run per seed, numbered as its folder.
+    assert record["configs"][name]["trained_as"] == "separate"
     summaries = [json.loads((tmp_path / "cmp" / name / f"seed{s}" / "summary.json")
                             .read_text()) for s in (0, 1)]
+    for s in (0, 1):
+      assert (f"comparing: {name}, seed{s} (run {s + 1} of 2, one per seed), in "
+              f"{tmp_path / 'cmp' / name / f'seed{s}'}") in result.stderr
     # The accuracy a run reports: at its best validation epoch, if it had a
     # validation split, else after its last epoch.
     finals[name] = [
@@ -63,15 +70,201 @@ def test_compares_configs_over_seeds(synthetic_data, tmp_path):
     assert accuracy["n"] == 2 and len(accuracy["ci95"]) == 2
   assert record["baseline"] == "adam" and record["configs"]["adam"]["p_vs_baseline"] is None
   assert record["configs"]["sgd"]["p_vs_baseline"] == stats.welch(finals["sgd"], finals["adam"])
-  table = (tmp_path / "cmp" / "comparison.md").read_text()
+  table = (tmp_path / "cmp" / "comparison-adam-vs-sgd.md").read_text()
   assert "| adam | toy | mlp | adam | 2 |" in table and "| sgd | toy | mlp | sgd | 2 |" in table
   assert "| baseline |" in table
   assert table in result.stdout
   assert ("TEST set" in table) is (not on_validation)
   assert ("TEST set" in result.stderr) is (not on_validation)
   assert "only 2 seed(s)" in table and "only 2 seed(s)" in result.stderr
-  with Image.open(tmp_path / "cmp" / "comparison.png") as image:
+  assert "members of one run" not in table
+  with Image.open(tmp_path / "cmp" / "comparison-adam-vs-sgd.png") as image:
     assert image.format == "PNG"
+
+
+# mnist160 (shipped in the package), as configs/mnist160.py trains it and
+# with an MLP whose file asks for 3 seeds of its own: compare's --seeds wins.
+MLP160 = """
+from configs import mnist160
+
+def get_config():
+  config = mnist160.get_config()
+  config.model = "mlp"
+  config.num_seeds = 3
+  return config
+"""
+OVERRIDES = ["num_epochs=2", "plots=False"]
+
+
+def _configs(folder):
+  (folder / "mlp160.py").write_text(MLP160)
+  return [str(REPO / "configs" / "mnist160.py"), str(folder / "mlp160.py")]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """Seeds 0 and 1 of mnist160 and mlp160 compared without interruption: as
+  members (compare's default) and as a run per seed (--separate)."""
+  root = tmp_path_factory.mktemp("straight")
+  paths = _configs(root)
+  return paths, {how: compare.compare(paths, 2, root / how, OVERRIDES, seeds_as=how)
+                 for how in ("members", "separate")}
+
+
+def _per_seed(record, key):
+  return {name: [run[key] for run in result["runs"]]
+          for name, result in record["configs"].items()}
+
+
+def test_seeds_as_members_of_one_run_report_what_separate_runs_do(straight):
+  paths, records = straight
+  members, separate = records["members"], records["separate"]
+  for name in ("mnist160", "mlp160"):
+    assert members["configs"][name]["trained_as"] == "members"
+    assert separate["configs"][name]["trained_as"] == "separate"
+    assert [r["seed"] for r in members["configs"][name]["runs"]] == [0, 1]
+  # Each member computes what a run of its seed alone does; on CPU, as
+  # tests/test_members.py asserts, to the same test accuracy (a count of
+  # the same 80 images), at every epoch.
+  assert (_per_seed(members, "reported_test_accuracy")
+          == _per_seed(separate, "reported_test_accuracy"))
+  assert _per_seed(members, "test_accuracy") == _per_seed(separate, "test_accuracy")
+  # And the seeds differ, so that members given one seed, or swapped, fail.
+  assert all(a != b for a, b in _per_seed(separate, "test_accuracy").values())
+  # One run of two members per config (not the file's 3), each seed's
+  # share of its time half of it.
+  folder = Path(paths[1]).parent
+  run = json.loads((folder / "members" / "mlp160" / "seeds0-1" / "summary.json").read_text())
+  assert [m["seed"] for m in run["members"]] == [0, 1]
+  assert sorted(p.name for p in (folder / "members" / "mlp160").iterdir()) == ["seeds0-1"]
+  assert sorted(p.name for p in (folder / "separate" / "mlp160").iterdir()) == [
+      "seed0", "seed1"]
+  for entry in members["configs"]["mlp160"]["runs"]:
+    assert entry["run_train_seconds"] == run["train_seconds"]
+    # One division of the same float.
+    assert entry["train_seconds"] == run["train_seconds"] / 2
+
+
+def test_an_interrupted_comparison_resumes_where_it_stopped(straight, tmp_path,
+                                                            monkeypatch):
+  paths, records = straight
+  train = training.train_and_evaluate
+  trained = []
+
+  def stop_after_epoch_1(record):
+    if record["epoch"] == 1:
+      raise RuntimeError("the machine went down")
+
+  def interrupted(config, workdir, started_at=None, callbacks=()):
+    trained.append(Path(workdir).relative_to(tmp_path).as_posix())
+    if "mlp160" in str(workdir):  # The second config: after its first epoch.
+      callbacks = (*callbacks, stop_after_epoch_1)
+    return train(config, workdir, started_at, callbacks)
+  monkeypatch.setattr(training, "train_and_evaluate", interrupted)
+  with pytest.raises(UserError, match="the machine went down"):
+    compare.compare(paths, 2, tmp_path, OVERRIDES, "members")
+  assert trained == ["mnist160/seeds0-1", "mlp160/seeds0-1"]
+  assert not list(tmp_path.glob("comparison-*"))
+
+  resumed = []
+
+  def recorded(*args, **kwargs):
+    result = train(*args, **kwargs)
+    resumed.append(result.summary)
+    return result
+  monkeypatch.setattr(training, "train_and_evaluate", recorded)
+  record = compare.compare(paths, 2, tmp_path, OVERRIDES, "members")
+  # The finished config is read, not trained again; the other resumes
+  # from its checkpoint of epoch 1.
+  assert [s["config"]["model"] for s in resumed] == ["mlp"]
+  assert resumed[0]["resumed_from_epoch"] == 1
+  # And ends where the uninterrupted comparison did (bitwise on CPU).
+  for key in ("reported_test_accuracy", "test_accuracy"):
+    assert _per_seed(record, key) == _per_seed(records["members"], key)
+
+
+def test_a_second_comparison_keeps_the_first_and_reuses_its_runs(
+    straight, tmp_path, monkeypatch):
+  paths, _ = straight
+  workdir = tmp_path / "cmp"
+  shutil.copytree(Path(paths[1]).parent / "members", workdir)
+  first = {p.name: p.read_bytes() for p in workdir.glob("comparison-*")}
+  assert sorted(first) == [f"comparison-mnist160-vs-mlp160.{s}" for s in ("json", "md", "png")]
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run was trained again")
+  monkeypatch.setattr(training, "train_and_evaluate", no_training)
+  compare.compare(paths[::-1], 2, workdir, OVERRIDES, "members")
+  compare.compare(paths[1:], 2, workdir, OVERRIDES, "members")
+  names = sorted(p.name for p in workdir.glob("comparison-*"))
+  assert names == sorted(f"{stem}.{s}" for s in ("json", "md", "png") for stem in (
+      "comparison-mnist160-vs-mlp160", "comparison-mlp160-vs-mnist160",
+      "comparison-mlp160"))
+  assert {name: (workdir / name).read_bytes() for name in first} == first
+  reversed_record = json.loads((workdir / "comparison-mlp160-vs-mnist160.json").read_text())
+  assert reversed_record["baseline"] == "mlp160"
+
+
+def test_comparison_stem_names_the_configs():
+  assert compare.comparison_stem(["mnist", "mnist_speedrun"]) == (
+      "comparison-mnist-vs-mnist_speedrun")
+  long = [f"config_{k:02d}_with_a_long_name" for k in range(6)]
+  stems = {compare.comparison_stem(long), compare.comparison_stem(long[:5] + ["other"]),
+           compare.comparison_stem(long[::-1])}
+  assert len(stems) == 3 and all(len(s) <= 100 for s in stems)
+
+
+def test_a_config_that_sweeps_is_refused_and_early_stopping_trains_a_run_per_seed(
+    tmp_path):
+  paths = _configs(tmp_path)
+  with pytest.raises(UserError, match="mnist160.py sweeps .sweep.learning_rate.: "
+                     "compare compares configs, not sweep points"):
+    compare.compare(paths, 2, tmp_path / "cmp", ["sweep.learning_rate=0.001,0.01"])
+  assert not (tmp_path / "cmp").exists()
+  # Members stop together, on their mean validation accuracy; a seed alone
+  # stops on its own: early stopping keeps a run per seed.
+  stopping = compare.load_configs(paths, ["early_stopping_patience=2",
+                                          "validation_size=8"])["mlp160"]
+  assert [compare.trained_as(stopping, how, backend) for how, backend in (
+      ("members", "cpu"), ("auto", "gpu"))] == ["separate", "separate"]
+  # Otherwise as asked; auto: a run per seed on CPU (unrolled members
+  # trained slower there), members where they are vmapped.
+  config = compare.load_configs(paths)["mlp160"]
+  assert [compare.trained_as(config, how, backend) for how, backend in (
+      ("members", "cpu"), ("separate", "gpu"), ("auto", "cpu"), ("auto", "gpu"),
+      ("auto", "tpu"))] == ["members", "separate", "separate", "members", "members"]
+  assert compare.trained_as(config) == "separate"  # This machine's: CPU.
+  with pytest.raises(UserError, match="--seeds_as='vmap': choose one of auto, members"):
+    compare.trained_as(config, "vmap")
+
+
+def test_compare_members_benchmark_tiny(tmp_path, script_env):
+  out = tmp_path / "record.json"
+  run_script("benchmarks/compare_members.py", "--configs=configs/mnist160.py",
+             "--seeds=2", "--rounds=2", "--override=num_epochs=1", f"--out={out}",
+             env=script_env)
+  record = json.loads(out.read_text())
+  assert [(r["round"], r["side"]) for r in record["runs"]] == [
+      (0, "before"), (0, "after"), (1, "after"), (1, "before")]
+  assert [r["configs"]["mnist160"]["trained_as"] for r in record["runs"]] == [
+      "separate", "members", "members", "separate"]
+  assert record["same_accuracies"] and record["max_abs_accuracy_difference"] == {"mnist160": 0}
+  by = {(r["round"], r["side"]): r for r in record["runs"]}
+  for ratio in record["after_over_before"]:
+    k = ratio["round"]
+    # The record's own floats, divided once.
+    assert ratio["wall_seconds"] == by[(k, "after")]["wall_seconds"] / by[(k, "before")]["wall_seconds"]
+  assert record["commands"]["before"].endswith("--seeds_as=separate")
+  assert record["commands"]["after"].endswith("--seeds_as=members")
+  assert record["lscpu_model_name"] and record["machine"]["date"]
+
+
+def test_compare_members_benchmark_refuses_a_bad_flag_in_one_line(script_env):
+  result = run_script("benchmarks/compare_members.py", "--seeds=0", env=script_env,
+                      check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      "argument --seeds: must be a positive integer, got '0'")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -29,7 +29,7 @@ OWN_FLAGS = {
     "evaluate": {"workdir", "member", "checkpoint", "data_dir", "ema", "plots"},
     "predict": {"workdir", "member", "checkpoint", "invert", "fit", "top", "out"},
     "export": {"workdir", "member", "checkpoint", "out", "platforms"},
-    "compare": {"seeds", "workdir", "override"},
+    "compare": {"seeds", "workdir", "override", "seeds_as"},
 }
 # What a training run logs, each line after its time stamp.
 TRAIN_LINES = ("backend cpu", "config: ", "mnist160: 80 train / 80 test images",
@@ -139,7 +139,7 @@ def test_compare_prints_its_table(run):
   result = mnist_jax(run, "compare", f"{REPO}/configs/mnist160.py", "mlp160.py",
                      "--seeds=1", "--override=num_epochs=1", "--override=plots=False",
                      "--workdir=compared")
-  table = (run / "compared" / "comparison.md").read_text()
+  table = (run / "compared" / "comparison-mnist160-vs-mlp160.md").read_text()
   assert result.stdout == table
   rows = [l for l in table.splitlines() if l.startswith("| mnist160 ") or l.startswith("| mlp160 ")]
   assert [r.split(" | ")[2] for r in rows] == ["cnn", "mlp"]
@@ -148,8 +148,9 @@ def test_compare_prints_its_table(run):
                                     "Warning: only 1 seed(s)"))
   assert any(m.startswith("Selection and ranking were on the TEST set") for m in messages)
   assert [m for m in messages if m.startswith("comparing")] == [
-      "comparing: mnist160, seed 1 of 1", "comparing: mlp160, seed 1 of 1"]
-  assert messages[-1] == "wrote compared/comparison.{md,json,png}"
+      "comparing: mnist160, seed0 (run 1 of 1, one per seed), in compared/mnist160/seed0",
+      "comparing: mlp160, seed0 (run 1 of 1, one per seed), in compared/mlp160/seed0"]
+  assert messages[-1] == "wrote compared/comparison-mnist160-vs-mlp160.{md,json,png}"
 
 
 def test_help_of_each_command_lists_its_own_flags(tmp_path):
