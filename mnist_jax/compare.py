@@ -43,7 +43,7 @@ import jax
 from absl import flags, logging
 
 import mnist_jax
-from mnist_jax import cli, fileio, outputs, stats, training
+from mnist_jax import cli, fileio, outputs, runtime, stats, training
 from mnist_jax import config as config_lib
 from mnist_jax.errors import UserError
 
@@ -141,7 +141,12 @@ def trained_as(config, seeds_as: str = "auto", backend: str | None = None) -> st
   if seeds_as not in SEEDS_AS:
     raise UserError(f"--seeds_as={seeds_as!r}: choose one of {', '.join(SEEDS_AS)}")
   if seeds_as == "auto":
-    seeds_as = "separate" if (backend or jax.default_backend()) == "cpu" else "members"
+    if backend is None:
+      # Started as the run starts it: its CPU device count (and
+      # jax.distributed) must be set before JAX's backend first runs.
+      runtime.start(config)
+      backend = jax.default_backend()
+    seeds_as = "separate" if backend == "cpu" else "members"
   return "separate" if config.early_stopping_patience else seeds_as
 
 

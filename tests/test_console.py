@@ -151,6 +151,12 @@ def test_compare_prints_its_table(run):
       "comparing: mnist160, seed0 (run 1 of 1, one per seed), in compared/mnist160/seed0",
       "comparing: mlp160, seed0 (run 1 of 1, one per seed), in compared/mlp160/seed0"]
   assert messages[-1] == "wrote compared/comparison-mnist160-vs-mlp160.{md,json,png}"
+  # Its runs start JAX as train does: mnist160's CNN at batch 16 over the
+  # virtual CPU devices train picks, not over the 1 that JAX would start
+  # with had compare asked for the backend first (to choose --seeds_as).
+  from mnist_jax import runtime  # pylint: disable=g-import-not-at-top
+  summary = json.loads((run / "compared" / "mnist160" / "seed0" / "summary.json").read_text())
+  assert summary["device_count"] == runtime.auto_cpu_devices(16, len(os.sched_getaffinity(0)))
 
 
 def test_help_of_each_command_lists_its_own_flags(tmp_path):
