@@ -32,6 +32,9 @@ config) is read, not trained.
 
 `--override=field=value` (repeatable) sets a field in every config, e.g.
 `--override=num_epochs=2` for a quick look.
+
+`--tune=N` tunes each config alike first (tuning.py): N trials chosen on
+validation, then the seeds, in `<workdir>/<config>/tune<N>/`.
 """
 
 import hashlib
@@ -45,6 +48,7 @@ from absl import flags, logging
 import mnist_jax
 from mnist_jax import cli, fileio, outputs, runtime, stats, training
 from mnist_jax import config as config_lib
+from mnist_jax import tuning
 from mnist_jax.errors import UserError
 
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per config: 0..seeds-1.")
@@ -57,33 +61,44 @@ _SEEDS_AS = flags.DEFINE_enum(
     "seeds_as", "auto", SEEDS_AS, "How a config's seeds train: members (of one "
     "compiled run), separate (a run per seed, one after another), or auto: "
     "members on GPU and TPU, separate on CPU (measured faster there).")
+_TUNE = flags.DEFINE_integer(
+    "tune", None, "Tune each config first: N trials of its sweep distributions "
+    "(or learning_rate/10..*10), chosen on validation (tuning.py).")
 
 
 def compare(config_paths: list[str], seeds: int, workdir: str | Path,
-            overrides: list[str] = (), seeds_as: str = "auto") -> dict[str, Any]:
+            overrides: list[str] = (), seeds_as: str = "auto",
+            tune: int | None = None) -> dict[str, Any]:
   """Trains each config with seeds 0..seeds-1 (`train_seeds`) and writes
   `<workdir>/<comparison_stem>.{md,json,png}`; returns the .json's record."""
   if seeds < 1:
     raise UserError(f"--seeds must be at least 1, got {seeds}")
-  configs = load_configs(config_paths, overrides)
+  configs = load_configs(config_paths, overrides, tune)
+  plans = {name: tuning.plan(name, config, tune)
+           for name, config in configs.items()} if tune else {}
   workdir = Path(workdir)
   results = {}
   # The process's first run started at its import (mnist_jax.main's too).
   started_at = mnist_jax.IMPORT_TIME
   for name, config in configs.items():
-    runs = train_seeds(name, config, range(seeds), workdir / name, seeds_as,
-                       started_at)
+    folder, tuned = workdir / name, {}
+    if tune:
+      folder = folder / f"tune{tune}"
+      config, tuned["tuning"] = tuning.tune(name, plans[name], folder, started_at)
+      started_at = None
+    runs = train_seeds(name, config, range(seeds), folder, seeds_as, started_at)
     started_at = None  # The next ones start at their own call.
     results[name] = {
         "dataset": config.dataset, "model": config.model,
         "optimizer": config.optimizer, "num_epochs": config.num_epochs,
-        "trained_as": runs[0]["trained_as"], "runs": runs}
-  record = comparison_record(results, seeds, list(overrides))
+        "trained_as": runs[0]["trained_as"], "runs": runs, **tuned}
+  record = comparison_record(results, seeds, list(overrides)) | (
+      {"tune": tune} if tune else {})
   if record["ranked_on"] == "test":
     logging.warning("%s", TEST_SET_SENTENCE)
   if seeds < MIN_SEEDS:
     logging.warning("%s", seeds_warning(seeds))
-  stem = workdir / comparison_stem(list(configs))
+  stem = workdir / comparison_stem(list(configs), tune)
   fileio.write_json_atomic(stem.with_suffix(".json"), record)
   fileio.write_atomic(stem.with_suffix(".md"), markdown_table(record))
   from mnist_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib: ~1 s)
@@ -91,8 +106,8 @@ def compare(config_paths: list[str], seeds: int, workdir: str | Path,
   return record
 
 
-def load_configs(config_paths: Sequence[str],
-                 overrides: Sequence[str] = ()) -> dict[str, Any]:
+def load_configs(config_paths: Sequence[str], overrides: Sequence[str] = (),
+                 tune: int | None = None) -> dict[str, Any]:
   """{file stem: config} of each path, `overrides` applied and validated:
   every config is loaded before any trains, so a typo fails in a second."""
   if not config_paths:
@@ -104,8 +119,10 @@ def load_configs(config_paths: Sequence[str],
       raise UserError(f"two configs are named '{name}'; rename one")
     config = config_lib.from_file(path)
     config_lib.apply_overrides(config, list(overrides))
+    if tune is not None:  # Its sweep's distributions are what --tune draws.
+      tuning.draw_trials(config, tune)
     config_lib.validate(config)
-    if _sweeps(config):
+    if _sweeps(config) and not tune:
       raise UserError(
           f"{path} sweeps ({', '.join(_sweeps(config))}): compare compares "
           f"configs, not sweep points; write a config per point, or train the "
@@ -121,14 +138,15 @@ def _sweeps(config) -> list[str]:
                   if config.get(f, off) != off]
 
 
-def comparison_stem(names: Sequence[str]) -> str:
-  """The comparison's file name without suffix: `comparison-A-vs-B`; a
-  shortened one, with a hash of all the names, past 100 characters."""
+def comparison_stem(names: Sequence[str], tune: int | None = None) -> str:
+  """The comparison's file name without suffix: `comparison-A-vs-B`
+  (`-tune<N>` with --tune); shortened with a hash past 100 characters."""
   stem = "comparison-" + "-vs-".join(names)
+  suffix = f"-tune{tune}" if tune else ""
   if len(stem) <= 100:
-    return stem
+    return stem + suffix
   digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:10]
-  return f"{stem[:85]}-{digest}"
+  return f"{stem[:85]}-{digest}{suffix}"
 
 
 def trained_as(config, seeds_as: str = "auto", backend: str | None = None) -> str:
@@ -327,10 +345,13 @@ def markdown_table(record: dict[str, Any]) -> str:
               else "follow by mean test accuracy") + ", best first.", ""]
   if not on_validation:
     lines += [f"**{TEST_SET_SENTENCE}**", ""]
+  tuned = "tune" in record
   lines += ["| config | dataset | model | optimizer | epochs | "
+            + (tuning.HEADER if tuned else "")
             + ("validation mean | " if on_validation else "")
             + "mean | std | 95% CI | p vs baseline | min | max | training s (mean) |",
-            "|---|---|---|---|---|" + ("---|" if on_validation else "")
+            "|---|---|---|---|---|" + (tuning.DIVIDER if tuned else "")
+            + ("---|" if on_validation else "")
             + "---|---|---|---|---|---|---|"]
   for name in record["ranking"]:
     r = record["configs"][name]
@@ -338,6 +359,7 @@ def markdown_table(record: dict[str, Any]) -> str:
     p = "baseline" if name == record["baseline"] else _p_value(r["p_vs_baseline"])
     lines.append(f"| {name} | {r['dataset']} | {r['model']} | {r['optimizer']} | "
                  f"{r['num_epochs']} | "
+                 + (tuning.cells(r["tuning"]) if tuned else "")
                  + (f"{_percent(r['validation_accuracy']['mean'])} | " if on_validation else "")
                  + f"{_percent(acc['mean'])} | {100 * acc['std']:.2f} | "
                  f"{_interval(acc['ci95'])} | {p} | {_percent(acc['min'])} | "
@@ -357,6 +379,8 @@ def markdown_table(record: dict[str, Any]) -> str:
   if members:
     lines += ["", f"{', '.join(members)}: the seeds trained as the members of "
               "one run; training s is that run's time over its members."]
+  if tuned:
+    lines += tuning.notes(record)
   if n < MIN_SEEDS:
     lines += ["", f"**{seeds_warning(n)}**"]
   return "\n".join(lines) + "\n"
@@ -364,8 +388,9 @@ def markdown_table(record: dict[str, Any]) -> str:
 
 def main(argv):
   workdir = Path(_WORKDIR.value or DEFAULT_WORKDIR)
-  compare(argv[1:], _SEEDS.value, workdir, _OVERRIDE.value, _SEEDS_AS.value)
-  stem = workdir / comparison_stem([Path(p).stem for p in argv[1:]])
+  compare(argv[1:], _SEEDS.value, workdir, _OVERRIDE.value, _SEEDS_AS.value,
+          _TUNE.value)
+  stem = workdir / comparison_stem([Path(p).stem for p in argv[1:]], _TUNE.value)
   print(stem.with_suffix(".md").read_text(), end="")
   logging.info("wrote %s.{md,json,png}", stem)
 
