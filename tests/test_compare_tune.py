@@ -184,3 +184,21 @@ def test_without_tune_a_sweeping_config_is_still_refused(tmp_path):
   with pytest.raises(UserError, match="compare compares configs, not sweep points"):
     compare.compare(_configs(tmp_path)[1:], 2, tmp_path / "cmp",
                     [*OVERRIDES, "sweep_samples=3"])
+
+
+def test_the_budget_of_a_search_with_successive_halving(tmp_path):
+  # 4 trials, 2 epochs, the best half kept after epoch 1: 4 + 2 trial-epochs.
+  # (Learning rates of 3e-4..3e-2, where both survivors learn.)
+  record = compare.compare(
+      _configs(tmp_path)[:1], 1, tmp_path / "cmp",
+      [*OVERRIDES, "learning_rate=0.003", "sweep_halving_epochs=1",
+       "sweep_halving_eta=2"], "members", tune=4)
+  result = record["configs"]["mnist160"]["tuning"]
+  assert (result["trials"], result["epochs"], result["trial_epochs"]) == (4, 2, 6)
+  assert result["halving_epochs"] == "1"
+  search = json.loads((tmp_path / "cmp" / "mnist160" / "tune4" / "search" /
+                       "summary.json").read_text())
+  # The choice is among the survivors, each trained to the last epoch.
+  assert len(result["points"]) == 2 and result["chosen"] == _best(search)
+  table = (tmp_path / "cmp" / "comparison-mnist160-tune4.md").read_text()
+  assert "| 4 x 2 (6 trial-epochs, halving) |" in table
