@@ -29,7 +29,7 @@ OWN_FLAGS = {
     "evaluate": {"workdir", "member", "checkpoint", "data_dir", "ema", "plots"},
     "predict": {"workdir", "member", "checkpoint", "invert", "fit", "top", "out"},
     "export": {"workdir", "member", "checkpoint", "out", "platforms"},
-    "compare": {"seeds", "workdir", "override", "seeds_as"},
+    "compare": {"seeds", "workdir", "override", "seeds_as", "tune"},
 }
 # What a training run logs, each line after its time stamp.
 TRAIN_LINES = ("backend cpu", "config: ", "mnist160: 80 train / 80 test images",
