@@ -349,8 +349,11 @@ def log_members(summary: dict[str, Any], members: members_lib.Members):
   member = summary["members"][k]
   accuracy = member["best_validation_accuracy" if on == "validation"
                     else "test_accuracy_at_best_epoch"]
+  # A halved run's members are numbered as in the full sweep ("member");
+  # `k` is the position among those it still trains.
   logging.info("%s chose member %d (%s): %s accuracy %.2f%% at epoch %d%s; %s",
-               on, k, _values(members.describe(k)), on, 100 * accuracy,
+               on, summary["chosen_member"].get("member", k),
+               _values(members.describe(k)), on, 100 * accuracy,
                member["best_epoch"],
                f", test accuracy {100 * member['test_accuracy_at_best_epoch']:.2f}% "
                f"there" if on == "validation" else "",
@@ -359,7 +362,7 @@ def log_members(summary: dict[str, Any], members: members_lib.Members):
     logging.warning(
         "member %d (%s) %s: final %s accuracy %.2f%% (chance: at most %.2f%% "
         "on %d images), train loss %.4g; it is included in the means above",
-        collapsed["member"], _values(members.describe(collapsed["member"])),
+        collapsed["member"], _values({key: collapsed[key] for key in members.describe(0)}),
         "diverged" if collapsed["status"] == "diverged" else "stayed at chance",
         summary["chance"]["split"],
         100 * collapsed[f"final_{summary['chance']['split']}_accuracy"],

@@ -269,3 +269,22 @@ def test_the_summary_numbers_every_member_as_the_full_sweep_does():
   assert [m["member"] for m in summary["members"]] == [1, 3]
   assert summary["chosen_member"]["member"] == 1
   assert summary["collapsed_members"] == [{"member": 3}]
+
+
+def test_a_survivor_at_chance_is_named_by_its_sweep_number(tmp_path, caplog):
+  # Learning rates this low leave every member of mnist160 at chance after 2
+  # epochs, the survivors of the rung too. The end-of-run lines name them by
+  # their original numbers, with their own values. Catches the log looking a
+  # survivor's original number up among the survivors' positions (an
+  # IndexError at the end of training, or another member's values).
+  caplog.set_level(logging.INFO)
+  config = _config(2, "1", lr_schedule="constant")
+  config.sweep.learning_rate = "0.00001,0.00002,0.00003,0.00004"
+  summary = training.train_and_evaluate(config, tmp_path / "run").summary
+  survivors = summary["halving"]["surviving_members"]
+  collapsed = summary["collapsed_members"]
+  assert collapsed and {c["member"] for c in collapsed} <= set(survivors)
+  for c in collapsed:
+    rate = c["learning_rate"]
+    assert rate == float(config.sweep.learning_rate.split(",")[c["member"]])
+    assert f"member {c['member']} (seed=0, learning_rate={rate:g}) stayed at chance" in caplog.text
