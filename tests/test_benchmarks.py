@@ -28,6 +28,7 @@ import finetune
 import folder_load
 import host_memory
 import record_run
+import resolver_speed
 import run
 import startup
 import strategies
@@ -289,10 +290,35 @@ def test_finetune_benchmark_writes_every_variant_with_its_overrides(tmp_path,
   assert "learning_rate" not in runs["probe-1"]["overrides"]
 
 
+def test_resolver_speed_alternates_the_two_trees_and_writes_their_ratio(tmp_path,
+                                                                       script_env):
+  # Both sides this checkout: the record's shape, the alternation, the ratio.
+  out = tmp_path / "before-after.json"
+  run_script("benchmarks/resolver_speed.py", f"--before={REPO}", f"--after={REPO}",
+             "--rounds=2", "--models=mlp", "--batch_size=16", "--window_images=32",
+             "--repeats=1", "--dataset=mnist160", f"--out={out}", env=script_env)
+  record = _record(out)
+  assert record["order"] == [["before", "after"], ["after", "before"]]
+  assert record["benchmark"] == "resolver_speed" and record["machine"]["date"]
+  assert record["hardware"]["cores"] >= 1 and record["software"]["jax"]
+  row = record["models"]["mlp"]
+  for side in ("before", "after"):
+    assert len(row[side]["rounds"]) == 2
+    assert row[side]["min"] <= row[side]["median"] <= row[side]["max"]
+  assert row["ratio_after_over_before"] == pytest.approx(
+      row["after"]["median"] / row["before"]["median"], rel=1e-12)
+  assert row["paired_ratios"]["rounds"] == pytest.approx(
+      [a / b for a, b in zip(row["after"]["rounds"], row["before"]["rounds"])])
+  assert record["commits"]["before"] == record["commits"]["after"]
+
+
 # Bad flag values: refused when parsed, one line naming the flag.
 MISSING = "/nonexistent/folder"
 BAD_FLAGS = [
     (run.parse_args, ["--repeats=0"], "--repeats"),
+    (resolver_speed.parse_args, [f"--before={MISSING}"], "--before"),
+    (resolver_speed.parse_args, ["--before=.", "--out=x.json", "--rounds=0"],
+     "--rounds"),
     (run.parse_args, ["--sections=throughput,nope"], "--sections"),
     (run.parse_args, ["--models=mlp,nope"], "--models"),
     (run.parse_args, ["--batch_sizes=16,-8"], "--batch_sizes"),
