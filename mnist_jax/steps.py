@@ -120,9 +120,14 @@ def train_step(graphs: Graphs, recipe: StepRecipe, tx: optax.GradientTransformat
     dropout = ({"dropout_key": jax.random.fold_in(step_key, 2)}
                if recipe.dropout_key else {})
     logits_BK = module(x_BHWC.astype(recipe.dtype), **dropout).astype(jnp.float32)
-    labels_BK = training_labels(labels_B, logits_BK.shape[-1],
-                                recipe.label_smoothing, lam)
-    loss_sum = jnp.sum(loss(logits_BK, labels_BK).astype(jnp.float32))
+    if loss is cross_entropy and not recipe.label_smoothing and lam is None:
+      # The same loss of plain one-hot labels, from the integer labels: no
+      # one-hot matrix in the step (the built-ins' step as before plugins).
+      losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BK, labels_B)
+    else:
+      losses_B = loss(logits_BK, training_labels(
+          labels_B, logits_BK.shape[-1], recipe.label_smoothing, lam))
+    loss_sum = jnp.sum(losses_B.astype(jnp.float32))
     correct = jnp.sum(jnp.argmax(logits_BK, -1) == labels_B, dtype=jnp.int32)
     count = jnp.int32(labels_B.shape[0])
     _, _, new_rest = nnx.split(module, nnx.Param, ...)
