@@ -106,7 +106,10 @@ def file_path(spec: str) -> Path | None:
 def source_sha256(spec: str) -> str | None:
   """The sha256 of the file `spec` names: of its source as executed in this
   process where it was, else as it is now (None: not a file spec, or not found)."""
-  path = file_path(spec)
+  return _source_sha256(file_path(spec))
+
+
+def _source_sha256(path: Path | None) -> str | None:
   if path is None:
     return None
   return _EXECUTED.get(path) or hashlib.sha256(path.read_bytes()).hexdigest()
@@ -120,11 +123,12 @@ def recall(record: dict[str, dict[str, str]] | None):
     spec = entry["spec"]
     _RECORDED[spec] = entry
     saved = entry.get("sha256")
-    now = source_sha256(spec) if saved else None
-    if now and now != saved and (str(file_path(spec)), now) not in _WARNED:
-      _WARNED.add((str(file_path(spec)), now))
+    path = file_path(spec) if saved else None
+    now = _source_sha256(path)
+    if now and now != saved and (str(path), now) not in _WARNED:
+      _WARNED.add((str(path), now))
       logging.warning("%s=%r: %s has changed since the checkpoint was saved; "
-                      "using the file as it is now", field, spec, file_path(spec))
+                      "using the file as it is now", field, spec, path)
 
 
 def load(kind: str, spec: str, label: str) -> tuple[Any, dict[str, Any]]:

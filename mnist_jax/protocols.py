@@ -53,13 +53,7 @@ def check(config: ml_collections.ConfigDict, num_classes: int,
 
 def _calling(label: str, spec: str, fn, *args):
   """jax.eval_shape(fn, *args), a user's exception turned into one line."""
-  try:
-    return jax.eval_shape(fn, *args)
-  except UserError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    raise SpecError(f"{label}={spec!r} raised {plugins.raised(e, plugins.file_path(spec))}"
-                    ) from None
+  return _stage(label, spec, "", jax.eval_shape, fn, *args)
 
 
 def _stage(label: str, spec: str, doing: str, fn, *args):
@@ -78,7 +72,8 @@ def _stage(label: str, spec: str, doing: str, fn, *args):
            if label == "model" and isinstance(e, KeyError) and "RngStream" in str(e)
            else "")
     raise SpecError(f"{label}={spec!r} raised "
-                    f"{plugins.raised(e, plugins.file_path(spec))} {doing}{fix}") from None
+                    f"{plugins.raised(e, plugins.file_path(spec))}"
+                    f"{' ' + doing if doing else ''}{fix}") from None
 
 
 def _build(config, num_classes: int, image_shape, key):
@@ -152,11 +147,7 @@ def _optimizer(config, params, steps_per_epoch: int):
                     f"default of its own")
   schedule = optim.schedule(config, steps_per_epoch)
   hyper = {h: config[h] for h in entry.hyperparameters}
-  try:
-    tx = entry.target(schedule, config, **hyper)
-  except Exception as e:  # pylint: disable=broad-except
-    raise SpecError(f"optimizer={spec!r} raised "
-                    f"{plugins.raised(e, plugins.file_path(spec))}") from None
+  tx = _stage("optimizer", spec, "", lambda: entry.target(schedule, config, **hyper))
   if not isinstance(tx, optax.GradientTransformation):
     raise SpecError(f"optimizer={spec!r} returned a {type(tx).__name__}, not an "
                     f"optax.GradientTransformation; expected "
