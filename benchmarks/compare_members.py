@@ -143,7 +143,7 @@ def main(argv=None):
       "commands": {side: "mnist-jax compare " + " ".join(
           command(args, side, Path("<tmp>"))[4:]) for side in SIDES},
       "configs": args.configs, "seeds": args.seeds, "rounds": args.rounds,
-      "overrides": args.override, "lscpu_model_name": lscpu_model(),
+      "overrides": args.override, "lscpu_model_name": timing.lscpu_model(),
       "machine": timing.machine_info(), "note": args.note,
       "compare_py_sha256": hashlib.sha256(
           (ROOT / "mnist_jax" / "compare.py").read_bytes()).hexdigest(),
@@ -153,15 +153,6 @@ def main(argv=None):
   names = "-".join(Path(p).stem for p in args.configs)
   timing.write_record(record, f"compare-members-{names}", out=args.out,
                       results_dir=ROOT / "benchmarks" / "results")
-
-
-def lscpu_model() -> str | None:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    return None
-  return next((l.split(":", 1)[1].strip() for l in out.splitlines()
-               if l.startswith("Model name:")), None)
 
 
 if __name__ == "__main__":

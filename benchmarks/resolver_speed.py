@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -131,17 +130,6 @@ def measure(args) -> dict:
                       for side, found in commits.items()}}
 
 
-def _cpu_model() -> str | None:
-  try:
-    for line in subprocess.run(["lscpu"], capture_output=True, text=True,
-                               check=True).stdout.splitlines():
-      if line.startswith("Model name:"):
-        return line.split(":", 1)[1].strip()
-  except (OSError, subprocess.CalledProcessError):
-    pass
-  return platform.processor() or None
-
-
 def main(argv=None):
   args = parse_args(argv)
   found = measure(args)
@@ -152,7 +140,8 @@ def main(argv=None):
       "benchmark": "resolver_speed", "machine": machine,
       "command": " ".join([Path(sys.executable).name, *sys.argv]),
       "date": machine["date"],
-      "hardware": {"cpu_model": _cpu_model(), "cores": len(os.sched_getaffinity(0))},
+      "hardware": {"cpu_model": timing.lscpu_model() or platform.processor() or None,
+                   "cores": len(os.sched_getaffinity(0))},
       "software": {p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "flax",
                                                                "optax")}
                   | {"python": platform.python_version()},

@@ -224,15 +224,6 @@ def spread(values: list[float]) -> dict:
           "max": max(values)}
 
 
-def lscpu_model() -> str | None:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    return None
-  return next((l.split(":", 1)[1].strip() for l in out.splitlines()
-               if l.startswith("Model name:")), None)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--config", default=SPEEDRUN, type=ba.existing_file)
@@ -295,7 +286,7 @@ def main(argv=None):
       "commands": {"jax": "mnist-jax " + " ".join(train_args(args, Path("<tmp>"))),
                    "torch": f"python benchmarks/torch_recipe.py --dataset={dataset}"
                             + (f" --data_dir={args.data_dir}" if args.data_dir else "")},
-      "overrides": args.override, "lscpu_model_name": lscpu_model(),
+      "overrides": args.override, "lscpu_model_name": timing.lscpu_model(),
       "machine": timing.machine_info(), "runs": runs, "medians": medians,
       "jax_over_torch_exit_seconds": {
           state: medians[f"jax_{state}"]["exit_seconds"]["median"]

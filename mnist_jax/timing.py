@@ -89,6 +89,18 @@ def write_record(record: dict, name: str, out: str | os.PathLike | None = None,
   return path
 
 
+def lscpu_model() -> str | None:
+  """`lscpu`'s "Model name" ("AMD EPYC", "Intel(R) Xeon(R) ..."): the CPU kind
+  a record names, since times and ratios differ between kinds; None where
+  lscpu is missing or says none."""
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return next((line.split(":", 1)[1].strip() for line in out.splitlines()
+               if line.startswith("Model name:")), None)
+
+
 def machine_info() -> dict[str, object]:
   """Where a measurement came from: hardware, software and code version."""
   import flax  # pylint: disable=g-import-not-at-top
